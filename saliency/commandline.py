@@ -1,0 +1,46 @@
+"""Plumbing shared by the `saliency` and `vidcap` commands: one-line errors, exit codes, `--set`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from saliency.errors import UserError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    """`--config FILE` and repeatable `--set key=value` overrides."""
+    parser.add_argument("--config", required=required, metavar="YAML", help="config preset (YAML); defaults fill the rest")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set train.epochs=5 (repeatable)")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`'288x384'` → (288, 384): height × width, as argparse `type=`."""
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HEIGHTxWIDTH, e.g. 288x384") from None
+    if height <= 0 or width <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes must be positive")
+    return height, width
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse, dispatch to `args.handler(args)`, and turn user mistakes into one line on stderr."""
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int | None] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return int(handler(args) or 0)
+    except UserError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

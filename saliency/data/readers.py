@@ -1,0 +1,386 @@
+"""Readers for the saliency datasets in their official layouts: SALICON, MIT1003, CAT2000, a plain folder.
+
+Every reader is a lazy sequence of `SaliencySample`s (files are decoded on access, partner files are
+checked on construction); `open_dataset` picks the reader from the layout it finds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from PIL import Image
+
+from saliency.errors import DatasetError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+SALICON_SPLITS = ("train", "val", "test")
+CAT2000_SPLITS = {"train": "trainSet", "test": "testSet"}
+LAYOUTS = (
+    "SALICON (images/{train,val,test}/, maps/{train,val}/, fixations/{train,val}/), "
+    "MIT1003 (ALLSTIMULI/, ALLFIXATIONMAPS/), "
+    "CAT2000 (trainSet/Stimuli/<category>/, FIXATIONMAPS/, FIXATIONLOCS/), "
+    "or a plain folder (images/, maps/, optional fixations/)"
+)
+_PARTNERS = ("map", "fixations")
+
+
+@dataclass
+class SaliencySample:
+    """One stimulus with its ground truth, all in the image's pixel grid."""
+
+    name: str
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    density: np.ndarray | None  # (H, W) float32 in [0, 1], as stored; None where the split has none
+    fixations: np.ndarray | None  # (N, 2) int64 (row, col), 0-based; duplicates kept (several observers)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    image: Path
+    density: Path | None
+    fixations: Path | None
+
+
+# Reads a fixation file into (N, 2) int64 (row, col) points for an image of shape (H, W).
+_FixationLoader = Callable[[Path, tuple[int, int], Path], np.ndarray]
+
+
+class SaliencyReader(Sequence[SaliencySample]):
+    """A lazy sequence of samples over (image, map, fixation file) triples found on construction."""
+
+    def __init__(self, entries: list[_Entry], read_fixations: _FixationLoader) -> None:
+        self._entries = entries
+        self._read_fixations = read_fixations
+
+    @property
+    def names(self) -> list[str]:
+        """Sample names in reading order (file stems; `<category>/<stem>` for CAT2000)."""
+        return [entry.name for entry in self._entries]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, index: int) -> SaliencySample:  # type: ignore[override]
+        entry = self._entries[index]
+        image = read_rgb(entry.image)
+        shape = image.shape[:2]
+        density = None
+        if entry.density is not None:
+            density = read_gray(entry.density).astype(np.float32) / 255.0
+            _check_same_size(density.shape, shape, entry.density, entry.image)
+        fixations = None
+        if entry.fixations is not None:
+            fixations = self._read_fixations(entry.fixations, shape, entry.image)
+        return SaliencySample(entry.name, image, density, fixations)
+
+
+class SaliconReader(SaliencyReader):
+    """SALICON: `images/{split}/*.jpg`, `maps/{split}/<stem>.png`, `fixations/{split}/<stem>.mat`.
+
+    The test split has images only (density and fixations are None).
+    """
+
+    def __init__(
+        self, root: str | Path, split: str = "train", require: Collection[str] = _PARTNERS
+    ) -> None:
+        root = Path(root)
+        if split not in SALICON_SPLITS:
+            raise DatasetError(f"{root}: unknown SALICON split {split!r}; expected one of {SALICON_SPLITS}")
+        images = _require_images(_list_images(root / "images" / split), root / "images" / split)
+        truth = split != "test"
+        entries = _pair(
+            images,
+            (lambda name: [root / "maps" / split / f"{name}.png"]) if truth else None,
+            (lambda name: [root / "fixations" / split / f"{name}.mat"]) if truth else None,
+            require,
+        )
+        super().__init__(entries, read_salicon_fixations)
+
+
+class Mit1003Reader(SaliencyReader):
+    """MIT1003: `ALLSTIMULI/*.jpeg`, `ALLFIXATIONMAPS/<stem>_fixMap.jpg` and `<stem>_fixPts.jpg`.
+
+    MIT1003 has no splits: `split` must be None and the reader yields all 1003 images.
+    """
+
+    def __init__(
+        self, root: str | Path, split: str | None = None, require: Collection[str] = _PARTNERS
+    ) -> None:
+        root = Path(root)
+        if split is not None:
+            raise DatasetError(f"{root}: MIT1003 has no splits (got split={split!r})")
+        images = _require_images(_list_images(root / "ALLSTIMULI"), root / "ALLSTIMULI")
+        maps = root / "ALLFIXATIONMAPS"
+        entries = _pair(
+            images,
+            lambda name: [maps / f"{name}_fixMap.jpg"],
+            lambda name: [maps / f"{name}_fixPts.jpg"],
+            require,
+        )
+        super().__init__(entries, read_fixation_image)
+
+
+class Cat2000Reader(SaliencyReader):
+    """CAT2000: `trainSet/Stimuli/<cat>/NNN.jpg`, `FIXATIONMAPS/<cat>/NNN.jpg`, `FIXATIONLOCS/<cat>/NNN.mat`.
+
+    The map and location folders are looked for beside `Stimuli/` (as the dataset ships) and then
+    in `root`; `root` may also be the `trainSet/` folder itself. Sample names are `<cat>/NNN`.
+    The test split (`testSet/`) has images only.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        categories: Collection[str] | None = None,
+        require: Collection[str] = _PARTNERS,
+    ) -> None:
+        root = Path(root)
+        if split not in CAT2000_SPLITS:
+            raise DatasetError(
+                f"{root}: unknown CAT2000 split {split!r}; expected one of {tuple(CAT2000_SPLITS)}"
+            )
+        base = root / CAT2000_SPLITS[split]
+        if not (base / "Stimuli").is_dir() and (root / "Stimuli").is_dir():
+            base = root
+        stimuli = base / "Stimuli"
+        if not stimuli.is_dir():
+            layout = f"{CAT2000_SPLITS[split]}/Stimuli/<category>/"
+            raise DatasetError(f"{stimuli}: no such directory (CAT2000 layout: {layout})")
+        available = sorted(path.name for path in stimuli.iterdir() if path.is_dir())
+        unknown = sorted(set(categories or ()) - set(available))
+        if unknown:
+            raise DatasetError(f"{stimuli}: no categories {unknown}; available: {available}")
+        images = [
+            (f"{category}/{name}", path)
+            for category in (available if categories is None else sorted(categories))
+            for name, path in _list_images(stimuli / category)
+        ]
+        images = _require_images(images, stimuli)
+        truth = split == "train"
+        map_dirs = [base / "FIXATIONMAPS", root / "FIXATIONMAPS"]
+        loc_dirs = [base / "FIXATIONLOCS", root / "FIXATIONLOCS"]
+        entries = _pair(
+            images,
+            (lambda name: [d / f"{name}.jpg" for d in map_dirs]) if truth else None,
+            (lambda name: [d / f"{name}.mat" for d in loc_dirs]) if truth else None,
+            require,
+        )
+        super().__init__(entries, read_cat2000_fixations)
+
+
+class FolderReader(SaliencyReader):
+    """A plain folder: `images/*.{jpg,jpeg,png}`, `maps/<stem>.{png,jpg}`, optional `fixations/<stem>.png`.
+
+    Fixation PNGs are binary images (non-zero pixels are fixations). No splits.
+    """
+
+    def __init__(
+        self, root: str | Path, split: str | None = None, require: Collection[str] = ("map",)
+    ) -> None:
+        root = Path(root)
+        if split is not None:
+            raise DatasetError(f"{root}: a plain image folder has no splits (got split={split!r})")
+        images = _require_images(_list_images(root / "images"), root / "images")
+        entries = _pair(
+            images,
+            lambda name: [root / "maps" / f"{name}{suffix}" for suffix in (".png", ".jpg", ".jpeg")],
+            lambda name: [root / "fixations" / f"{name}.png"],
+            require,
+        )
+        super().__init__(entries, read_fixation_image)
+
+
+READERS: dict[str, type[SaliencyReader]] = {
+    "salicon": SaliconReader,
+    "mit1003": Mit1003Reader,
+    "cat2000": Cat2000Reader,
+    "folder": FolderReader,
+}
+
+
+def detect_layout(root: str | Path) -> str:
+    """The layout of a dataset directory: one of the `READERS` keys."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such directory")
+    if (root / "ALLSTIMULI").is_dir():
+        return "mit1003"
+    if any((root / folder / "Stimuli").is_dir() for folder in (*CAT2000_SPLITS.values(), ".")):
+        return "cat2000"
+    if any((root / "images" / split).is_dir() for split in SALICON_SPLITS):
+        return "salicon"
+    if (root / "images").is_dir():
+        return "folder"
+    raise DatasetError(f"{root}: not a saliency dataset; accepted layouts: {LAYOUTS}")
+
+
+def open_dataset(root: str | Path, kind: str = "auto", split: str | None = None) -> SaliencyReader:
+    """Open the dataset at `root`, detecting its layout when `kind` is "auto".
+
+    `split` selects SALICON's train/val/test or CAT2000's train/test (None: the reader's default,
+    "train"); MIT1003 and plain folders have no splits and always yield the whole set.
+    """
+    kind = detect_layout(root) if kind == "auto" else kind
+    if kind not in READERS:
+        raise DatasetError(f"unknown dataset kind {kind!r}; expected auto or one of {sorted(READERS)}")
+    if split is not None and kind in ("salicon", "cat2000"):
+        return READERS[kind](root, split=split)
+    return READERS[kind](root)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Decode an image file into (H, W, 3) uint8 RGB (grayscale expanded, alpha dropped)."""
+    return _decode(path, "RGB")
+
+
+def read_gray(path: Path) -> np.ndarray:
+    """Decode an image file into (H, W) uint8 grayscale."""
+    return _decode(path, "L")
+
+
+def read_fixation_image(path: Path, shape: tuple[int, int], image_path: Path) -> np.ndarray:
+    """(N, 2) int64 (row, col) of the set pixels of a binary fixation image (MIT1003 `_fixPts`, PNGs)."""
+    points = read_gray(path)
+    _check_same_size(points.shape, shape, path, image_path)
+    # JPEG-compressed binary maps are near 0/255 with noise: threshold at mid-grey. A 0/1 PNG has max 1.
+    threshold = 127 if points.max() > 1 else 0
+    return np.argwhere(points > threshold).astype(np.int64)
+
+
+def read_cat2000_fixations(path: Path, shape: tuple[int, int], image_path: Path) -> np.ndarray:
+    """(N, 2) int64 (row, col) of the non-zero entries of a CAT2000 `fixLocs` H×W matrix."""
+    mat = _load_mat(path)
+    if "fixLocs" not in mat:
+        found = sorted(key for key in mat if not key.startswith("__"))
+        raise DatasetError(f"{path}: no 'fixLocs' variable (found {found})")
+    locs = np.asarray(mat["fixLocs"])
+    if locs.dtype.kind not in "biuf" or locs.ndim != 2:
+        raise DatasetError(f"{path}: 'fixLocs' is not a 2-D numeric matrix")
+    _check_same_size(locs.shape, shape, path, image_path)
+    return np.argwhere(locs > 0).astype(np.int64)
+
+
+def read_salicon_fixations(path: Path, shape: tuple[int, int], image_path: Path) -> np.ndarray:
+    """(N, 2) int64 (row, col) of all observers' fixations in a SALICON .mat, in the image's pixel grid.
+
+    Points are stored 1-based `[x, y]` in a `resolution` `[H W]` frame; they are rescaled to the
+    image size and those falling outside it are dropped.
+    """
+    mat = _load_mat(path)
+    try:
+        resolution = np.asarray(mat["resolution"], dtype=np.float64).ravel() if "resolution" in mat else shape
+        res_h, res_w = resolution
+        if res_h <= 0 or res_w <= 0:
+            raise ValueError(f"'resolution' is {res_h}x{res_w}")
+        points = [_xy_points(record["fixations"]) for record in _gaze_records(mat["gaze"])]
+    except (KeyError, ValueError, TypeError, IndexError) as err:
+        raise DatasetError(f"{path}: not a SALICON fixation file ({type(err).__name__}: {err})") from err
+    xy = np.concatenate(points) if points else np.zeros((0, 2))
+    # Pixel x (1-based) covers [x - 0.5, x + 0.5) of the resolution frame: map its centre.
+    rows = np.floor((xy[:, 1] - 0.5) * shape[0] / res_h)
+    cols = np.floor((xy[:, 0] - 0.5) * shape[1] / res_w)
+    inside = (rows >= 0) & (rows < shape[0]) & (cols >= 0) & (cols < shape[1])
+    return np.stack([rows[inside], cols[inside]], axis=1).astype(np.int64)
+
+
+def _gaze_records(gaze: np.ndarray) -> list[np.void]:
+    """The observer records of a `gaze` struct array (also when saved as a cell array of structs)."""
+    if gaze.dtype.names:
+        return list(gaze.ravel())
+    return [record for cell in gaze.ravel() for record in np.asarray(cell).ravel()]
+
+
+def _xy_points(value: np.ndarray) -> np.ndarray:
+    """One observer's `fixations` field as (N, 2) float64 `[x, y]`; empty fields give (0, 2)."""
+    points = np.asarray(value, dtype=np.float64)
+    if points.size == 0:
+        return np.zeros((0, 2))
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"'fixations' has shape {points.shape}, expected N×2")
+    return points
+
+
+def _decode(path: Path, mode: str) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            return np.array(img.convert(mode))  # a writable copy
+    except FileNotFoundError as err:
+        raise DatasetError(f"{path}: no such file") from err
+    except Exception as err:  # Pillow raises OSError, ValueError, SyntaxError, DecompressionBombError...
+        raise DatasetError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from err
+
+
+def _load_mat(path: Path) -> dict[str, np.ndarray]:
+    try:
+        return scipy.io.loadmat(path)
+    except FileNotFoundError as err:
+        raise DatasetError(f"{path}: no such file") from err
+    except Exception as err:  # scipy raises ValueError, TypeError, OSError, zlib.error... on bad files
+        raise DatasetError(f"{path}: cannot read .mat file ({type(err).__name__}: {err})") from err
+
+
+def _check_same_size(found: tuple[int, ...], shape: tuple[int, int], path: Path, image_path: Path) -> None:
+    if tuple(found[:2]) != tuple(shape):
+        raise DatasetError(
+            f"{path} is {found[0]}x{found[1]} (HxW) but its image {image_path} is {shape[0]}x{shape[1]}"
+        )
+
+
+def _list_images(directory: Path) -> list[tuple[str, Path]]:
+    """(stem, path) of the image files directly in `directory`, sorted by stem."""
+    if not directory.is_dir():
+        raise DatasetError(f"{directory}: no such directory")
+    found: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in found:
+            raise DatasetError(f"{path}: same name as {found[path.stem]}; keep one image per name")
+        found[path.stem] = path
+    return sorted(found.items())
+
+
+def _require_images(images: list[tuple[str, Path]], where: Path) -> list[tuple[str, Path]]:
+    if not images:
+        raise DatasetError(f"{where}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return images
+
+
+def _pair(
+    images: list[tuple[str, Path]],
+    map_candidates: Callable[[str], list[Path]] | None,
+    fixation_candidates: Callable[[str], list[Path]] | None,
+    require: Collection[str],
+) -> list[_Entry]:
+    """Match each image with its map and fixation file (first existing candidate; None = split has none).
+
+    A partner named in `require` must exist for every image, otherwise DatasetError names the first
+    missing file; a partner not required is None where missing.
+    """
+    unknown = set(require) - set(_PARTNERS)
+    if unknown:
+        raise ValueError(f"require: unknown partners {sorted(unknown)}; expected a subset of {_PARTNERS}")
+    found: dict[str, list[Path | None]] = {}
+    for kind, candidates in zip(_PARTNERS, (map_candidates, fixation_candidates)):
+        paths: list[Path | None] = []
+        missing: list[tuple[Path, Path]] = []
+        for name, image in images:
+            options = candidates(name) if candidates is not None else []
+            path = next((option for option in options if option.is_file()), None)
+            if options and path is None:
+                missing.append((options[0], image))
+            paths.append(path)
+        if kind in require and missing:
+            more = f" (and {len(missing) - 1} more images miss theirs)" if len(missing) > 1 else ""
+            raise DatasetError(f"{missing[0][0]}: missing {kind} file for image {missing[0][1]}{more}")
+        found[kind] = paths
+    return [
+        _Entry(name, image, density, fixations)
+        for (name, image), density, fixations in zip(images, found["map"], found["fixations"])
+    ]

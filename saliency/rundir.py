@@ -1,0 +1,172 @@
+"""The run directory: config, weights, metrics and resumable training state, all written atomically.
+
+Layout (DESIGN.md): `config.yaml`, `model.safetensors`, `metrics.json`,
+`train_state.safetensors` + `train_state.json`. Nothing here unpickles anything.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save as save_tensors_bytes
+
+from saliency.config import dump_yaml, from_dict, read_yaml
+from saliency.errors import UserError
+
+T = TypeVar("T")
+
+CONFIG = "config.yaml"
+WEIGHTS = "model.safetensors"
+METRICS = "metrics.json"
+TRAIN_STATE = "train_state.safetensors"
+TRAIN_STATE_META = "train_state.json"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Atomically save contiguous CPU copies of `tensors` (shared storage is fine)."""
+    plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    atomic_write_bytes(path, save_tensors_bytes(plain, metadata=metadata))
+
+
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; a pickle or a damaged file is refused with a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: weights file not found")
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if head[:1] == b"\x80" or head == b"PK":
+        raise UserError(f"{path}: this is a pickled checkpoint; only safetensors weights are loaded (pickles can run code)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UserError(f"{path}: not a valid safetensors file ({error})") from None
+
+
+def flatten_state(state: Any, prefix: str = "s") -> tuple[Any, dict[str, torch.Tensor]]:
+    """Split nested optimiser/scheduler/RNG state into a JSON skeleton and a flat tensor dict."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(value: Any, key: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            tensors[key] = value
+            return {"__tensor__": key}
+        if isinstance(value, dict):
+            return {"__dict__": [[walk(k, f"{key}.k{i}"), walk(v, f"{key}.{i}")] for i, (k, v) in enumerate(value.items())]}
+        if isinstance(value, tuple):
+            return {"__tuple__": [walk(v, f"{key}.{i}") for i, v in enumerate(value)]}
+        if isinstance(value, list):
+            return [walk(v, f"{key}.{i}") for i, v in enumerate(value)]
+        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+            return {"__float__": repr(value)}
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise TypeError(f"cannot store {type(value).__name__} at {key} in a train state")
+
+    return walk(state, prefix), tensors
+
+
+def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of `flatten_state`."""
+    if isinstance(skeleton, list):
+        return [unflatten_state(v, tensors) for v in skeleton]
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            return tensors[skeleton["__tensor__"]]
+        if "__tuple__" in skeleton:
+            return tuple(unflatten_state(v, tensors) for v in skeleton["__tuple__"])
+        if "__float__" in skeleton:
+            return float(skeleton["__float__"])
+        return {unflatten_state(k, tensors): unflatten_state(v, tensors) for k, v in skeleton["__dict__"]}
+    return skeleton
+
+
+class RunDir:
+    """One trained thing's folder; every result can be reproduced from it alone."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def exists(self) -> bool:
+        return self.file(CONFIG).is_file()
+
+    def require(self) -> "RunDir":
+        """Fail with one line if this is not a run directory with weights."""
+        if not self.path.is_dir():
+            raise UserError(f"{self.path}: run directory not found")
+        for name in (CONFIG, WEIGHTS):
+            if not self.file(name).is_file():
+                raise UserError(f"{self.path}: not a run directory (missing {name})")
+        return self
+
+    def save_config(self, config: Any) -> None:
+        atomic_write_text(self.file(CONFIG), dump_yaml(config))
+
+    def config_dict(self) -> dict:
+        return read_yaml(self.file(CONFIG))
+
+    def load_config(self, cls: type[T]) -> T:
+        return from_dict(cls, self.config_dict(), str(self.file(CONFIG)))
+
+    def save_weights(self, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+        save_safetensors(state_dict, self.file(WEIGHTS), metadata)
+
+    def load_weights(self) -> dict[str, torch.Tensor]:
+        return load_safetensors(self.file(WEIGHTS))
+
+    def save_metrics(self, metrics: dict) -> None:
+        atomic_write_json(self.file(METRICS), metrics)
+
+    def load_metrics(self) -> dict:
+        path = self.file(METRICS)
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def has_train_state(self) -> bool:
+        return self.file(TRAIN_STATE).is_file()
+
+    def save_train_state(self, state: dict, summary: dict | None = None) -> None:
+        """One atomic safetensors file holds tensors and skeleton; the JSON beside it is a readable summary."""
+        skeleton, tensors = flatten_state(state)
+        save_safetensors(tensors, self.file(TRAIN_STATE), {"skeleton": json.dumps(skeleton)})
+        atomic_write_json(self.file(TRAIN_STATE_META), summary or {})
+
+    def load_train_state(self) -> dict:
+        path = self.file(TRAIN_STATE)
+        tensors = load_safetensors(path)
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        if "skeleton" not in metadata:
+            raise UserError(f"{path}: not a train state written by this package")
+        return unflatten_state(json.loads(metadata["skeleton"]), tensors)

@@ -1,0 +1,416 @@
+"""Specification of the saliency dataset readers, transforms and torch dataset, on tiny generated data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from PIL import Image
+
+from saliency.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Cat2000Reader,
+    FolderReader,
+    Mit1003Reader,
+    SaliconReader,
+    SaliencySample,
+    SaliencyTorchDataset,
+    SaliencyTransform,
+    crop_sample,
+    detect_layout,
+    hflip_sample,
+    open_dataset,
+    resize_sample,
+)
+from saliency.errors import DatasetError, UserError
+
+H, W = 12, 16
+
+
+# --- writers of tiny datasets in the official layouts ---------------------------------------------
+
+
+def write_image(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, quality=95)
+    return path
+
+
+def rgb(height: int = H, width: int = W, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def density_map(height: int = H, width: int = W) -> np.ndarray:
+    """A smooth uint8 map peaking at 255 in the middle."""
+    rows, cols = np.mgrid[:height, :width]
+    blob = np.exp(-((rows - height / 2) ** 2 + (cols - width / 2) ** 2) / 20.0)
+    return np.round(255 * blob / blob.max()).astype(np.uint8)
+
+
+def points_image(points: list[tuple[int, int]], height: int = H, width: int = W) -> np.ndarray:
+    image = np.zeros((height, width), dtype=np.uint8)
+    for row, col in points:
+        image[row, col] = 255
+    return image
+
+
+def salicon_gaze(*observers: list[tuple[float, float]]) -> np.ndarray:
+    """A 1×n SALICON `gaze` struct array; each observer a list of 1-based (x, y)."""
+    fields = [("location", object), ("timestamp", object), ("fixations", object)]
+    gaze = np.zeros((1, len(observers)), dtype=fields)
+    for i, points in enumerate(observers):
+        fixations = np.array(points, dtype=np.float64).reshape(-1, 2)
+        gaze[0, i]["fixations"] = fixations
+        gaze[0, i]["location"] = fixations
+        gaze[0, i]["timestamp"] = np.arange(len(fixations), dtype=np.float64).reshape(-1, 1)
+    return gaze
+
+
+def write_salicon_mat(path: Path, gaze: object, resolution: tuple[int, int] = (H, W)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(path, {"image": path.stem, "resolution": np.array([resolution]), "gaze": gaze})
+    return path
+
+
+def make_salicon(root: Path) -> Path:
+    """train: `a` (2 observers, one duplicate point), `b` (one observer, one empty); val: `c`; test: `d`."""
+    for split, names in (("train", "ab"), ("val", "c"), ("test", "d")):
+        for name in names:
+            write_image(root / "images" / split / f"{name}.jpg", rgb())
+            if split != "test":
+                write_image(root / "maps" / split / f"{name}.png", density_map())
+    write_salicon_mat(root / "fixations/train/a.mat", salicon_gaze([(5, 3), (16, 12)], [(5, 3)]))
+    write_salicon_mat(root / "fixations/train/b.mat", salicon_gaze([(1, 1)]))
+    write_salicon_mat(root / "fixations/val/c.mat", salicon_gaze([(2, 2)], []))
+    return root
+
+
+def make_mit1003(root: Path) -> Path:
+    for name, points in (("i1", [(2, 3), (7, 10)]), ("i2", [(0, 0)])):
+        write_image(root / "ALLSTIMULI" / f"{name}.jpeg", rgb())
+        write_image(root / "ALLFIXATIONMAPS" / f"{name}_fixMap.jpg", density_map())
+        write_image(root / "ALLFIXATIONMAPS" / f"{name}_fixPts.jpg", points_image(points))
+    return root
+
+
+def make_cat2000(root: Path, maps_beside_stimuli: bool = True) -> Path:
+    base = root / "trainSet"
+    truth = base if maps_beside_stimuli else root
+    for category in ("Action", "Art"):
+        for name in ("001", "002"):
+            write_image(base / "Stimuli" / category / f"{name}.jpg", rgb())
+            write_image(truth / "FIXATIONMAPS" / category / f"{name}.jpg", density_map())
+            locs = np.zeros((H, W), dtype=np.float64)
+            locs[4, 5] = 1
+            (truth / "FIXATIONLOCS" / category).mkdir(parents=True, exist_ok=True)
+            scipy.io.savemat(truth / "FIXATIONLOCS" / category / f"{name}.mat", {"fixLocs": locs})
+    return root
+
+
+def make_folder(root: Path) -> Path:
+    write_image(root / "images/x.png", rgb())
+    write_image(root / "maps/x.png", density_map())
+    write_image(root / "fixations/x.png", points_image([(1, 2), (3, 4)]))
+    write_image(root / "images/y.jpg", rgb())
+    write_image(root / "maps/y.jpg", density_map())
+    return root
+
+
+def assert_sample_types(sample: SaliencySample, shape: tuple[int, int] = (H, W)) -> None:
+    assert sample.image.dtype == np.uint8 and sample.image.shape == (*shape, 3)
+    assert sample.density is not None and sample.density.dtype == np.float32 and sample.density.shape == shape
+    assert 0.0 <= sample.density.min() and sample.density.max() <= 1.0
+    assert sample.fixations is not None and sample.fixations.dtype == np.int64
+    assert sample.fixations.ndim == 2 and sample.fixations.shape[1] == 2
+
+
+# --- readers ----------------------------------------------------------------------------------------
+
+
+def test_salicon_reader_yields_rgb_images_densities_as_stored_and_fixations(tmp_path: Path) -> None:
+    reader = SaliconReader(make_salicon(tmp_path), split="train")
+    assert len(reader) == 2 and reader.names == ["a", "b"]
+    sample = reader[0]
+    assert sample.name == "a"
+    assert_sample_types(sample)
+    np.testing.assert_allclose(sample.density, density_map() / 255.0, atol=1e-6)
+    assert [s.name for s in reader] == ["a", "b"]
+
+
+def test_salicon_fixations_become_zero_based_row_col_and_keep_duplicates(tmp_path: Path) -> None:
+    sample = SaliconReader(make_salicon(tmp_path))[0]
+    # observer 1: [x=5, y=3] and [x=16, y=12] (the bottom-right pixel); observer 2: [x=5, y=3] again
+    assert sample.fixations.tolist() == [[2, 4], [11, 15], [2, 4]]
+
+
+def test_salicon_reads_a_single_observer_and_an_observer_without_fixations(tmp_path: Path) -> None:
+    root = make_salicon(tmp_path)
+    assert SaliconReader(root, split="train")[1].fixations.tolist() == [[0, 0]]
+    assert SaliconReader(root, split="val")[0].fixations.tolist() == [[1, 1]]
+
+
+def test_salicon_reads_gaze_saved_as_a_cell_array_of_structs(tmp_path: Path) -> None:
+    root = make_salicon(tmp_path)
+    cells = [{"fixations": np.array([[3.0, 4.0]])}, {"fixations": np.zeros((0, 2))}]
+    write_salicon_mat(root / "fixations/val/c.mat", cells)
+    assert SaliconReader(root, split="val")[0].fixations.tolist() == [[3, 2]]
+
+
+def test_salicon_rescales_points_from_the_recorded_resolution_and_drops_those_outside(tmp_path: Path) -> None:
+    root = make_salicon(tmp_path)
+    # Recorded at twice the image size: [x=9, y=5] (0-based col 8, row 4) lands on image pixel (2, 4).
+    gaze = salicon_gaze([(9, 5), (0, 3), (33, 5)])
+    write_salicon_mat(root / "fixations/val/c.mat", gaze, resolution=(2 * H, 2 * W))
+    assert SaliconReader(root, split="val")[0].fixations.tolist() == [[2, 4]]
+
+
+def test_salicon_test_split_has_images_only(tmp_path: Path) -> None:
+    sample = SaliconReader(make_salicon(tmp_path), split="test")[0]
+    assert sample.name == "d" and sample.image.shape == (H, W, 3)
+    assert sample.density is None and sample.fixations is None
+
+
+def test_grayscale_and_rgba_images_come_out_rgb(tmp_path: Path) -> None:
+    gray = np.full((H, W), 77, dtype=np.uint8)
+    rgba = np.dstack([rgb(), np.full((H, W), 10, dtype=np.uint8)])
+    for name, image in (("gray", gray), ("rgba", rgba)):
+        write_image(tmp_path / "images" / f"{name}.png", image)
+        write_image(tmp_path / "maps" / f"{name}.png", density_map())
+    reader = FolderReader(tmp_path)
+    assert np.array_equal(reader[0].image, np.dstack([gray] * 3))
+    assert np.array_equal(reader[1].image, rgba[..., :3])
+
+
+def test_mit1003_reader_takes_fixations_from_the_set_pixels_of_the_points_jpeg(tmp_path: Path) -> None:
+    reader = Mit1003Reader(make_mit1003(tmp_path))
+    assert reader.names == ["i1", "i2"]
+    sample = reader[0]
+    assert_sample_types(sample)
+    assert sample.fixations.tolist() == [[2, 3], [7, 10]]
+    assert reader[1].fixations.tolist() == [[0, 0]]
+
+
+@pytest.mark.parametrize(
+    "maps_beside_stimuli", [True, False], ids=["trainSet/FIXATIONMAPS", "root/FIXATIONMAPS"]
+)
+def test_cat2000_reader_names_samples_by_category_and_reads_fixlocs(
+    tmp_path: Path, maps_beside_stimuli: bool
+) -> None:
+    reader = Cat2000Reader(make_cat2000(tmp_path, maps_beside_stimuli))
+    assert reader.names == ["Action/001", "Action/002", "Art/001", "Art/002"]
+    assert_sample_types(reader[2])
+    assert reader[2].fixations.tolist() == [[4, 5]]
+    assert Cat2000Reader(tmp_path, categories=["Art"]).names == ["Art/001", "Art/002"]
+    if maps_beside_stimuli:
+        assert Cat2000Reader(tmp_path / "trainSet").names == reader.names
+
+
+def test_cat2000_unknown_category_is_an_error_listing_the_available_ones(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="Stimuli.*Sports.*Action"):
+        Cat2000Reader(make_cat2000(tmp_path), categories=["Sports"])
+
+
+def test_folder_reader_fixations_are_optional(tmp_path: Path) -> None:
+    reader = FolderReader(make_folder(tmp_path))
+    assert reader.names == ["x", "y"]
+    assert reader[0].fixations.tolist() == [[1, 2], [3, 4]]
+    assert reader[1].fixations is None and reader[1].density is not None
+    with pytest.raises(DatasetError, match=r"fixations/y\.png"):
+        FolderReader(tmp_path, require=("map", "fixations"))
+
+
+@pytest.mark.parametrize(
+    ("make", "kind", "count"),
+    [
+        (make_salicon, "salicon", 2),
+        (make_mit1003, "mit1003", 2),
+        (make_cat2000, "cat2000", 4),
+        (make_folder, "folder", 2),
+    ],
+)
+def test_open_dataset_detects_each_layout(tmp_path: Path, make, kind: str, count: int) -> None:
+    root = make(tmp_path)
+    assert detect_layout(root) == kind
+    reader = open_dataset(root)
+    assert type(reader).__name__.lower().startswith(kind) and len(reader) == count
+
+
+def test_open_dataset_passes_the_split_to_salicon(tmp_path: Path) -> None:
+    assert open_dataset(make_salicon(tmp_path), split="val").names == ["c"]
+
+
+# --- errors: always a DatasetError naming the file --------------------------------------------------
+
+
+def test_empty_directory_is_an_error_naming_it_and_the_accepted_layouts(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=f"{tmp_path}.*SALICON.*MIT1003.*CAT2000.*folder"):
+        open_dataset(tmp_path)
+
+
+def test_missing_map_is_an_error_naming_it(tmp_path: Path) -> None:
+    root = make_salicon(tmp_path)
+    (root / "maps/train/b.png").unlink()
+    with pytest.raises(DatasetError, match=r"maps/train/b\.png.*images/train/b\.jpg"):
+        SaliconReader(root)
+    assert SaliconReader(root, require=("fixations",))[1].density is None
+
+
+def test_missing_mit1003_points_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    root = make_mit1003(tmp_path)
+    (root / "ALLFIXATIONMAPS/i2_fixPts.jpg").unlink()
+    with pytest.raises(DatasetError, match=r"i2_fixPts\.jpg"):
+        Mit1003Reader(root)
+
+
+def test_corrupt_mat_is_an_error_naming_it(tmp_path: Path) -> None:
+    root = make_salicon(tmp_path)
+    (root / "fixations/train/a.mat").write_bytes(np.random.default_rng(0).bytes(300))
+    reader = SaliconReader(root)
+    with pytest.raises(DatasetError, match=r"fixations/train/a\.mat"):
+        reader[0]
+
+
+def test_mat_without_gaze_is_an_error_naming_it(tmp_path: Path) -> None:
+    root = make_salicon(tmp_path)
+    scipy.io.savemat(root / "fixations/train/a.mat", {"resolution": np.array([[H, W]])})
+    with pytest.raises(DatasetError, match=r"a\.mat: not a SALICON fixation file"):
+        SaliconReader(root)[0]
+
+
+def test_corrupt_jpeg_is_an_error_naming_it(tmp_path: Path) -> None:
+    root = make_salicon(tmp_path)
+    path = root / "images/train/a.jpg"
+    path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(DatasetError, match=r"images/train/a\.jpg"):
+        SaliconReader(root)[0]
+
+
+def test_map_of_another_size_is_an_error_naming_both_files_and_sizes(tmp_path: Path) -> None:
+    root = make_salicon(tmp_path)
+    write_image(root / "maps/train/a.png", density_map(H + 1, W))
+    expected = rf"maps/train/a\.png is {H + 1}x{W}.*images/train/a\.jpg is {H}x{W}"
+    with pytest.raises(DatasetError, match=expected):
+        SaliconReader(root)[0]
+
+
+def test_unknown_split_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="split 'dev'"):
+        SaliconReader(make_salicon(tmp_path), split="dev")
+
+
+def test_missing_split_directory_is_an_error_naming_it(tmp_path: Path) -> None:
+    root = make_salicon(tmp_path)
+    for path in (root / "images/val").iterdir():
+        path.unlink()
+    with pytest.raises(DatasetError, match=r"images/val: no images"):
+        SaliconReader(root, split="val")
+
+
+# --- transforms keep image, density and fixations aligned -------------------------------------------
+
+
+def bright_pixel_sample(row: int, col: int, height: int = 40, width: int = 60) -> SaliencySample:
+    """A dark image and density with one bright pixel exactly at the single fixation."""
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[row, col] = 255
+    density = np.zeros((height, width), dtype=np.float32)
+    density[row, col] = 1.0
+    return SaliencySample("p", image, density, np.array([[row, col]], dtype=np.int64))
+
+
+def assert_aligned(sample: SaliencySample) -> None:
+    """The fixation sits on a brightest pixel of both the image and the density (several on exact ties)."""
+    (row, col), = sample.fixations.tolist()
+    brightness = sample.image.astype(np.int64).sum(axis=2)
+    assert brightness.shape == sample.density.shape
+    assert brightness[row, col] == brightness.max() > 0
+    assert sample.density[row, col] == sample.density.max() > 0
+
+
+@pytest.mark.parametrize("size", [(20, 30), (64, 96), (30, 17), (40, 60)])
+@pytest.mark.parametrize(("row", "col"), [(11, 36), (0, 0), (39, 59), (25, 8)])
+def test_resize_keeps_the_fixation_on_the_bright_pixel(size: tuple[int, int], row: int, col: int) -> None:
+    resized = resize_sample(bright_pixel_sample(row, col), size)
+    assert resized.image.shape == (*size, 3) and resized.density.dtype == np.float32
+    assert resized.density.max() == pytest.approx(1.0)
+    assert_aligned(resized)
+
+
+def test_hflip_mirrors_image_density_and_fixations_together() -> None:
+    flipped = hflip_sample(bright_pixel_sample(11, 37))
+    assert flipped.fixations.tolist() == [[11, 60 - 1 - 37]]
+    assert_aligned(flipped)
+
+
+def test_crop_shifts_fixations_and_drops_those_outside() -> None:
+    sample = bright_pixel_sample(11, 37)
+    sample.fixations = np.array([[11, 37], [0, 0], [11, 37]])
+    cropped = crop_sample(sample, top=5, left=30, height=20, width=20)
+    assert cropped.image.shape == (20, 20, 3) and cropped.fixations.tolist() == [[6, 7], [6, 7]]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_crop_resize_and_flip_keep_alignment(seed: int) -> None:
+    # Crops keep at least 80% of each side, so the fixation at the centre stays inside, off the crop's
+    # border (where bilinear resizing clamps and may tie the neighbouring pixel).
+    transform = SaliencyTransform(size=(24, 32), hflip=0.5, scale_jitter=0.2)
+    out = transform(bright_pixel_sample(20, 30), np.random.default_rng(seed))
+    assert out.image.shape == (24, 32, 3) and out.density.shape == (24, 32)
+    assert_aligned(out)
+
+
+def test_transform_rejects_bad_parameters() -> None:
+    with pytest.raises(ValueError, match="scale_jitter"):
+        SaliencyTransform(scale_jitter=1.0)
+    with pytest.raises(ValueError, match="hflip"):
+        SaliencyTransform(hflip=2.0)
+
+
+# --- torch dataset ----------------------------------------------------------------------------------
+
+
+def test_torch_dataset_gives_normalised_image_unit_mass_density_and_binary_fixations(tmp_path: Path) -> None:
+    dataset = SaliencyTorchDataset(SaliconReader(make_salicon(tmp_path)), SaliencyTransform(size=(24, 32)))
+    item = dataset[0]
+    assert item["name"] == "a" and item["image"].shape == (3, 24, 32) and item["image"].dtype == torch.float32
+    assert item["density"].shape == (1, 24, 32)
+    assert item["density"].sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert item["fixations"].shape == (1, 24, 32) and set(item["fixations"].unique().tolist()) == {0.0, 1.0}
+    assert item["fixations"].sum().item() == 2  # the duplicate collapses in the map
+    assert item["has_density"].item() and item["has_fixations"].item()
+    raw = SaliencyTorchDataset(SaliconReader(tmp_path), dataset.transform, normalize=False)[0]["image"]
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    torch.testing.assert_close(item["image"], (raw - mean) / std)
+
+
+def test_torch_dataset_flags_missing_ground_truth_with_zero_maps(tmp_path: Path) -> None:
+    item = SaliencyTorchDataset(SaliconReader(make_salicon(tmp_path), split="test"))[0]
+    assert not item["has_density"].item() and not item["has_fixations"].item()
+    assert item["density"].abs().sum() == 0 and item["fixations"].abs().sum() == 0
+
+
+def test_dataloader_batches_fixed_size_items(tmp_path: Path) -> None:
+    transform = SaliencyTransform(size=(32, 32), hflip=0.5)
+    dataset = SaliencyTorchDataset(SaliconReader(make_salicon(tmp_path)), transform)
+    batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=2)))
+    assert batch["image"].shape == (2, 3, 32, 32) and batch["density"].shape == (2, 1, 32, 32)
+    assert batch["name"] == ["a", "b"] and batch["has_density"].tolist() == [True, True]
+
+
+def test_same_seed_and_epoch_reproduce_the_augmentation(tmp_path: Path) -> None:
+    reader = SaliconReader(make_salicon(tmp_path))
+    transform = SaliencyTransform(size=(16, 16), hflip=0.5, scale_jitter=0.6)
+
+    def epoch_images(seed: int, epoch: int) -> list[torch.Tensor]:
+        dataset = SaliencyTorchDataset(reader, transform, seed=seed)
+        dataset.set_epoch(epoch)
+        return [dataset[i]["image"] for i in range(len(dataset))]
+
+    first, again = epoch_images(0, 1), epoch_images(0, 1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, epoch_images(0, 2)))
+    assert not all(torch.equal(a, b) for a, b in zip(first, epoch_images(1, 1)))
