@@ -82,7 +82,8 @@ class SaliencyReader(Sequence[SaliencySample]):
 class SaliconReader(SaliencyReader):
     """SALICON: `images/{split}/*.jpg`, `maps/{split}/<stem>.png`, `fixations/{split}/<stem>.mat`.
 
-    The test split has images only (density and fixations are None).
+    The official test split has images only, so there its maps and fixations are optional: they are
+    read when present (the synthetic world writes them for every split) and None otherwise.
     """
 
     def __init__(
@@ -92,12 +93,11 @@ class SaliconReader(SaliencyReader):
         if split not in SALICON_SPLITS:
             raise DatasetError(f"{root}: unknown SALICON split {split!r}; expected one of {SALICON_SPLITS}")
         images = _require_images(_list_images(root / "images" / split), root / "images" / split)
-        truth = split != "test"
         entries = _pair(
             images,
-            (lambda name: [root / "maps" / split / f"{name}.png"]) if truth else None,
-            (lambda name: [root / "fixations" / split / f"{name}.mat"]) if truth else None,
-            require,
+            lambda name: [root / "maps" / split / f"{name}.png"],
+            lambda name: [root / "fixations" / split / f"{name}.mat"],
+            require if split != "test" else (),
         )
         super().__init__(entries, read_salicon_fixations)
 

@@ -1,0 +1,169 @@
+"""`saliency` command line: synth, train, distill, eval, predict, bench, export. Parses and calls; no logic."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from saliency.commandline import add_config_arguments, parse_size, run_command
+from saliency.errors import UserError
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from saliency.synthetic import write_salicon
+
+    summary = write_salicon(args.out, n=args.n, seed=args.seed, size=args.size, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _run_config(args: argparse.Namespace):
+    from saliency.config import load_config
+    from saliency.train import SaliencyRunConfig
+
+    if args.resume and not args.config and (Path(args.out) / "config.yaml").is_file():
+        return load_config(SaliencyRunConfig, Path(args.out) / "config.yaml", args.overrides)
+    return load_config(SaliencyRunConfig, args.config, args.overrides)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from saliency.train import SaliencyTrainer
+
+    config = _run_config(args)
+    if getattr(args, "teacher", None):
+        config.teacher = args.teacher
+    if config.teacher and args.command == "train":
+        raise UserError("`saliency train` learns from ground truth; use `saliency distill --teacher RUN` to distil")
+    metrics = SaliencyTrainer(config, args.out, resume=args.resume, progress=not args.quiet).fit()
+    print(json.dumps({"run": args.out, "best_epoch": metrics["best_epoch"], "val": metrics["final"]}, indent=2))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from saliency.data import open_dataset
+    from saliency.evaluate import ALL_METRICS, evaluate_model
+    from saliency.models import load
+    from saliency.rundir import RunDir, atomic_write_json
+
+    model = load(args.model)
+    size = args.size or tuple(RunDir(args.model).config_dict().get("data", {}).get("size", (288, 384)))
+    reader = open_dataset(args.data, kind=args.kind, split=args.split)
+    metrics = args.metrics.split(",") if args.metrics else ALL_METRICS
+    scores = evaluate_model(model, reader, size, metrics=metrics, progress=not args.quiet)
+    result = {"model": args.model, "data": args.data, "split": args.split, "images": len(reader), "size": list(size), "metrics": scores}
+    print(f"{len(reader)} images, {args.data} ({args.split}), input {size[0]}x{size[1]}")
+    for name, value in scores.items():
+        print(f"  {name:<10}{value:8.4f}")
+    if args.json:
+        atomic_write_json(args.json, result)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from saliency.models import load
+    from saliency.predict import predict_paths
+    from saliency.rundir import RunDir
+
+    model = load(args.model)
+    size = args.size or tuple(RunDir(args.model).config_dict().get("data", {}).get("size", (288, 384)))
+    skipped = predict_paths(model, args.inputs, args.out, size, every=args.every, max_frames=args.max_frames, progress=not args.quiet)
+    if skipped:
+        print(f"saliency predict: {len(skipped)} input(s) skipped: {', '.join(skipped)}")
+        return 1
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from saliency.bench import benchmark, format_table
+    from saliency.rundir import atomic_write_json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = benchmark([m for m in args.models.split(",") if m], size=args.size, batch=args.batch,
+                     rounds=args.rounds, progress=not args.quiet)
+    print(f"input {args.size[0]}x{args.size[1]}, batch {args.batch}, {torch.get_num_threads()} CPU threads")
+    print(format_table(rows))
+    if args.json:
+        atomic_write_json(args.json, rows)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from saliency.export import export_onnx
+    from saliency.models import load
+    from saliency.rundir import RunDir
+
+    size = args.size or tuple(RunDir(args.model).config_dict().get("data", {}).get("size", (288, 384)))
+    error = export_onnx(load(args.model), args.onnx, size)
+    print(f"wrote {args.onnx} (input {size[0]}x{size[1]}, dynamic batch); max |onnxruntime - torch| = {error:.2e}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="saliency", description="Train, distil, evaluate, benchmark and export saliency-prediction models.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    synth = commands.add_parser("synth", help="generate the synthetic saliency world in the SALICON layout")
+    synth.add_argument("out", help="output folder (SALICON layout: images/, maps/, fixations/)")
+    synth.add_argument("--n", type=int, default=200, help="number of images over all splits (default 200)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, identical annotations")
+    synth.add_argument("--size", type=parse_size, default=(240, 320), help="image size HxW (default 240x320)")
+    synth.set_defaults(handler=_synth)
+
+    for name, text in (("train", "train a teacher or a student from ground-truth maps and fixations"),
+                       ("distill", "distil a teacher run into a student by feature statistics")):
+        command = commands.add_parser(name, help=text, description=text)
+        add_config_arguments(command)
+        if name == "distill":
+            command.add_argument("--teacher", required=True, metavar="RUN", help="trained teacher run directory")
+        command.add_argument("--out", required=True, metavar="RUN", help="run directory to create (or continue with --resume)")
+        command.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+        command.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("eval", help="score a model with CC, KLD, NSS, SIM, AUC-Judd, AUC-Borji, sAUC")
+    evaluate.add_argument("--model", required=True, metavar="RUN", help="trained run directory")
+    evaluate.add_argument("--data", required=True, metavar="DIR", help="dataset root (SALICON, MIT1003, CAT2000 or images/+maps/ folder)")
+    evaluate.add_argument("--split", default="val", help="split to score (default val)")
+    evaluate.add_argument("--kind", default="auto", help="dataset layout (default: detected)")
+    evaluate.add_argument("--size", type=parse_size, help="model input HxW (default: the run's training size)")
+    evaluate.add_argument("--metrics", help="comma-separated subset, e.g. CC,KLD,NSS")
+    evaluate.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+    evaluate.set_defaults(handler=_eval)
+
+    predict = commands.add_parser("predict", help="write saliency maps and overlays for images, folders and videos")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, video files or folders")
+    predict.add_argument("--model", required=True, metavar="RUN", help="trained run directory")
+    predict.add_argument("--out", required=True, metavar="DIR", help="output folder for <name>.png maps and <name>_overlay.jpg")
+    predict.add_argument("--size", type=parse_size, help="model input HxW (default: the run's training size)")
+    predict.add_argument("--every", type=int, default=1, help="videos: every N-th frame (default 1)")
+    predict.add_argument("--max-frames", type=int, help="videos: at most this many frames each")
+    predict.set_defaults(handler=_predict)
+
+    bench = commands.add_parser("bench", help="params, MB, GFLOPs and ms/image of several models side by side")
+    bench.add_argument("--models", required=True, help="comma-separated registry names or run directories; ratios are to the first")
+    bench.add_argument("--size", type=parse_size, default=(288, 384), help="input HxW (default 288x384)")
+    bench.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
+    bench.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default 5)")
+    bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    bench.set_defaults(handler=_bench)
+
+    export = commands.add_parser("export", help="export a trained model to ONNX, checked against onnxruntime")
+    export.add_argument("--model", required=True, metavar="RUN", help="trained run directory")
+    export.add_argument("--onnx", required=True, metavar="FILE", help="output .onnx file")
+    export.add_argument("--size", type=parse_size, help="input HxW (default: the run's training size)")
+    export.set_defaults(handler=_export)
+
+    for command in commands.choices.values():
+        command.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

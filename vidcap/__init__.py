@@ -1,0 +1,1 @@
+"""Video captioning with saliency-weighted encoder features (uses the `saliency` package's models)."""
