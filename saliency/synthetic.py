@@ -404,8 +404,8 @@ def write_salicon(out: str | Path, n: int = 200, seed: int = 0, size: tuple[int,
     """Write `n` static synthetic scenes in the SALICON layout under `out`; returns a summary.
 
     Image `i` is named `SYN_{split}_{i:06d}` and drawn from its own RNG seeded by `(seed, i)`, so it
-    does not depend on `n`. The test split has images only, like SALICON's; `synthetic_meta.json`
-    records every image's actor.
+    does not depend on `n`. Unlike SALICON's, the synthetic test split has maps and fixations too: the
+    answer is known, so it serves as the held-out split. `synthetic_meta.json` records every image's actor.
     """
     out = Path(out)
     height, width = check_size(size)
@@ -420,10 +420,8 @@ def write_salicon(out: str | Path, n: int = 200, seed: int = 0, size: tuple[int,
         scene = sample_scene(scene_rng, height, width)
         split = SALICON_SPLITS[split_of[index]]
         stem = f"SYN_{split}_{index:06d}"
-        gaze = density = None
-        if split != "test":
-            gaze = sample_gaze(scene, 0, gaze_rng)
-            density = density_map(all_fixations(gaze), (height, width))
+        gaze = sample_gaze(scene, 0, gaze_rng)
+        density = density_map(all_fixations(gaze), (height, width))
         write_salicon_sample(out, split, stem, render_frame(scene, 0), gaze, density)
         records[stem] = {"split": split, **scene_record(scene, 0)}
     write_json(out / META_NAME, {"generator": "saliency.synthetic", "seed": seed, "size": [height, width],

@@ -137,15 +137,14 @@ def test_density_map_of_one_fixation_is_a_gaussian_centred_on_it():
     assert density[19, 12] == pytest.approx(np.exp(-9 / 18), rel=1e-3)
 
 
-def test_salicon_layout_has_images_for_every_split_and_annotations_only_for_train_and_val(salicon):
+def test_salicon_layout_has_images_and_annotations_for_every_split(salicon):
     names = {split: sorted(p.stem for p in (salicon / "images" / split).glob("*.jpg"))
              for split in world.SALICON_SPLITS}
     assert [len(names[s]) for s in world.SALICON_SPLITS] == [7, 2, 1]
     assert names["train"][0] == "SYN_train_000000" and names["test"] == ["SYN_test_000009"]
-    for split in ("train", "val"):
+    for split in world.SALICON_SPLITS:  # the synthetic test split is annotated: it is the held-out split
         assert sorted(p.stem for p in (salicon / "maps" / split).glob("*.png")) == names[split]
         assert sorted(p.stem for p in (salicon / "fixations" / split).glob("*.mat")) == names[split]
-    assert not (salicon / "maps" / "test").exists() and not (salicon / "fixations" / "test").exists()
     with Image.open(salicon / "images" / "train" / "SYN_train_000000.jpg") as image:
         assert image.format == "JPEG" and image.mode == "RGB" and image.size == (W, H)
 
@@ -189,7 +188,7 @@ def test_same_seed_gives_byte_identical_annotations_and_another_seed_does_not(sa
     world.write_salicon(tmp_path / "again", n=10, seed=5, size=(H, W), progress=False)
     world.write_salicon(tmp_path / "other", n=10, seed=6, size=(H, W), progress=False)
     first, again, other = (annotation_bytes(p) for p in (salicon, tmp_path / "again", tmp_path / "other"))
-    assert len(first) == 2 * 9 + 1 and first == again
+    assert len(first) == 2 * 10 + 1 and first == again  # map + fixations for all 10 images, + meta
     assert first.keys() == other.keys()
     assert all(first[name] != other[name] for name in first)
 

@@ -1,0 +1,311 @@
+"""Knowledge distillation by feature statistics: the statistics, their losses, and `Distiller`.
+
+The teacher passes on not its raw feature maps but their statistics, which do not depend on its width
+or resolution: first order — where it looks (spatial attention maps) and which channels fire (channel
+means); second order — how channels co-activate (Gram or covariance matrices) and how positions relate
+(spatial similarity); plus its output map. FitNets' raw feature hint is kept as the baseline.
+
+Normalisation, so that the default weights give terms of comparable size: every statistic except
+the similarity matrix is L2-normalised per image (a Gram/covariance matrix by its Frobenius norm)
+before it is compared, and the loss is the squared distance between the two unit vectors,
+2 − 2·cos ∈ [0, 4], averaged over the batch and then over the matched stages. The terms therefore
+depend neither on the widths, the resolutions nor the activation scales of the two networks. The
+similarity matrices are cosines already and are compared by their mean squared difference; the
+FitNets hint is divided by the teacher's mean square (a relative error); the output term is a KL
+divergence in nats. Measured at init on random features (student widths [16,24,48,96], teacher
+[256,512,1024,2048], teacher scale ×1 or ×20; `tests/saliency/test_distill.py` checks the spread):
+attention ≈ 0.07–0.19, channel mean ≈ 2 and Gram ≈ 2 (a random adapter leaves the directions
+uncorrelated), similarity ≈ 0.006–0.035 (hence its default weight 10), FitNets ≈ 1–1.4, output ≈ 2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from saliency.errors import ConfigError
+
+
+# --- statistics ----------------------------------------------------------------------------------
+
+
+def spatial_attention_map(f: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """[B,C,H,W] → [B, h*w]: channel mean of f² (attention transfer, p=2), average-pooled to `size`
+    (default: H×W), flattened and L2-normalised per image."""
+    energy = f.pow(2).mean(1, keepdim=True)  # [B,1,H,W]
+    if size is not None:
+        energy = F.adaptive_avg_pool2d(energy, size)  # [B,1,h,w]
+    return F.normalize(energy.flatten(1), dim=1)
+
+
+def channel_means(f: torch.Tensor) -> torch.Tensor:
+    """[B,C,H,W] → [B,C]: global average pool."""
+    return f.mean((2, 3))
+
+
+def gram_matrix(f: torch.Tensor) -> torch.Tensor:
+    """[B,C,H,W] → [B,C,C]: F Fᵀ / (H·W), F the [B,C,H·W] features."""
+    flat = f.flatten(2)  # [B,C,HW]
+    return flat @ flat.transpose(1, 2) / flat.shape[2]
+
+
+def covariance_matrix(f: torch.Tensor) -> torch.Tensor:
+    """[B,C,H,W] → [B,C,C]: channel covariance over positions, / (H·W − 1); zero for a 1×1 map."""
+    flat = f.flatten(2)  # [B,C,HW]
+    centred = flat - flat.mean(2, keepdim=True)
+    return centred @ centred.transpose(1, 2) / max(flat.shape[2] - 1, 1)
+
+
+def spatial_similarity(f: torch.Tensor, size: tuple[int, int] = (8, 8)) -> torch.Tensor:
+    """[B,C,H,W] → [B,s,s], s = size[0]·size[1]: cosine similarity between all positions of the
+    features average-pooled to `size` (similarity-preserving KD), comparable across resolutions."""
+    pooled = F.adaptive_avg_pool2d(f, size).flatten(2)  # [B,C,s]
+    unit = F.normalize(pooled, dim=1)  # unit vector per position
+    return unit.transpose(1, 2) @ unit  # [B,s,s]
+
+
+# --- losses between student and teacher statistics ----------------------------------------------
+
+
+def _unit_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Squared distance between per-image L2-normalised statistics [B,...] → batch mean, in [0, 4]."""
+    s = F.normalize(student.flatten(1), dim=1)
+    t = F.normalize(teacher.flatten(1), dim=1)
+    return (s - t).pow(2).sum(1).mean()
+
+
+def _common_size(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
+    """The smaller of two [B,C,H,W] maps' spatial sizes, per axis."""
+    return min(a.shape[2], b.shape[2]), min(a.shape[3], b.shape[3])
+
+
+def attention_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """‖a_s − a_t‖² between attention maps, batch mean; features [B,C_s,H_s,W_s] and [B,C_t,H_t,W_t].
+
+    Both maps are taken at the smaller of the two resolutions: the energy map (channel mean of f²) of
+    the larger is average-pooled down before normalising. Pooling the energy rather than the features
+    keeps activations of opposite sign from cancelling, and pooling never invents detail.
+    """
+    size = _common_size(student, teacher)
+    return _unit_distance(spatial_attention_map(student, size), spatial_attention_map(teacher, size))
+
+
+def channel_mean_loss(adapted_student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Squared distance between L2-normalised channel means; both [B,C_t,·,·], batch mean."""
+    return _unit_distance(channel_means(adapted_student), channel_means(teacher))
+
+
+def gram_loss(
+    adapted_student: torch.Tensor,
+    teacher: torch.Tensor,
+    second_order: Literal["gram", "covariance"] = "gram",
+) -> torch.Tensor:
+    """Squared Frobenius distance between the Frobenius-normalised Gram (or covariance) matrices of
+    features [B,C_t,·,·] (resolutions may differ), batch mean."""
+    statistic = gram_matrix if second_order == "gram" else covariance_matrix
+    return _unit_distance(statistic(adapted_student), statistic(teacher))
+
+
+def similarity_loss(
+    student: torch.Tensor, teacher: torch.Tensor, size: tuple[int, int] = (8, 8)
+) -> torch.Tensor:
+    """Mean squared difference between the [B,s,s] spatial similarity matrices of any two feature maps."""
+    return F.mse_loss(spatial_similarity(student, size), spatial_similarity(teacher, size))
+
+
+def output_kl(
+    student_log: torch.Tensor, teacher_log: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """KL(teacher ‖ student) over pixels of [B,1,H,W] log-densities softened by T (log_softmax(x/T)),
+    × T² so gradients keep their scale across temperatures; batch mean, in nats."""
+    s = F.log_softmax(student_log.flatten(1) / temperature, dim=1)
+    t = F.log_softmax(teacher_log.flatten(1) / temperature, dim=1)
+    return F.kl_div(s, t, reduction="batchmean", log_target=True) * temperature**2
+
+
+def fitnets_hint_loss(adapted_student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """FitNets hint: MSE between adapted student features, resized (bilinear) to the teacher's H×W, and
+    teacher features [B,C_t,H_t,W_t], divided by the teacher's mean square (a relative error)."""
+    resized = F.interpolate(adapted_student, size=teacher.shape[2:], mode="bilinear", align_corners=False)
+    return F.mse_loss(resized, teacher) / teacher.pow(2).mean().clamp_min(1e-12)
+
+
+# --- configuration and the module ----------------------------------------------------------------
+
+
+TERMS = ("attention", "channel_mean", "gram", "similarity", "output", "fitnets")
+FEATURE_TERMS = tuple(t for t in TERMS if t != "output")
+ADAPTED_TERMS = ("channel_mean", "gram", "fitnets")  # terms that need student features at teacher width
+PRESETS = ("statistics", "first-order", "second-order", "output-only", "fitnets", "none")
+
+
+@dataclass
+class DistillConfig:
+    """Weights of the distillation terms (0 = off, not computed) and what they match.
+
+    Defaults are the paper's method ("statistics"), weighted so that at initialisation the terms are
+    within about one order of magnitude of each other and of the ground-truth KLD (module docstring).
+    """
+
+    attention: float = 1.0  # first order: spatial attention maps
+    channel_mean: float = 1.0  # first order: channel means of adapted student features
+    gram: float = 1.0  # second order: Gram or covariance of adapted student features
+    similarity: float = 10.0  # second order: spatial similarity matrices (MSE of cosines: small)
+    output: float = 1.0  # KL(teacher ‖ student) between output maps
+    fitnets: float = 0.0  # FitNets raw feature hint (baseline)
+    ground_truth: float = 1.0  # weight of the ground-truth SaliencyLoss in the training total
+    second_order: Literal["gram", "covariance"] = "gram"
+    stages: list[int] = field(default_factory=lambda: [0, 1, 2, 3])  # feature indices, shallow → deep
+    temperature: float = 1.0  # softens both output maps in the output term
+    similarity_size: tuple[int, int] = (8, 8)  # positions compared by the similarity term
+    adapter_batch_norm: bool = False  # BatchNorm after each adapter's 1×1 conv
+
+    @classmethod
+    def preset(cls, name: str) -> "DistillConfig":
+        """A named ablation: "statistics" (first + second order + output, the default), "first-order",
+        "second-order" (those statistics only), "output-only", "fitnets" (hint only), "none"."""
+        off = dict(attention=0.0, channel_mean=0.0, gram=0.0, similarity=0.0, output=0.0, fitnets=0.0)
+        weights = {
+            "statistics": {},
+            "first-order": {**off, "attention": 1.0, "channel_mean": 1.0},
+            "second-order": {**off, "gram": 1.0, "similarity": 10.0},
+            "output-only": {**off, "output": 1.0},
+            "fitnets": {**off, "fitnets": 1.0},
+            "none": off,
+        }
+        if name not in weights:
+            raise ConfigError(f"unknown distillation preset {name!r} (known: {', '.join(PRESETS)})")
+        return cls(**weights[name])
+
+    def active_terms(self) -> list[str]:
+        """Names of the terms with non-zero weight, in a fixed order."""
+        return [t for t in TERMS if getattr(self, t) != 0]
+
+
+class FeatureAdapter(nn.Module):
+    """Learned 1×1 conv (+ optional BatchNorm): [B,C_s,H,W] → [B,C_t,H,W]."""
+
+    def __init__(self, student_channels: int, teacher_channels: int, batch_norm: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(student_channels, teacher_channels, 1, bias=not batch_norm)
+        self.norm = nn.BatchNorm2d(teacher_channels) if batch_norm else nn.Identity()
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(f))
+
+
+class Distiller(nn.Module):
+    """Distillation losses between student and teacher features and outputs.
+
+    Holds one `FeatureAdapter` per matched stage when a term needs adapted features; its parameters
+    are optimised with the student's but are not part of the student model.
+    """
+
+    def __init__(self, config: DistillConfig, student_channels: list[int], teacher_channels: list[int]):
+        super().__init__()
+        self.config = config
+        if len(student_channels) != len(teacher_channels):
+            raise ConfigError(
+                f"distill: student has {len(student_channels)} feature stages, teacher {len(teacher_channels)}"
+            )
+        bad = [s for s in config.stages if not 0 <= s < len(teacher_channels)]
+        if bad:
+            raise ConfigError(
+                f"distill.stages: unknown stage {bad[0]} (valid: 0..{len(teacher_channels) - 1})"
+            )
+        if len(set(config.stages)) != len(config.stages):
+            raise ConfigError(f"distill.stages: repeated stage in {config.stages}")
+        weights = {t: getattr(config, t) for t in (*TERMS, "ground_truth")}
+        negative = [t for t, w in weights.items() if w < 0]
+        if negative:
+            raise ConfigError(f"distill.{negative[0]}: weight must be >= 0, got {weights[negative[0]]}")
+        if config.second_order not in ("gram", "covariance"):
+            raise ConfigError(f"distill.second_order: {config.second_order!r} is not 'gram' or 'covariance'")
+        if config.temperature <= 0:
+            raise ConfigError(f"distill.temperature: must be > 0, got {config.temperature}")
+        if min(config.similarity_size) < 1:
+            raise ConfigError(f"distill.similarity_size: must be positive, got {config.similarity_size}")
+        if self.needs_features and not config.stages:
+            raise ConfigError("distill.stages: empty, but feature terms are switched on")
+        self.student_channels = list(student_channels)
+        self.teacher_channels = list(teacher_channels)
+        needs_adapter = any(getattr(config, t) != 0 for t in ADAPTED_TERMS)
+        self.adapters = nn.ModuleDict(
+            {
+                str(s): FeatureAdapter(student_channels[s], teacher_channels[s], config.adapter_batch_norm)
+                for s in (config.stages if needs_adapter else [])
+            }
+        )
+
+    @property
+    def needs_features(self) -> bool:
+        """Whether any feature term is on (otherwise forward accepts None for the feature lists)."""
+        return any(getattr(self.config, t) != 0 for t in FEATURE_TERMS)
+
+    def forward(
+        self,
+        student_features: list[torch.Tensor] | None,
+        teacher_features: list[torch.Tensor] | None,
+        student_log: torch.Tensor,
+        teacher_log: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Weighted terms by name (only those switched on), each 0-d; feature terms are averaged over
+        the matched stages. Teacher inputs are detached; everything runs in float32."""
+        c = self.config
+        terms: dict[str, torch.Tensor] = {}
+        with torch.autocast(student_log.device.type, enabled=False):
+            if self.needs_features:
+                per_stage = self._feature_terms(student_features, teacher_features)
+                for name, values in per_stage.items():
+                    terms[name] = getattr(c, name) * torch.stack(values).mean()
+            if c.output != 0:
+                if student_log.shape != teacher_log.shape:
+                    raise ValueError(
+                        f"student output {tuple(student_log.shape)} != teacher output {tuple(teacher_log.shape)}"
+                    )
+                terms["output"] = c.output * output_kl(
+                    student_log.float(), teacher_log.detach().float(), c.temperature
+                )
+        return terms
+
+    def _feature_terms(
+        self, student_features: list[torch.Tensor] | None, teacher_features: list[torch.Tensor] | None
+    ) -> dict[str, list[torch.Tensor]]:
+        """Unweighted feature terms per matched stage, by name."""
+        c = self.config
+        self._check_features(student_features, self.student_channels, "student")
+        self._check_features(teacher_features, self.teacher_channels, "teacher")
+        per_stage: dict[str, list[torch.Tensor]] = {
+            t: [] for t in FEATURE_TERMS if getattr(c, t) != 0
+        }
+        for s in c.stages:
+            student = student_features[s].float()
+            teacher = teacher_features[s].detach().float()
+            adapted = self.adapters[str(s)](student) if str(s) in self.adapters else None
+            if c.attention != 0:
+                per_stage["attention"].append(attention_loss(student, teacher))
+            if c.channel_mean != 0:
+                per_stage["channel_mean"].append(channel_mean_loss(adapted, teacher))
+            if c.gram != 0:
+                per_stage["gram"].append(gram_loss(adapted, teacher, c.second_order))
+            if c.similarity != 0:
+                per_stage["similarity"].append(similarity_loss(student, teacher, c.similarity_size))
+            if c.fitnets != 0:
+                per_stage["fitnets"].append(fitnets_hint_loss(adapted, teacher))
+        return per_stage
+
+    @staticmethod
+    def _check_features(features: list[torch.Tensor] | None, channels: list[int], who: str) -> None:
+        if features is None:
+            raise ValueError(f"{who} features are needed by the feature terms (return_features=True)")
+        widths = [f.shape[1] for f in features]
+        if widths != channels:
+            raise ValueError(f"{who} feature widths {widths} != the {channels} this Distiller was built for")
+
+    @staticmethod
+    def total(parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Sum of the weighted terms returned by `forward` (a 0-d zero when there are none)."""
+        return sum(parts.values(), torch.zeros(()))

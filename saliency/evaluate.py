@@ -1,0 +1,95 @@
+"""Score a saliency model on a dataset with the MIT-benchmark metrics, at the ground truth's own resolution."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from saliency.data import IMAGENET_MEAN, IMAGENET_STD, SaliencySample
+from saliency.errors import UserError
+from saliency.metrics import METRICS, fixation_map, score_all
+
+ALL_METRICS = list(METRICS)
+OTHER_IMAGES_FOR_SAUC = 10
+
+
+def image_to_tensor(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 `[H,W,3]` RGB → ImageNet-normalised float `[3,h,w]` at `size` (bilinear, antialiased)."""
+    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).div(255)  # (3, H, W), a writable copy
+    x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (x - mean) / std
+
+
+@torch.no_grad()
+def predict_maps(model: torch.nn.Module, images: Sequence[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
+    """Probability maps (sum 1) at each image's own resolution, predicted at model input `size`."""
+    batch = torch.stack([image_to_tensor(image, size) for image in images])  # (B, 3, h, w)
+    probability = model(batch).exp()  # (B, 1, h, w)
+    maps = []
+    for image, p in zip(images, probability):
+        full = F.interpolate(p[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+        maps.append((full / full.sum()).numpy())
+    return maps
+
+
+FixationIndex = list[tuple[np.ndarray, tuple[int, int]]]
+
+
+def fixation_index(reader: Sequence[SaliencySample]) -> FixationIndex:
+    """Every image's fixation points and size: the light pre-pass sAUC needs for its negatives."""
+    index = []
+    for i in range(len(reader)):
+        sample = reader[i]
+        points = sample.fixations if sample.fixations is not None else np.zeros((0, 2), np.int64)
+        index.append((points, sample.image.shape[:2]))
+    return index
+
+
+def other_fixations(index: FixationIndex, current: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Binary map of fixations from up to 10 other images, rescaled to image `current`'s size (sAUC negatives)."""
+    candidates = [j for j, (points, _) in enumerate(index) if j != current and len(points)]
+    if not candidates:
+        return None
+    chosen = rng.choice(candidates, size=min(OTHER_IMAGES_FOR_SAUC, len(candidates)), replace=False)
+    height, width = index[current][1]
+    scaled = []
+    for j in chosen:
+        points, (other_h, other_w) = index[j]
+        scaled.append(np.floor((points.astype(np.float64) + 0.5) * [height / other_h, width / other_w]).astype(np.int64))
+    return fixation_map(np.concatenate(scaled), (height, width))
+
+
+def evaluate_model(model: torch.nn.Module, reader: Sequence[SaliencySample], size: tuple[int, int],
+                   metrics: Sequence[str] = ALL_METRICS, batch_size: int = 8, seed: int = 0,
+                   progress: bool = True) -> dict[str, float]:
+    """Mean of each metric over the images that have the ground truth it needs."""
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise UserError(f"unknown metric {unknown[0]!r} (known: {', '.join(METRICS)})")
+    model.eval()
+    others = fixation_index(reader) if "sAUC" in metrics else None
+    rng = np.random.default_rng(seed)
+    scores: dict[str, list[float]] = {name: [] for name in metrics}
+    bar = tqdm(range(0, len(reader), batch_size), desc="evaluating", disable=not progress, leave=False)
+    for start in bar:
+        chunk = [reader[i] for i in range(start, min(start + batch_size, len(reader)))]
+        for offset, (sample, pred) in enumerate(zip(chunk, predict_maps(model, [s.image for s in chunk], size))):
+            fix = None
+            if sample.fixations is not None and len(sample.fixations):
+                fix = fixation_map(sample.fixations, sample.image.shape[:2])
+            other = other_fixations(others, start + offset, rng) if fix is not None and others is not None else None
+            usable = [m for m in metrics
+                      if ("gt" not in METRICS[m].needs or sample.density is not None)
+                      and ("fix" not in METRICS[m].needs or fix is not None)
+                      and ("other_fix" not in METRICS[m].needs or other is not None)]
+            for name, value in score_all(pred, sample.density, fix, other, names=usable).items():
+                scores[name].append(value)
+    missing = [name for name, values in scores.items() if not values]
+    if missing:
+        raise UserError(f"the data has no ground truth for {', '.join(missing)} (maps and fixations are needed)")
+    return {name: float(np.mean(values)) for name, values in scores.items()}

@@ -1,0 +1,50 @@
+"""DenseNet-121 teacher (TranSalNet style, a light top-down fusion in place of the transformer):
+the outputs of the four dense blocks."""
+from __future__ import annotations
+
+import re
+
+from torch import Tensor, nn
+from torchvision.models import DenseNet121_Weights, densenet121
+
+from saliency.models import register_model
+from saliency.models.components import (
+    SaliencyNet,
+    TopDownDecoder,
+    check_positive_ints,
+    load_imagenet_backbone,
+    run_with_taps,
+)
+
+TAPS = ("denseblock1", "denseblock2", "denseblock3", "relu5")
+# torchvision's own DenseNet files spell `denselayer1.norm1` as `denselayer1.norm.1`.
+LEGACY_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$")
+
+
+def modern_densenet_key(key: str) -> str:
+    match = LEGACY_KEY.match(key)
+    return match.group(1) + match.group(2) if match else key
+
+
+class DenseNetSaliency(SaliencyNet):
+    """Features: [256@/4, 512@/8, 1024@/16, 1024@/32]."""
+
+    def __init__(self, pretrained: bool | str = True, decoder_width: int = 64):
+        super().__init__(feature_channels=[256, 512, 1024, 1024], feature_strides=[4, 8, 16, 32])
+        self.backbone = densenet121(weights=None).features  # conv0 … denseblock4, norm5
+        self.backbone.add_module("relu5", nn.ReLU(inplace=True))  # as torchvision's forward applies
+        load_imagenet_backbone(self.backbone, DenseNet121_Weights.IMAGENET1K_V1, pretrained, name="densenet121",
+                               prefix="features.", rename=modern_densenet_key)
+        self.decoder = TopDownDecoder(self.feature_channels, decoder_width)
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        return run_with_taps(self.backbone, x, TAPS)
+
+    def decode(self, features: list[Tensor]) -> Tensor:
+        return self.decoder(features)  # [B,1,H/4,W/4]
+
+
+@register_model("teacher-densenet121")
+def teacher_densenet121(pretrained: bool | str = True, decoder_width: int = 64) -> DenseNetSaliency:
+    check_positive_ints("teacher-densenet121", decoder_width=decoder_width)
+    return DenseNetSaliency(pretrained=pretrained, decoder_width=decoder_width)

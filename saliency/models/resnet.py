@@ -1,0 +1,42 @@
+"""ResNet-50 teacher (SAM / EML-Net style): layer1..layer4 features fused top-down (FPN-like)."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import Tensor, nn
+from torchvision.models import ResNet50_Weights, resnet50
+
+from saliency.models import register_model
+from saliency.models.components import (
+    SaliencyNet,
+    TopDownDecoder,
+    check_positive_ints,
+    load_imagenet_backbone,
+    run_with_taps,
+)
+
+TAPS = ("layer1", "layer2", "layer3", "layer4")
+
+
+class ResNetSaliency(SaliencyNet):
+    """Features: [256@/4, 512@/8, 1024@/16, 2048@/32]."""
+
+    def __init__(self, pretrained: bool | str = True, decoder_width: int = 64):
+        super().__init__(feature_channels=[256, 512, 1024, 2048], feature_strides=[4, 8, 16, 32])
+        net = resnet50(weights=None)
+        names = ("conv1", "bn1", "relu", "maxpool") + TAPS  # avgpool and fc dropped
+        self.backbone = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
+        load_imagenet_backbone(self.backbone, ResNet50_Weights.IMAGENET1K_V1, pretrained, name="resnet50", prefix="")
+        self.decoder = TopDownDecoder(self.feature_channels, decoder_width)
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        return run_with_taps(self.backbone, x, TAPS)
+
+    def decode(self, features: list[Tensor]) -> Tensor:
+        return self.decoder(features)  # [B,1,H/4,W/4]
+
+
+@register_model("teacher-resnet50")
+def teacher_resnet50(pretrained: bool | str = True, decoder_width: int = 64) -> ResNetSaliency:
+    check_positive_ints("teacher-resnet50", decoder_width=decoder_width)
+    return ResNetSaliency(pretrained=pretrained, decoder_width=decoder_width)

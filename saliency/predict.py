@@ -1,0 +1,101 @@
+"""Saliency maps for images, folders and videos: a grayscale PNG map and a colour overlay per image or frame."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from saliency.errors import UserError
+from saliency.evaluate import predict_maps
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files as given, folders expanded to the images and videos inside them (sorted)."""
+    paths: list[Path] = []
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            if not found:
+                raise UserError(f"{path}: folder holds no images or videos")
+            paths.extend(found)
+        else:
+            paths.append(path)
+    return paths
+
+
+def colour_overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a [0,1] saliency map, coloured with 'jet', over a uint8 RGB image."""
+    coloured = colormaps["jet"](saliency)[..., :3] * 255  # (H, W, 3)
+    return (image * (1 - alpha) + coloured * alpha).clip(0, 255).astype(np.uint8)
+
+
+def to_unit_range(probability: np.ndarray) -> np.ndarray:
+    """Min-max a probability map to [0,1] for display."""
+    low, high = probability.min(), probability.max()
+    return (probability - low) / (high - low) if high > low else np.zeros_like(probability)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """uint8 RGB `[H,W,3]`; grayscale, palette and RGBA images are converted."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise UserError(f"{path}: not a readable image ({error.__class__.__name__})") from None
+
+
+def video_frames(path: Path, every: int, max_frames: int | None) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame index, uint8 RGB frame) for every `every`-th frame, decoded with decord."""
+    import decord
+
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+    except (decord.DECORDError, RuntimeError) as error:
+        raise UserError(f"{path}: decord cannot open this video ({str(error).splitlines()[0][:120]})") from None
+    indices = list(range(0, len(reader), every))[:max_frames]
+    if not indices:
+        raise UserError(f"{path}: video has no frames")
+    for start in range(0, len(indices), 16):
+        chunk = indices[start:start + 16]
+        for index, frame in zip(chunk, reader.get_batch(chunk).asnumpy()):
+            yield index, frame
+
+
+def write_outputs(image: np.ndarray, probability: np.ndarray, stem: Path) -> None:
+    """`<stem>.png` (8-bit map) and `<stem>_overlay.jpg`."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    unit = to_unit_range(probability)
+    Image.fromarray((unit * 255).round().astype(np.uint8)).save(stem.with_suffix(".png"))
+    Image.fromarray(colour_overlay(image, unit)).save(stem.parent / f"{stem.name}_overlay.jpg", quality=90)
+
+
+def predict_paths(model: torch.nn.Module, inputs: list[str], out: str | Path, size: tuple[int, int],
+                  every: int = 1, max_frames: int | None = None, progress: bool = True) -> list[str]:
+    """Write maps for every input; returns the inputs skipped (each reported on stderr in one line)."""
+    out = Path(out)
+    skipped: list[str] = []
+    model.eval()
+    for path in tqdm(expand_inputs(inputs), desc="predicting", disable=not progress):
+        try:
+            if not path.is_file():
+                raise UserError(f"{path}: file not found")
+            if path.suffix.lower() in VIDEO_SUFFIXES:
+                for index, frame in video_frames(path, every, max_frames):
+                    write_outputs(frame, predict_maps(model, [frame], size)[0], out / path.stem / f"frame_{index:06d}")
+            else:
+                image = read_image(path)
+                write_outputs(image, predict_maps(model, [image], size)[0], out / path.stem)
+        except UserError as error:
+            print(f"saliency predict: skipped {error}", file=sys.stderr)
+            skipped.append(str(path))
+    return skipped
