@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from saliency.commandline import add_config_arguments, parse_size, run_command
+from saliency.commandline import add_quiet_flag, add_config_arguments, parse_size, run_command
 from saliency.errors import UserError
 
 
@@ -156,8 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--size", type=parse_size, help="input HxW (default: the run's training size)")
     export.set_defaults(handler=_export)
 
-    for command in commands.choices.values():
-        command.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet_flag(commands)
     return parser
 
 

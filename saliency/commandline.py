@@ -19,6 +19,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, required: bool = False
                         help="override one config value, e.g. --set train.epochs=5 (repeatable)")
 
 
+def add_quiet_flag(commands: argparse._SubParsersAction) -> None:
+    """`--quiet` (no progress bars) on every subcommand."""
+    for command in commands.choices.values():
+        command.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """`'288x384'` → (288, 384): height × width, as argparse `type=`."""
     try:

@@ -162,6 +162,18 @@ def run_with_taps(layers: nn.Sequential, x: Tensor, taps: Sequence[str]) -> list
     return features
 
 
+class TappedBackboneNet(SaliencyNet):
+    """A teacher: a torchvision backbone tapped at four stages (`taps`), fused by `self.decoder`."""
+
+    taps: tuple[str, ...] = ()
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        return run_with_taps(self.backbone, x, self.taps)
+
+    def decode(self, features: list[Tensor]) -> Tensor:
+        return self.decoder(features)  # [B,1,H/4,W/4]
+
+
 # ----------------------------------------------------------------------------- weights
 
 def state_dict_mismatch(expected: dict[str, Tensor], given: dict[str, Tensor]) -> str | None:

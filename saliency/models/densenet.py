@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import re
 
-from torch import Tensor, nn
+from torch import nn
 from torchvision.models import DenseNet121_Weights, densenet121
 
 from saliency.models import register_model
 from saliency.models.components import (
-    SaliencyNet,
+    TappedBackboneNet,
     TopDownDecoder,
     check_positive_ints,
     load_imagenet_backbone,
-    run_with_taps,
 )
 
 TAPS = ("denseblock1", "denseblock2", "denseblock3", "relu5")
@@ -26,8 +25,10 @@ def modern_densenet_key(key: str) -> str:
     return match.group(1) + match.group(2) if match else key
 
 
-class DenseNetSaliency(SaliencyNet):
+class DenseNetSaliency(TappedBackboneNet):
     """Features: [256@/4, 512@/8, 1024@/16, 1024@/32]."""
+
+    taps = TAPS
 
     def __init__(self, pretrained: bool | str = True, decoder_width: int = 64):
         super().__init__(feature_channels=[256, 512, 1024, 1024], feature_strides=[4, 8, 16, 32])
@@ -36,12 +37,6 @@ class DenseNetSaliency(SaliencyNet):
         load_imagenet_backbone(self.backbone, DenseNet121_Weights.IMAGENET1K_V1, pretrained, name="densenet121",
                                prefix="features.", rename=modern_densenet_key)
         self.decoder = TopDownDecoder(self.feature_channels, decoder_width)
-
-    def encode(self, x: Tensor) -> list[Tensor]:
-        return run_with_taps(self.backbone, x, TAPS)
-
-    def decode(self, features: list[Tensor]) -> Tensor:
-        return self.decoder(features)  # [B,1,H/4,W/4]
 
 
 @register_model("teacher-densenet121")

@@ -2,24 +2,24 @@
 features up to the 320-channel block (the 1280-channel 1×1 conv dropped), a separable decoder."""
 from __future__ import annotations
 
-from torch import Tensor
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 from saliency.models import register_model
 from saliency.models.components import (
-    SaliencyNet,
+    TappedBackboneNet,
     TopDownDecoder,
     check_positive_ints,
     load_imagenet_backbone,
-    run_with_taps,
 )
 
 # Indices into torchvision's `mobilenet_v2().features`: the last block at strides 4, 8, 16, 32.
 TAPS = ("3", "6", "13", "17")
 
 
-class MobileNetSaliency(SaliencyNet):
+class MobileNetSaliency(TappedBackboneNet):
     """Features: [24@/4, 32@/8, 96@/16, 320@/32]."""
+
+    taps = TAPS
 
     def __init__(self, pretrained: bool | str = True, decoder_width: int = 32):
         super().__init__(feature_channels=[24, 32, 96, 320], feature_strides=[4, 8, 16, 32])
@@ -27,12 +27,6 @@ class MobileNetSaliency(SaliencyNet):
         load_imagenet_backbone(self.backbone, MobileNet_V2_Weights.IMAGENET1K_V1, pretrained, name="mobilenet_v2",
                                prefix="features.")
         self.decoder = TopDownDecoder(self.feature_channels, decoder_width, separable=True)
-
-    def encode(self, x: Tensor) -> list[Tensor]:
-        return run_with_taps(self.backbone, x, TAPS)
-
-    def decode(self, features: list[Tensor]) -> Tensor:
-        return self.decoder(features)  # [B,1,H/4,W/4]
 
 
 @register_model("teacher-mobilenetv2")

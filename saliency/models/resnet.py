@@ -3,23 +3,24 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from torch import Tensor, nn
+from torch import nn
 from torchvision.models import ResNet50_Weights, resnet50
 
 from saliency.models import register_model
 from saliency.models.components import (
-    SaliencyNet,
+    TappedBackboneNet,
     TopDownDecoder,
     check_positive_ints,
     load_imagenet_backbone,
-    run_with_taps,
 )
 
 TAPS = ("layer1", "layer2", "layer3", "layer4")
 
 
-class ResNetSaliency(SaliencyNet):
+class ResNetSaliency(TappedBackboneNet):
     """Features: [256@/4, 512@/8, 1024@/16, 2048@/32]."""
+
+    taps = TAPS
 
     def __init__(self, pretrained: bool | str = True, decoder_width: int = 64):
         super().__init__(feature_channels=[256, 512, 1024, 2048], feature_strides=[4, 8, 16, 32])
@@ -28,12 +29,6 @@ class ResNetSaliency(SaliencyNet):
         self.backbone = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
         load_imagenet_backbone(self.backbone, ResNet50_Weights.IMAGENET1K_V1, pretrained, name="resnet50", prefix="")
         self.decoder = TopDownDecoder(self.feature_channels, decoder_width)
-
-    def encode(self, x: Tensor) -> list[Tensor]:
-        return run_with_taps(self.backbone, x, TAPS)
-
-    def decode(self, features: list[Tensor]) -> Tensor:
-        return self.decoder(features)  # [B,1,H/4,W/4]
 
 
 @register_model("teacher-resnet50")

@@ -2,17 +2,16 @@
 it keeps stride 16 while seeing the context pool5 would have added; a top-down decoder."""
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 from torchvision.models import VGG16_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
 from saliency.models import register_model
 from saliency.models.components import (
-    SaliencyNet,
+    TappedBackboneNet,
     TopDownDecoder,
     check_positive_ints,
     load_imagenet_backbone,
-    run_with_taps,
 )
 
 # Indices into torchvision's `vgg16().features`: pool2, pool3, pool4 outputs and block 5's last ReLU.
@@ -20,8 +19,10 @@ TAPS = ("9", "16", "23", "29")
 BLOCK5_CONVS = (24, 26, 28)
 
 
-class VGGSaliency(SaliencyNet):
+class VGGSaliency(TappedBackboneNet):
     """Features: [128@/4, 256@/8, 512@/16, 512@/16]."""
+
+    taps = TAPS
 
     def __init__(self, pretrained: bool | str = True, decoder_width: int = 64):
         super().__init__(feature_channels=[128, 256, 512, 512], feature_strides=[4, 8, 16, 16])
@@ -36,12 +37,6 @@ class VGGSaliency(SaliencyNet):
             conv.dilation, conv.padding = (2, 2), (2, 2)
         load_imagenet_backbone(self.backbone, VGG16_Weights.IMAGENET1K_V1, pretrained, name="vgg16", prefix="features.")
         self.decoder = TopDownDecoder(self.feature_channels, decoder_width)
-
-    def encode(self, x: Tensor) -> list[Tensor]:
-        return run_with_taps(self.backbone, x, TAPS)
-
-    def decode(self, features: list[Tensor]) -> Tensor:
-        return self.decoder(features)  # [B,1,H/4,W/4]
 
 
 @register_model("teacher-vgg16")
