@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
-from saliency.commandline import parse_size, run_command
+from saliency.commandline import add_config_arguments, add_quiet_flag, parse_size, run_command
+from saliency.errors import UserError
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -14,6 +17,94 @@ def _synth(args: argparse.Namespace) -> int:
                            progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _run_config(args: argparse.Namespace):
+    """Preset ← `--set` overrides ← `--saliency`/`--saliency-model` (resume: the run's own config)."""
+    from saliency.config import load_config
+    from vidcap.train import VidcapRunConfig
+
+    resuming = getattr(args, "resume", False) and not args.config and (Path(args.out) / "config.yaml").is_file()
+    config = load_config(VidcapRunConfig, Path(args.out) / "config.yaml" if resuming else args.config, args.overrides)
+    saliency = config.captioner.saliency
+    if args.saliency:
+        saliency.source = args.saliency
+    if args.saliency_model:
+        saliency.run = args.saliency_model
+    if saliency.source == "none":
+        config.captioner.encoder.weighting = "none"
+    elif config.captioner.encoder.weighting == "none":
+        raise UserError(f"--saliency {saliency.source} with encoder.weighting=none would ignore the maps; "
+                        "pick multiply, residual, pool or prior")
+    return config
+
+
+def _train(args: argparse.Namespace) -> int:
+    from vidcap.train import CaptionTrainer
+
+    metrics = CaptionTrainer(_run_config(args), args.out, resume=args.resume, progress=not args.quiet).fit()
+    print(json.dumps({"run": args.out, "best_epoch": metrics["best_epoch"], "val": metrics["final"]}, indent=2))
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from vidcap.cache import FeatureCache, extract_features, extractor_fingerprint
+    from vidcap.captioner import VisualFrontEnd, load_saliency_source
+    from vidcap.datasets import open_caption_dataset
+
+    import torch
+
+    config = _run_config(args)
+    torch.manual_seed(config.seed)  # a randomly initialised encoder is then the one `vidcap train` builds
+    front = VisualFrontEnd(config.captioner, load_saliency_source(config.captioner.saliency))
+    fingerprint = extractor_fingerprint(config.captioner, front.encoder.state_dict())
+    cache = FeatureCache(config.data.cache_dir, fingerprint)
+    skipped, cached_before = [], len(cache.index)
+    for split in args.splits.split(","):
+        dataset = open_caption_dataset(config.data.root, kind=config.data.kind, split=split)
+        print(dataset.report())
+        skipped += extract_features(front, {i.video_id: i.path for i in dataset.items}, cache,
+                                    {"fingerprint": fingerprint}, progress=not args.quiet)
+    print(f"feature cache {cache.folder}: {len(cache.index)} videos ({len(cache.index) - cached_before} newly extracted)")
+    if skipped:
+        print(f"vidcap extract: {len(skipped)} video(s) skipped: {', '.join(v for v, _ in skipped)}")
+        return 1
+    return 0
+
+
+def _caption(args: argparse.Namespace) -> int:
+    from vidcap.train import load_captioner
+
+    model, _ = load_captioner(args.model)
+    results, skipped = [], []
+    for path in args.videos:
+        try:
+            if not Path(path).is_file():
+                raise UserError(f"{path}: file not found")
+            caption = model.caption_files([path], num_beams=args.beams)[0]
+            if args.overlay:
+                from vidcap.overlay import write_overlay
+
+                write_overlay(model.front, path, overlay_path(args.overlay, path, len(args.videos)))
+        except UserError as error:
+            print(f"vidcap caption: skipped {error}", file=sys.stderr)
+            skipped.append(path)
+            continue
+        results.append({"video": path, "caption": caption})
+        if not args.json:
+            print(f"{path}\t{caption}" if len(args.videos) > 1 else caption)
+    if args.json:
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+    if skipped:
+        print(f"vidcap caption: {len(skipped)} video(s) skipped", file=sys.stderr)
+        return 1
+    return 0
+
+
+def overlay_path(template: str, video: str, count: int) -> Path:
+    """`--overlay OUT.mp4` for one video; for several, `OUT-<video stem>.mp4` each."""
+    out = Path(template)
+    return out if count == 1 else out.with_name(f"{out.stem}-{Path(video).stem}{out.suffix or '.mp4'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +120,29 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--fps", type=int, default=8, help="frame rate (default 8)")
     synth.set_defaults(handler=_synth)
 
-    for command in commands.choices.values():
-        command.add_argument("--quiet", action="store_true", help="no progress bars")
+    for name, text in (("train", "train a captioner (decoder on cached, saliency-weighted visual tokens)"),
+                       ("extract", "precompute the weighted visual tokens of a dataset into the feature cache")):
+        command = commands.add_parser(name, help=text, description=text)
+        add_config_arguments(command)
+        command.add_argument("--saliency", choices=["none", "teacher", "student"],
+                             help="where the saliency maps come from (default: the config's captioner.saliency.source)")
+        command.add_argument("--saliency-model", metavar="RUN", help="saliency run directory (teacher or student)")
+        if name == "train":
+            command.add_argument("--out", required=True, metavar="RUN", help="run directory to create (or continue with --resume)")
+            command.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+        else:
+            command.add_argument("--splits", default="train,val,test", help="comma-separated splits (default train,val,test)")
+        command.set_defaults(handler=_train if name == "train" else _extract)
+
+    caption = commands.add_parser("caption", help="caption video files with a trained captioner")
+    caption.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (any format ffmpeg reads)")
+    caption.add_argument("--model", required=True, metavar="RUN", help="trained captioner run directory")
+    caption.add_argument("--json", action="store_true", help='print [{"video": path, "caption": text}]')
+    caption.add_argument("--beams", type=int, help="beam width (default: the run's, 3)")
+    caption.add_argument("--overlay", metavar="OUT.mp4", help="also write the video with its saliency map blended in")
+    caption.set_defaults(handler=_caption)
+
+    add_quiet_flag(commands)
     return parser
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import ffmpeg
 import numpy as np
 from tqdm import tqdm
 
 from saliency import synthetic as world
 from saliency.errors import UserError
-from vidcap.binaries import ffmpeg_path
+from vidcap.video import Mp4Writer
 
 SHAPE_WORDS = {
     "circle": ("circle", "ball", "disc", "dot"),
@@ -101,22 +100,6 @@ def caption_variants(scene: world.Scene, rng: np.random.Generator, n: int = 20) 
     return captions
 
 
-def encode_mp4(frames: np.ndarray, path: str | Path, fps: float) -> None:
-    """Encode (T, H, W, 3) uint8 RGB frames (even H and W) to H.264/yuv420p mp4 through ffmpeg."""
-    _, height, width, _ = frames.shape
-    process = (
-        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", r=fps)
-        .output(str(path), vcodec="libx264", pix_fmt="yuv420p", preset="veryfast", crf=18,
-                threads=1, flags="+bitexact", fflags="+bitexact", map_metadata=-1)
-        .global_args("-loglevel", "error")
-        .overwrite_output()
-        .run_async(cmd=ffmpeg_path(), pipe_stdin=True, pipe_stderr=True)
-    )
-    _, stderr = process.communicate(np.ascontiguousarray(frames, np.uint8).tobytes())
-    if process.returncode:
-        raise RuntimeError(f"ffmpeg failed writing {path}: {stderr.decode(errors='replace').strip()}")
-
-
 def write_msrvtt(out: str | Path, n: int = 50, seed: int = 0, size: tuple[int, int] = (120, 160),
                  n_frames: int = 32, fps: float = 8, splits: tuple[float, float, float] = (0.7, 0.1, 0.2),
                  n_captions: int = 20, saliency_every: int = 4, progress: bool = True) -> dict:
@@ -150,7 +133,8 @@ def write_msrvtt(out: str | Path, n: int = 50, seed: int = 0, size: tuple[int, i
         video_id = f"video{index}"
         frames = np.stack([world.render_frame(scene, t) for t in range(n_frames)])
         folder = "TestVideo" if split == "test" else "TrainValVideo"
-        encode_mp4(frames, out / folder / f"{video_id}.mp4", fps)
+        with Mp4Writer(out / folder / f"{video_id}.mp4", fps) as writer:
+            writer.write(frames)
         videos.append({"category": world.MOTIONS.index(scene.motion), "url": "", "video_id": video_id,
                        "start time": 0.0, "end time": round(n_frames / fps, 3), "split": split,
                        "id": index})

@@ -1,0 +1,186 @@
+"""Frame encoder and saliency weighting: token shapes per mode, the identities each mode must satisfy,
+per-frame scaling, gradients, and local-only ImageNet weight loading."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torchvision
+
+from saliency.errors import UserError
+from vidcap.encoder import (
+    WEIGHTINGS,
+    EncoderConfig,
+    FrameEncoder,
+    SaliencyWeighting,
+    saliency_weights,
+    weight_features,
+)
+
+B, T, C, h, w = 2, 3, 8, 4, 5
+H, W = 32, 40
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: with several threads on a busy machine, synchronisation costs 100× the work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def features() -> torch.Tensor:
+    return torch.randn(B, T, C, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def log_density() -> torch.Tensor:
+    logits = torch.randn(B * T, 1, H * W, generator=torch.Generator().manual_seed(1))
+    return logits.log_softmax(dim=-1).view(B * T, 1, H, W)  # the saliency models' output
+
+
+def plain_tokens(f: torch.Tensor) -> torch.Tensor:
+    return f.permute(0, 1, 3, 4, 2).reshape(f.shape[0], -1, f.shape[2])  # [B,T·h·w,C]
+
+
+@pytest.mark.parametrize("mode", WEIGHTINGS)
+def test_every_mode_gives_tokens_of_the_documented_shape(mode):
+    tokens, bias = weight_features(features(), log_density(), mode, alpha=0.5)
+    k = 1 if mode == "pool" else h * w
+    assert tokens.shape == (B, T * k, C)
+    assert (bias is None) == (mode != "prior")
+    if mode == "prior":
+        assert bias.shape == (B, T * k) and torch.isfinite(bias).all() and (bias <= 0).all()
+
+
+def test_a_four_dimensional_feature_map_is_one_video():
+    tokens, bias = weight_features(features()[0], log_density()[:T], "prior")
+    assert tokens.shape == (1, T * h * w, C) and bias.shape == (1, T * h * w)
+
+
+def test_uniform_saliency_makes_every_mode_reduce_to_plain_features():
+    f, ones = features(), torch.ones(B, T, 1, H, W)
+    plain, _ = weight_features(f, None, "none")
+    assert torch.equal(plain, plain_tokens(f))
+    assert torch.allclose(weight_features(f, ones, "multiply")[0], plain)
+    assert torch.allclose(weight_features(f, ones, "residual", alpha=0.7)[0], 1.7 * plain)
+    assert torch.allclose(weight_features(f, ones, "pool")[0], f.mean(dim=(-2, -1)), atol=1e-6)
+    tokens, bias = weight_features(f, ones, "prior")
+    assert torch.equal(tokens, plain) and torch.equal(bias, torch.zeros(B, T * h * w))
+
+
+def test_saliency_on_one_location_makes_pool_return_that_locations_feature():
+    f = features()
+    spot = torch.zeros(B, T, 1, H, W)
+    spot[..., 20, 9] = 1.0  # pixel (20, 9) lies in cell (20 // 8, 9 // 8) = (2, 1) of the 4×5 grid
+    pooled, _ = weight_features(f, spot, "pool")
+    assert torch.allclose(pooled, f[..., 2, 1], atol=1e-6)
+
+
+def test_saliency_is_scaled_to_unit_maximum_per_frame():
+    pattern = torch.rand(1, 1, H, W, generator=torch.Generator().manual_seed(2))
+    frames = torch.cat([0.2 * pattern, 25.0 * pattern, torch.full_like(pattern, 3.0), torch.zeros_like(pattern)])
+    weights = saliency_weights(frames, (h, w))  # [4,1,h,w]
+    assert torch.allclose(weights.amax(dim=(-2, -1)), torch.ones(4, 1))
+    assert torch.allclose(weights[0], weights[1])
+    assert torch.allclose(weights[2:], torch.ones(2, 1, h, w))  # a constant map → all ones
+    assert weights.min() >= 0
+
+
+def test_upsampling_saliency_to_a_finer_feature_map_works():
+    weights = saliency_weights(torch.rand(2, 1, 2, 3), (4, 5))
+    assert weights.shape == (2, 1, 4, 5) and torch.allclose(weights.amax(dim=(-2, -1)), torch.ones(2, 1))
+
+
+@pytest.mark.parametrize("mode", WEIGHTINGS)
+def test_log_density_input_equals_probability_input(mode):
+    log_p = log_density()
+    from_log = weight_features(features(), log_p, mode)
+    from_prob = weight_features(features(), log_p.exp(), mode)
+    assert torch.allclose(from_log[0], from_prob[0], atol=1e-6)
+    if mode == "prior":
+        assert torch.allclose(from_log[1], from_prob[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", WEIGHTINGS)
+@pytest.mark.parametrize("log_input", [False, True])
+def test_gradients_reach_features_and_saliency(mode, log_input):
+    f = features().requires_grad_()
+    s = (log_density() if log_input else log_density().exp()).requires_grad_()
+    tokens, bias = weight_features(f, s, mode)
+    (tokens.square().sum() + (bias.sum() if bias is not None else 0)).backward()
+    assert f.grad is not None and f.grad.abs().sum() > 0
+    if mode == "none":
+        assert s.grad is None
+    else:
+        assert s.grad is not None and torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
+
+
+def test_module_wraps_the_function_with_the_configs_mode_and_alpha():
+    weighting = SaliencyWeighting(EncoderConfig(weighting="residual", alpha=0.3))
+    f, s = features(), log_density()
+    assert torch.equal(weighting(f, s)[0], weight_features(f, s, "residual", 0.3)[0])
+
+
+def test_weighting_errors_name_the_problem():
+    with pytest.raises(UserError, match="unknown saliency weighting"):
+        SaliencyWeighting(EncoderConfig(weighting="attention"))
+    with pytest.raises(UserError, match="needs saliency"):
+        weight_features(features(), None, "residual")
+    with pytest.raises(ValueError, match="one map per frame"):
+        weight_features(features(), torch.rand(B, 1, H, W), "multiply")
+
+
+# ----------------------------------------------------------------------------- frame encoder
+
+def test_small_cnn_encodes_frames_at_stride_32_and_grid_pools_them():
+    frames = torch.randn(4, 3, 64, 96)
+    encoder = FrameEncoder(EncoderConfig(backbone="small-cnn"))
+    assert encoder(frames).shape == (4, encoder.out_channels, 2, 3)
+    pooled = FrameEncoder(EncoderConfig(backbone="small-cnn", grid=1))(frames)
+    assert pooled.shape == (4, encoder.out_channels, 1, 1)
+
+
+def test_frozen_backbone_has_no_trainable_parameters_and_keeps_batchnorm_statistics():
+    encoder = FrameEncoder(EncoderConfig(backbone="small-cnn", trainable=False)).train()
+    assert not any(p.requires_grad for p in encoder.parameters())
+    assert not any(m.training for m in encoder.backbone.modules())
+    assert not encoder(torch.randn(2, 3, 32, 32)).requires_grad
+    trainable = FrameEncoder(EncoderConfig(backbone="small-cnn", trainable=True)).train()
+    assert all(p.requires_grad for p in trainable.parameters()) and trainable.backbone.training
+
+
+def fake_resnet18_file(path):
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(state, path)
+    return state
+
+
+def test_pretrained_file_is_loaded_into_the_backbone(tmp_path):
+    state = fake_resnet18_file(tmp_path / "weights.pth")
+    encoder = FrameEncoder(EncoderConfig(backbone="resnet18", pretrained=str(tmp_path / "weights.pth")))
+    assert encoder.out_channels == 512
+    assert torch.equal(encoder.backbone.conv1.weight, state["conv1.weight"])
+    assert torch.equal(encoder.backbone.layer4[1].bn2.running_var, state["layer4.1.bn2.running_var"])
+
+
+def test_torchvision_cache_file_is_used_when_present_and_never_downloaded(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.warns(UserWarning, match="not found"):
+        FrameEncoder(EncoderConfig(backbone="resnet18", pretrained=True))
+    (tmp_path / "checkpoints").mkdir()
+    state = fake_resnet18_file(tmp_path / "checkpoints" / "resnet18-f37072fd.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        encoder = FrameEncoder(EncoderConfig(backbone="resnet18", pretrained=True))
+    assert torch.equal(encoder.backbone.conv1.weight, state["conv1.weight"])
+
+
+def test_bad_backbone_settings_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        FrameEncoder(EncoderConfig(backbone="resnet18", pretrained=str(tmp_path / "missing.pth")))
+    with pytest.raises(UserError, match="unknown encoder backbone"):
+        FrameEncoder(EncoderConfig(backbone="vgg11"))
+    with pytest.raises(UserError, match="grid"):
+        FrameEncoder(EncoderConfig(backbone="small-cnn", grid=0))

@@ -1,0 +1,83 @@
+"""Tiny `vidcap train → caption → extract` on synthetic videos: the captioner learns, the CLI behaves."""
+import json
+import re
+
+import pytest
+
+from saliency.cli import main as saliency_main
+from vidcap.cli import main
+from vidcap.datasets import open_caption_dataset
+from vidcap.train import load_captioner
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vidcap")
+    assert main(["synth", str(root / "data"), "--n", "24", "--size", "64x96", "--frames", "8", "--quiet"]) == 0
+    common = ["--config", "configs/vidcap/synthetic.yaml", "--set", f"data.root={root / 'data'}",
+              "--set", f"data.cache_dir={root / 'cache'}", "--set", "captioner.sampler.size=[64, 96]",
+              "--set", "optim.epochs=6", "--set", "optim.lr=2e-3", "--quiet"]
+    assert main(["train", *common, "--saliency", "none", "--out", str(root / "none")]) == 0
+    assert saliency_main(["train", "--config", "configs/saliency/student.yaml", "--set", f"data.root={root / 'data' / 'saliency'}",
+                          "--set", "data.size=[64, 96]", "--set", "optim.epochs=1", "--quiet", "--out", str(root / "student")]) == 0
+    assert main(["train", *common, "--set", "optim.epochs=1", "--saliency", "student", "--saliency-model", str(root / "student"),
+                 "--out", str(root / "with-student")]) == 0
+    return root
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def test_training_loss_falls_well_below_its_start(trained):
+    epochs = json.loads((trained / "none" / "metrics.json").read_text())["epochs"]
+    assert epochs[-1]["train_loss"] < 0.75 * epochs[0]["train_loss"]
+    assert (trained / "none" / "log.csv").read_text().count("\n") == len(epochs) + 1
+
+
+def test_captions_of_training_videos_share_words_with_their_references(trained, capsys):
+    train = open_caption_dataset(trained / "data", split="train")
+    paths = [str(item.path) for item in train.items[:4]]
+    assert main(["caption", *paths, "--model", str(trained / "none"), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["video"] for r in results] == paths
+    for result, item in zip(results, train.items):
+        shared = words(result["caption"]) & set().union(*(words(c) for c in item.captions))
+        assert len(shared) >= 2, (result["caption"], item.captions[:3])
+
+
+def test_run_directory_reloads_with_its_tokenizer_and_saliency_model(trained):
+    model, config = load_captioner(trained / "with-student")
+    assert config.captioner.saliency.source == "student" and model.front.saliency_model is not None
+    assert (trained / "with-student" / "tokenizer.json").is_file()
+
+
+def test_caption_skips_bad_files_with_one_line_each(trained, tmp_path, capsys):
+    bad = tmp_path / "noise.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    good = str(next((trained / "data" / "TestVideo").glob("*.mp4")))
+    assert main(["caption", good, str(bad), "--model", str(trained / "none")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.strip() and "noise.mp4" in captured.err and "Traceback" not in captured.err
+
+
+def test_overlay_writes_a_video_with_the_saliency_map(trained, tmp_path, capsys):
+    import decord
+
+    video = next((trained / "data" / "TestVideo").glob("*.mp4"))
+    out = tmp_path / "overlay.mp4"
+    assert main(["caption", str(video), "--model", str(trained / "with-student"), "--overlay", str(out)]) == 0
+    reader = decord.VideoReader(str(out))
+    assert len(reader) == len(decord.VideoReader(str(video)))
+
+
+def test_extract_fills_the_cache_that_training_reads(trained, capsys):
+    assert main(["extract", "--config", "configs/vidcap/synthetic.yaml", "--set", f"data.root={trained / 'data'}",
+                 "--set", f"data.cache_dir={trained / 'cache'}", "--set", "captioner.sampler.size=[64, 96]",
+                 "--saliency", "none", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    test_videos = len(open_caption_dataset(trained / "data", split="test"))
+    # training cached train + val with the same extractor, so only the test split is new
+    assert f"24 videos ({test_videos} newly extracted)" in out

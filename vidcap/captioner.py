@@ -1,0 +1,145 @@
+"""The composed captioner: frames → (saliency) → CNN features → weighting → visual tokens → transformer decoder."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from saliency.errors import UserError
+from saliency.models import load as load_saliency_model
+from vidcap.decoder import CaptionDecoder, DecoderConfig
+from vidcap.encoder import EncoderConfig, FrameEncoder, weight_features
+from vidcap.tokenizer import CaptionTokenizer
+from vidcap.video import FrameSamplerConfig, read_frames
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class SaliencySourceConfig:
+    """Where the saliency maps come from; `run` is a saliency run directory (teacher or student)."""
+    source: Literal["none", "teacher", "student"] = "none"
+    run: Optional[str] = None
+    size: Optional[tuple[int, int]] = None  # saliency input H×W; None: the sampled frames' size
+
+
+@dataclass
+class TokenizerConfig:
+    min_count: int = 2
+    max_length: int = 20
+
+
+@dataclass
+class CaptionerConfig:
+    sampler: FrameSamplerConfig = field(default_factory=FrameSamplerConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    saliency: SaliencySourceConfig = field(default_factory=SaliencySourceConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    num_beams: int = 3
+    max_length: int = 20
+    length_penalty: float = 1.0
+
+
+def frames_to_tensor(frames) -> Tensor:
+    """uint8 `[T,H,W,3]` (numpy) → ImageNet-normalised float `[T,3,H,W]`."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255)  # (T, 3, H, W)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def load_saliency_source(config: SaliencySourceConfig) -> nn.Module | None:
+    """The frozen saliency model named by `config`, or None for `source: none`."""
+    if config.source == "none":
+        return None
+    if not config.run:
+        raise UserError(f"saliency source {config.source!r} needs a saliency run directory (--saliency-model RUN)")
+    return load_saliency_model(config.run).eval().requires_grad_(False)
+
+
+class VisualFrontEnd(nn.Module):
+    """Frames → weighted visual tokens: the frozen, cacheable half of the captioner."""
+
+    def __init__(self, config: CaptionerConfig, saliency_model: nn.Module | None = None):
+        super().__init__()
+        self.config = config
+        self.encoder = FrameEncoder(config.encoder)
+        self.saliency_model = saliency_model
+        if config.encoder.weighting != "none" and saliency_model is None:
+            raise UserError(f"encoder.weighting={config.encoder.weighting!r} needs a saliency model (--saliency teacher|student)")
+
+    @property
+    def out_channels(self) -> int:
+        return self.encoder.out_channels
+
+    def saliency(self, frames: Tensor) -> Tensor | None:
+        """Log-density `[N,1,H,W]` of normalised frames `[N,3,H,W]` at the configured saliency size."""
+        if self.saliency_model is None:
+            return None
+        size = self.config.saliency.size
+        x = frames if size is None else F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return self.saliency_model(x)
+
+    def forward(self, frames: Tensor, timings: dict[str, float] | None = None) -> tuple[Tensor, Tensor | None]:
+        """Frames `[B,T,3,H,W]` → tokens `[B,T·k,C]` and the `prior` bias `[B,T·k]` (or None)."""
+        batch, steps = frames.shape[:2]
+        flat = frames.flatten(0, 1)  # (B·T, 3, H, W)
+        start = time.perf_counter()
+        log_saliency = self.saliency(flat)
+        middle = time.perf_counter()
+        features = self.encoder(flat)  # (B·T, C, h, w)
+        features = features.unflatten(0, (batch, steps))  # (B, T, C, h, w)
+        saliency = None if log_saliency is None else log_saliency.unflatten(0, (batch, steps))  # (B, T, 1, H, W)
+        tokens, bias = weight_features(features, saliency, self.config.encoder.weighting, self.config.encoder.alpha)
+        if timings is not None:
+            timings["saliency"] = timings.get("saliency", 0.0) + middle - start
+            timings["encoder"] = timings.get("encoder", 0.0) + time.perf_counter() - middle
+        return tokens, bias
+
+
+class Captioner(nn.Module):
+    """Front end + decoder; `caption_files` is the whole pipeline from video paths to sentences."""
+
+    def __init__(self, config: CaptionerConfig, tokenizer: CaptionTokenizer, saliency_model: nn.Module | None = None):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.front = VisualFrontEnd(config, saliency_model)
+        self.decoder = CaptionDecoder(config.decoder, vocab_size=tokenizer.vocab_size, visual_dim=self.front.out_channels,
+                                      pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
+
+    def loss(self, tokens: Tensor, bias: Tensor | None, captions: list[str]) -> Tensor:
+        """Teacher-forced cross-entropy (label-smoothed) of `captions` given visual tokens `[B,M,C]`."""
+        ids, mask = self.tokenizer.encode_batch(captions)
+        loss, _ = self.decoder(tokens, ids, mask, bias)
+        return loss
+
+    @torch.no_grad()
+    def generate(self, tokens: Tensor, bias: Tensor | None, num_beams: int | None = None) -> list[str]:
+        """Captions for visual tokens `[B,M,C]` by beam search (`num_beams=1`: greedy)."""
+        ids = self.decoder.generate(tokens, visual_bias=bias, num_beams=num_beams or self.config.num_beams,
+                                    max_length=self.config.max_length + 2, length_penalty=self.config.length_penalty)
+        return [self.tokenizer.decode(row.tolist()) for row in ids]
+
+    @torch.no_grad()
+    def caption_files(self, paths: list[str | Path], timings: dict[str, float] | None = None,
+                      num_beams: int | None = None) -> list[str]:
+        """Decode, weight, encode and caption each video; `timings` accumulates seconds per stage."""
+        timings = {} if timings is None else timings
+        captions = []
+        for path in paths:
+            start = time.perf_counter()
+            frames = frames_to_tensor(read_frames(path, self.config.sampler))[None]  # (1, T, 3, H, W)
+            timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - start
+            tokens, bias = self.front(frames, timings)
+            start = time.perf_counter()
+            captions.extend(self.generate(tokens, bias, num_beams))
+            timings["decoder"] = timings.get("decoder", 0.0) + time.perf_counter() - start
+        return captions

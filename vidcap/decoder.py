@@ -1,0 +1,141 @@
+"""Caption decoder: projected visual tokens → a `transformers` GPT-2 with cross-attention.
+
+The language model is `GPT2LMHeadModel` (pre-LayerNorm, learned positions, tied input/output
+embeddings) built from `GPT2Config(add_cross_attention=True)`, randomly initialised or loaded from a
+local `save_pretrained` directory. Every block cross-attends to the visual tokens, passed as
+`encoder_hidden_states`; search is `GenerationMixin.generate()` (greedy or beam), which carries the
+visual tokens along as model kwargs and repeats them per beam.
+
+The `prior` saliency bias enters as `encoder_attention_mask` in its 4-D float form `[B,1,1,M]`:
+transformers passes a 4-D mask through unchanged and its attention functions (sdpa, eager) add it to
+the cross-attention logits, so the bias is exactly `softmax(q·k/√d + log S)` over the visual tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import AutoConfig, GPT2Config, GPT2LMHeadModel
+
+from saliency.errors import UserError
+
+IGNORE = -100  # target id that cross-entropy skips
+
+
+@dataclass
+class DecoderConfig:
+    hidden_size: int = 256  # model width (the visual tokens are projected to it)
+    layers: int = 2  # transformer blocks, each: causal self-attention, cross-attention, MLP
+    heads: int = 4  # attention heads; must divide hidden_size
+    intermediate_size: int = 1024  # MLP width
+    dropout: float = 0.1  # on embeddings, residuals and attention weights
+    max_positions: int = 32  # learned positions: BOS + the longest caption must fit
+    visual_positions: int = 1024  # learned positions of the visual tokens (frame-major, then row, column)
+    pretrained_path: str | None = None  # local `save_pretrained` directory; overrides the sizes above
+    label_smoothing: float = 0.1  # of the teacher-forcing cross-entropy
+
+
+def build_language_model(config: DecoderConfig, vocab_size: int, bos_id: int, eos_id: int) -> GPT2LMHeadModel:
+    """A GPT-2 LM with cross-attention: from `config` (random init) or from `config.pretrained_path`
+    (local files only; cross-attention layers it lacks are freshly initialised)."""
+    if config.pretrained_path is None:
+        if config.hidden_size % config.heads:
+            raise UserError(f"decoder hidden_size {config.hidden_size} is not a multiple of heads {config.heads}")
+        gpt = GPT2Config(vocab_size=vocab_size, n_positions=config.max_positions, n_embd=config.hidden_size,
+                         n_layer=config.layers, n_head=config.heads, n_inner=config.intermediate_size,
+                         resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+                         add_cross_attention=True, bos_token_id=bos_id, eos_token_id=eos_id)
+        # No pad_token_id in the config: generate() gets it explicitly, and with it set GPT-2 warns about padding
+        # whenever generate() feeds PAD to finished sequences (it drops the all-ones attention mask).
+        return GPT2LMHeadModel(gpt)
+    path = Path(config.pretrained_path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path}: decoder pretrained_path is not a saved model directory (no config.json)")
+    try:
+        gpt = AutoConfig.from_pretrained(path, local_files_only=True)
+        if not isinstance(gpt, GPT2Config):
+            raise UserError(f"{path}: decoder must be a GPT-2 model, got model_type {gpt.model_type!r}")
+        gpt.add_cross_attention = True
+        model = GPT2LMHeadModel.from_pretrained(path, config=gpt, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: cannot load the decoder ({str(error).splitlines()[0]})") from None
+    if gpt.vocab_size != vocab_size:
+        raise UserError(f"{path}: decoder vocabulary has {gpt.vocab_size} tokens, the tokenizer {vocab_size}")
+    return model
+
+
+class CaptionDecoder(nn.Module):
+    """Visual tokens `[B,M,Dv]` (+ optional cross-attention bias `[B,M]`) → caption token ids.
+
+    Captions are `[BOS, w1..wn, EOS, PAD...]` (right-padded); token i predicts token i+1.
+    """
+
+    def __init__(self, config: DecoderConfig, vocab_size: int, visual_dim: int, pad_id: int, bos_id: int,
+                 eos_id: int):
+        super().__init__()
+        self.config = config
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.decoder = build_language_model(config, vocab_size, bos_id, eos_id)
+        width = self.decoder.config.n_embd
+        self.visual_proj = nn.Sequential(nn.Linear(visual_dim, width), nn.LayerNorm(width))
+        # Cross-attention is blind to order: without these the decoder could not tell which frame or
+        # where in it a token comes from, so motion ("moves left") would be unlearnable.
+        self.visual_position = nn.Parameter(torch.zeros(config.visual_positions, width))
+        nn.init.normal_(self.visual_position, std=0.02)
+
+    @property
+    def max_positions(self) -> int:
+        return self.decoder.config.n_positions
+
+    def encode_visual(self, tokens_vis: Tensor, visual_bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Visual tokens `[B,M,Dv]` → `[B,M,D]`; bias `[B,M]` → additive cross-attention mask `[B,1,1,M]`."""
+        if tokens_vis.shape[1] > self.visual_position.shape[0]:
+            raise UserError(f"{tokens_vis.shape[1]} visual tokens exceed decoder.visual_positions "
+                            f"{self.visual_position.shape[0]} (fewer frames or a smaller encoder.grid)")
+        memory = self.visual_proj(tokens_vis) + self.visual_position[: tokens_vis.shape[1]]  # [B,M,D]
+        if visual_bias is None:
+            return memory, None
+        if visual_bias.shape != memory.shape[:2]:
+            raise ValueError(f"visual_bias {tuple(visual_bias.shape)} must be [B,M] = {tuple(memory.shape[:2])}")
+        return memory, visual_bias.to(memory.dtype)[:, None, None, :]  # [B,1,1,M]
+
+    def forward(self, tokens_vis: Tensor, input_ids: Tensor, attention_mask: Tensor,
+                visual_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Teacher forcing. input_ids, attention_mask `[B,L]` → (label-smoothed cross-entropy over the
+        non-PAD next tokens, logits `[B,L,V]` where position i scores token i+1)."""
+        if input_ids.shape[1] > self.max_positions:
+            raise UserError(f"captions of {input_ids.shape[1]} tokens exceed the decoder's max_positions "
+                            f"{self.max_positions}")
+        memory, memory_mask = self.encode_visual(tokens_vis, visual_bias)
+        logits = self.decoder(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=memory,
+                              encoder_attention_mask=memory_mask, use_cache=False).logits  # [B,L,V]
+        targets = input_ids[:, 1:]  # [B,L-1]
+        ignored = (attention_mask[:, 1:] == 0) | (targets == self.pad_id)  # [B,L-1]
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.masked_fill(ignored, IGNORE).flatten(),
+                               ignore_index=IGNORE, label_smoothing=self.config.label_smoothing)
+        return loss, logits
+
+    @torch.no_grad()
+    def generate(self, tokens_vis: Tensor, visual_bias: Tensor | None = None, num_beams: int = 3,
+                 max_length: int = 20, length_penalty: float = 1.0, **generate_kwargs) -> Tensor:
+        """Greedy (`num_beams=1`) or beam search by `transformers` `generate()`, from BOS. Returns
+        `[B,L]` token ids without the BOS, L ≤ max_length, EOS included, PAD after it. Call `.eval()` first
+        (dropout stays on in training mode); `generate_kwargs` go to HF `generate()` (e.g. no_repeat_ngram_size)."""
+        if 1 + max_length > self.max_positions:
+            raise UserError(f"max_length {max_length} + BOS exceeds the decoder's max_positions {self.max_positions}")
+        memory, memory_mask = self.encode_visual(tokens_vis, visual_bias)
+        start = torch.full((memory.shape[0], 1), self.bos_id, dtype=torch.long, device=memory.device)  # [B,1]
+        options = {"do_sample": False, "num_beams": num_beams, "max_new_tokens": max_length,
+                   "length_penalty": length_penalty, "bos_token_id": self.bos_id, "eos_token_id": self.eos_id,
+                   "pad_token_id": self.pad_id,
+                   "suppress_tokens": [self.pad_id, self.bos_id]}  # never targets in training; PAD only after EOS
+        ids = self.decoder.generate(input_ids=start, attention_mask=torch.ones_like(start), encoder_hidden_states=memory,
+                                    encoder_attention_mask=memory_mask, **(options | generate_kwargs))  # [B,1+L]
+        ids = ids[:, 1:]  # [B,L]
+        # HF beam search fills finished beams with EOS when pad id is 0 (`pad or eos` on a tensor): PAD them.
+        is_eos = ids == self.eos_id  # [B,L]
+        after_eos = is_eos.cumsum(dim=1) - is_eos.long() > 0  # [B,L], strictly after the first EOS
+        return ids.masked_fill(after_eos, self.pad_id)  # [B,L]

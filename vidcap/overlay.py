@@ -1,0 +1,33 @@
+"""`vidcap caption --overlay`: the video re-encoded with its saliency map blended over every frame."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from saliency.errors import UserError
+from saliency.predict import colour_overlay
+from vidcap.captioner import VisualFrontEnd, frames_to_tensor
+from vidcap.video import Mp4Writer, open_video
+
+CHUNK = 32  # frames per saliency batch
+
+
+@torch.no_grad()
+def write_overlay(front: VisualFrontEnd, video: str | Path, out: str | Path, max_side: int = 640) -> Path:
+    """Blend the front end's saliency over each frame (downscaled to `max_side`) and write an H.264 mp4."""
+    if front.saliency_model is None:
+        raise UserError(f"{video}: --overlay needs a captioner trained with saliency (this one uses none)")
+    reader, fps = open_video(video, max_side=max_side)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with Mp4Writer(out, fps) as writer:
+        for start in range(0, len(reader), CHUNK):
+            frames = reader.get_batch(list(range(start, min(start + CHUNK, len(reader))))).asnumpy()  # (n, H, W, 3)
+            frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # H.264 wants even sizes
+            log_density = front.saliency(frames_to_tensor(frames))  # (n, 1, h, w)
+            maps = F.interpolate(log_density.exp(), size=frames.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
+            maps = maps / maps.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)  # per-frame [0, 1]
+            writer.write(np.stack([colour_overlay(frame, m.numpy()) for frame, m in zip(frames, maps)]))
+    return Path(out)
