@@ -11,7 +11,6 @@ are reused, so an interrupted benchmark continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from saliency.config import apply_overrides, from_dict
