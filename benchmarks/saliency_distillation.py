@@ -11,6 +11,7 @@ are reused, so an interrupted benchmark continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from saliency.config import apply_overrides, from_dict
@@ -40,6 +41,8 @@ def train(out: Path, overrides: list[str], teacher: Path | None = None, preset: 
         config.teacher = str(teacher)
         config.distill = DistillConfig.preset(preset)
     run = RunDir(out)
+    if run.exists() and not run.has_train_state():  # killed before its first checkpoint: start it again
+        shutil.rmtree(out)
     metrics = run.load_metrics()
     if len(metrics.get("epochs", [])) < config.optim.epochs:
         metrics = SaliencyTrainer(config, str(out), resume=run.has_train_state()).fit()

@@ -20,7 +20,7 @@ uncorrelated), similarity ≈ 0.006–0.035 (hence its default weight 10), FitNe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 import torch.nn as nn
@@ -162,6 +162,11 @@ class DistillConfig:
     temperature: float = 1.0  # softens both output maps in the output term
     similarity_size: tuple[int, int] = (8, 8)  # positions compared by the similarity term
     adapter_batch_norm: bool = False  # BatchNorm after each adapter's 1×1 conv
+    # Teacher stages wider than this are compressed by a fixed random orthonormal projection before the
+    # adapted terms (channel means, Gram/covariance, FitNets): 2048-channel Gram matrices would cost
+    # B·2048² per stage and dominate a training step, while a random projection keeps the statistics'
+    # structure (Johnson–Lindenstrauss). None matches the full teacher width.
+    matched_width: Optional[int] = 256
 
     @classmethod
     def preset(cls, name: str) -> "DistillConfig":
@@ -232,13 +237,24 @@ class Distiller(nn.Module):
             raise ConfigError("distill.stages: empty, but feature terms are switched on")
         self.student_channels = list(student_channels)
         self.teacher_channels = list(teacher_channels)
+        if config.matched_width is not None and config.matched_width < 1:
+            raise ConfigError(f"distill.matched_width: must be positive or null, got {config.matched_width}")
         needs_adapter = any(getattr(config, t) != 0 for t in ADAPTED_TERMS)
+        stages = config.stages if needs_adapter else []
+        widths = {s: min(teacher_channels[s], config.matched_width or teacher_channels[s]) for s in stages}
         self.adapters = nn.ModuleDict(
-            {
-                str(s): FeatureAdapter(student_channels[s], teacher_channels[s], config.adapter_batch_norm)
-                for s in (config.stages if needs_adapter else [])
-            }
+            {str(s): FeatureAdapter(student_channels[s], widths[s], config.adapter_batch_norm) for s in stages}
         )
+        generator = torch.Generator().manual_seed(0)
+        for s in stages:
+            if widths[s] < teacher_channels[s]:  # orthonormal columns: [C_teacher, width]
+                basis, _ = torch.linalg.qr(torch.randn(teacher_channels[s], widths[s], generator=generator))
+                self.register_buffer(f"projection{s}", basis)
+
+    def _matched_teacher(self, teacher: torch.Tensor, stage: int) -> torch.Tensor:
+        """Teacher features `[B,C,H,W]` in the adapter's output space (projected when C > matched_width)."""
+        basis = getattr(self, f"projection{stage}", None)
+        return teacher if basis is None else torch.einsum("bchw,ck->bkhw", teacher, basis)
 
     @property
     def needs_features(self) -> bool:
@@ -285,16 +301,17 @@ class Distiller(nn.Module):
             student = student_features[s].float()
             teacher = teacher_features[s].detach().float()
             adapted = self.adapters[str(s)](student) if str(s) in self.adapters else None
+            matched = self._matched_teacher(teacher, s) if adapted is not None else None
             if c.attention != 0:
                 per_stage["attention"].append(attention_loss(student, teacher))
             if c.channel_mean != 0:
-                per_stage["channel_mean"].append(channel_mean_loss(adapted, teacher))
+                per_stage["channel_mean"].append(channel_mean_loss(adapted, matched))
             if c.gram != 0:
-                per_stage["gram"].append(gram_loss(adapted, teacher, c.second_order))
+                per_stage["gram"].append(gram_loss(adapted, matched, c.second_order))
             if c.similarity != 0:
                 per_stage["similarity"].append(similarity_loss(student, teacher, c.similarity_size))
             if c.fitnets != 0:
-                per_stage["fitnets"].append(fitnets_hint_loss(adapted, teacher))
+                per_stage["fitnets"].append(fitnets_hint_loss(adapted, matched))
         return per_stage
 
     @staticmethod

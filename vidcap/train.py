@@ -88,6 +88,9 @@ class CaptionTrainer:
             raise UserError(f"{out}: run directory already exists; use --resume to continue it or choose another --out")
         if resume and not self.run.has_train_state():
             raise UserError(f"{out}: nothing to resume (no train_state.safetensors)")
+        if config.captioner.encoder.trainable:
+            raise UserError("captioner.encoder.trainable=true: this trainer learns the decoder on cached features "
+                            "of a frozen encoder; set it to false")
         if config.threads:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)

@@ -327,3 +327,23 @@ def test_config_loads_from_yaml_data():
     )
     assert config.similarity_size == (4, 4) and config.output == 0.0
     assert Distiller(config, WIDTHS, WIDTHS).adapters.keys() == {"1", "2", "3"}
+
+
+def test_wide_teacher_stages_are_matched_through_a_fixed_orthonormal_projection():
+    config = DistillConfig(matched_width=8, stages=[0, 1])
+    distiller = Distiller(config, student_channels=[4, 4], teacher_channels=[6, 32])
+    assert distiller.adapters["0"].conv.out_channels == 6 and not hasattr(distiller, "projection0")
+    assert distiller.adapters["1"].conv.out_channels == 8
+    basis = distiller.projection1  # [32, 8], a buffer: fixed, saved with the distiller, not trained
+    assert basis.shape == (32, 8) and "projection1" in dict(distiller.named_buffers())
+    assert torch.allclose(basis.T @ basis, torch.eye(8), atol=1e-5)
+    teacher = torch.randn(2, 32, 5, 5)
+    projected = distiller._matched_teacher(teacher, 1)
+    # statistics of the adapted student are compared with the projected teacher's: equal → zero
+    assert gram_loss(projected, projected) == 0 and channel_mean_loss(projected, projected) == 0
+    assert torch.allclose(projected, torch.einsum("bchw,ck->bkhw", teacher, basis))
+
+
+def test_matched_width_none_keeps_the_full_teacher_width():
+    distiller = Distiller(DistillConfig(matched_width=None, stages=[0]), student_channels=[4], teacher_channels=[300])
+    assert distiller.adapters["0"].conv.out_channels == 300 and not list(distiller.buffers())
