@@ -17,13 +17,7 @@ TINY = DecoderConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64, dr
 CAPTIONS = [[3, 4, 5], [6, 7, 8, 9, 10]]  # video 0 and video 1, without BOS/EOS
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: with several threads on a busy machine, synchronisation costs 100× the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_decoder(config: DecoderConfig = TINY, seed: int = 0) -> CaptionDecoder:

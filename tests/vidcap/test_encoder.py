@@ -22,13 +22,7 @@ B, T, C, h, w = 2, 3, 8, 4, 5
 H, W = 32, 40
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: with several threads on a busy machine, synchronisation costs 100× the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def features() -> torch.Tensor:
