@@ -101,6 +101,16 @@ def _caption(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from vidcap.split_evaluation import evaluate_split, format_metrics
+
+    metrics = evaluate_split(args.model, args.split, predictions_file=args.predictions, per_video=args.per_video,
+                             data_root=args.data, progress=not args.quiet)
+    print(format_metrics(metrics))
+    print(f"wrote {Path(args.model) / 'eval' / args.split}/")
+    return 0
+
+
 def overlay_path(template: str, video: str, count: int) -> Path:
     """`--overlay OUT.mp4` for one video; for several, `OUT-<video stem>.mp4` each."""
     out = Path(template)
@@ -141,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--beams", type=int, help="beam width (default: the run's, 3)")
     caption.add_argument("--overlay", metavar="OUT.mp4", help="also write the video with its saliency map blended in")
     caption.set_defaults(handler=_caption)
+
+    evaluate = commands.add_parser("eval", help="caption a whole split and score it (BLEU-1..4, METEOR, ROUGE-L, CIDEr)")
+    evaluate.add_argument("--model", required=True, metavar="RUN", help="trained captioner run directory")
+    evaluate.add_argument("--split", default="test", help="split to score, always whole (default test)")
+    evaluate.add_argument("--data", metavar="DIR", help="dataset root (default: the run's data.root)")
+    evaluate.add_argument("--predictions", metavar="FILE",
+                          help='score these captions instead of the model\'s: [{"video_id", "caption"}] JSON')
+    evaluate.add_argument("--per-video", action="store_true", help="also write per_video.json (worst CIDEr first)")
+    evaluate.set_defaults(handler=_eval)
 
     add_quiet_flag(commands)
     return parser

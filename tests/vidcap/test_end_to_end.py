@@ -93,3 +93,31 @@ def test_extract_fills_the_cache_that_training_reads(trained, capsys):
     test_videos = len(open_caption_dataset(trained / "data", split="test"))
     # training cached train + val with the same extractor, so only the test split is new
     assert f"24 videos ({test_videos} newly extracted)" in out
+
+
+def test_eval_captions_the_whole_split_and_writes_the_results(trained, capsys):
+    assert main(["eval", "--model", str(trained / "none"), "--split", "test", "--per-video", "--quiet"]) == 0
+    out = trained / "none" / "eval" / "test"
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = open_caption_dataset(trained / "data", split="test")
+    assert metrics["videos"] == len(test) and set(metrics["metrics"]) == {
+        "Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"}
+    assert {"decode", "encoder", "decoder"} <= set(metrics["sec_per_video"])
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert sorted(p["video_id"] for p in predictions) == sorted(i.video_id for i in test.items)
+    per_video = json.loads((out / "per_video.json").read_text())
+    assert [row["CIDEr"] for row in per_video] == sorted(row["CIDEr"] for row in per_video)
+    assert "CIDEr" in capsys.readouterr().out
+
+
+def test_eval_scores_a_predictions_file_from_any_system(trained, tmp_path, capsys):
+    test = open_caption_dataset(trained / "data", split="test")
+    perfect = [{"video_id": item.video_id, "caption": item.captions[0]} for item in test.items]
+    path = tmp_path / "predictions.json"
+    path.write_text(json.dumps(perfect))
+    assert main(["eval", "--model", str(trained / "none"), "--split", "test", "--predictions", str(path), "--quiet"]) == 0
+    metrics = json.loads((trained / "none" / "eval" / "test" / "metrics.json").read_text())["metrics"]
+    assert metrics["Bleu_4"] > 0.9 and metrics["CIDEr"] > 2  # each prediction is one of its own references
+    path.write_text("[{\"video_id\": 3}]")
+    assert main(["eval", "--model", str(trained / "none"), "--predictions", str(path), "--quiet"]) == 2
+    assert "entry 0" in capsys.readouterr().err

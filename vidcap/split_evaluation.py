@@ -1,0 +1,107 @@
+"""`vidcap eval`: caption a whole split (or read predictions from any system), score it, write the results.
+
+Writes `RUN/eval/<split>/predictions.json` (`[{"video_id", "caption"}]`), `metrics.json` (corpus scores,
+per-stage seconds, what was skipped) and, with `per_video`, `per_video.json` sorted worst CIDEr first.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from saliency.errors import UserError
+from saliency.rundir import RunDir, atomic_write_json
+from vidcap.captioner import Captioner
+from vidcap.datasets import open_caption_dataset
+from vidcap.evaluate import METRIC_KEYS, score, score_and_per_item
+from vidcap.train import VidcapRunConfig, load_captioner
+
+
+def read_predictions(path: str | Path) -> dict[str, str]:
+    """`[{"video_id": ..., "caption": ...}]` → {video id: caption}, with one-line errors naming the file."""
+    path = Path(path)
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: predictions file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(entries, list):
+        raise UserError(f'{path}: expected a list of {{"video_id", "caption"}} objects')
+    predictions: dict[str, str] = {}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("video_id"), str) or not isinstance(entry.get("caption"), str):
+            raise UserError(f'{path}: entry {index} is not {{"video_id": str, "caption": str}}')
+        if entry["video_id"] in predictions:
+            raise UserError(f"{path}: video {entry['video_id']!r} has two predictions")
+        predictions[entry["video_id"]] = entry["caption"]
+    return predictions
+
+
+def caption_split(model: Captioner, items, progress: bool = True) -> tuple[dict[str, str], dict[str, float], list]:
+    """Beam-search captions for every item; returns (captions, seconds per stage, skipped (id, reason))."""
+    captions, timings, skipped = {}, {}, []
+    for item in tqdm(items, desc="captioning", unit="video", disable=not progress):
+        try:
+            captions[item.video_id] = model.caption_files([item.path], timings=timings)[0]
+        except UserError as error:
+            print(f"vidcap eval: skipped {error}", file=sys.stderr)
+            skipped.append((item.video_id, str(error)))
+    return captions, timings, skipped
+
+
+def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: str | Path | None = None,
+                   per_video: bool = False, data_root: str | None = None, progress: bool = True) -> dict:
+    """Score the run's captions (or `predictions_file`) on the whole split; returns what metrics.json holds."""
+    config = RunDir(run_dir).require().load_config(VidcapRunConfig)
+    root = data_root or config.data.root
+    dataset = open_caption_dataset(root, kind=config.data.kind, split=split)
+    if not dataset.items:
+        raise UserError(f"{root}: no readable videos in split {split!r} ({dataset.report()})")
+    started = time.perf_counter()
+    if predictions_file is not None:
+        captions, timings, skipped = read_predictions(predictions_file), {}, []
+        unknown = sorted(set(captions) - {item.video_id for item in dataset.items})
+        if unknown:
+            raise UserError(f"{predictions_file}: {len(unknown)} prediction(s) for videos not in the {split} split, "
+                            f"e.g. {unknown[0]!r}")
+        skipped = [(item.video_id, "no prediction") for item in dataset.items if item.video_id not in captions]
+    else:
+        captions, timings, skipped = caption_split(load_captioner(run_dir)[0], dataset.items, progress)
+    gts = {item.video_id: item.captions for item in dataset.items if item.video_id in captions}
+    if not gts:
+        raise UserError(f"nothing to score: no video of the {split} split has a caption")
+    res = {video_id: captions[video_id] for video_id in gts}
+    if per_video:
+        corpus, per_item = score_and_per_item(gts, res)
+    else:
+        corpus, per_item = score(gts, res), None
+    out = Path(run_dir) / "eval" / split
+    atomic_write_json(out / "predictions.json", [{"video_id": v, "caption": c} for v, c in res.items()])
+    captioned = len(res)
+    metrics = {
+        "split": split, "data": str(root), "videos": captioned, "source": str(predictions_file or "model"),
+        "metrics": corpus, "skipped": [{"video_id": v, "reason": r} for v, r in skipped],
+        "seconds": {"total": time.perf_counter() - started, **timings},
+        "sec_per_video": {stage: seconds / captioned for stage, seconds in timings.items()},
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    if per_item is not None:
+        rows = [{"video_id": v, "caption": res[v], **scores, "references": gts[v][:5]} for v, scores in per_item.items()]
+        atomic_write_json(out / "per_video.json", sorted(rows, key=lambda row: row["CIDEr"]))
+    return metrics
+
+
+def format_metrics(metrics: dict) -> str:
+    """The metric table ×100, as papers print it, plus seconds per video by stage."""
+    lines = [f"{metrics['videos']} videos, split {metrics['split']} ({metrics['source']})"]
+    lines += [f"  {name:<8}{100 * metrics['metrics'][name]:7.2f}" for name in METRIC_KEYS]
+    if metrics["sec_per_video"]:
+        stages = ", ".join(f"{stage} {seconds:.3f}" for stage, seconds in metrics["sec_per_video"].items())
+        lines.append(f"  seconds per video: {stages}")
+    if metrics["skipped"]:
+        lines.append(f"  skipped {len(metrics['skipped'])} video(s), e.g. {metrics['skipped'][0]['video_id']}")
+    return "\n".join(lines)
