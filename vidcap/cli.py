@@ -111,6 +111,16 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from vidcap.compare import compare_runs
+
+    names = args.names.split(",") if args.names else None
+    markdown, page = compare_runs(args.runs, args.split, args.out, names)
+    print(markdown.read_text(encoding="utf-8"))
+    print(f"wrote {page} and {markdown}")
+    return 0
+
+
 def overlay_path(template: str, video: str, count: int) -> Path:
     """`--overlay OUT.mp4` for one video; for several, `OUT-<video stem>.mp4` each."""
     out = Path(template)
@@ -160,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help='score these captions instead of the model\'s: [{"video_id", "caption"}] JSON')
     evaluate.add_argument("--per-video", action="store_true", help="also write per_video.json (worst CIDEr first)")
     evaluate.set_defaults(handler=_eval)
+
+    compare = commands.add_parser("compare", help="put evaluated runs side by side: Markdown, HTML and a bar chart",
+                                  description="Compare runs already scored with `vidcap eval` on the same split; "
+                                              "differences are to the first run.")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="captioner run directories, the baseline first")
+    compare.add_argument("--split", default="test", help="evaluated split to compare (default test)")
+    compare.add_argument("--out", metavar="DIR", help="output folder (default: compare/ beside the first run)")
+    compare.add_argument("--names", help="comma-separated display names, one per run (default: folder names)")
+    compare.set_defaults(handler=_compare)
 
     add_quiet_flag(commands)
     return parser

@@ -26,8 +26,14 @@ def write_overlay(front: VisualFrontEnd, video: str | Path, out: str | Path, max
         for start in range(0, len(reader), CHUNK):
             frames = reader.get_batch(list(range(start, min(start + CHUNK, len(reader))))).asnumpy()  # (n, H, W, 3)
             frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # H.264 wants even sizes
-            log_density = front.saliency(frames_to_tensor(frames))  # (n, 1, h, w)
-            maps = F.interpolate(log_density.exp(), size=frames.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
-            maps = maps / maps.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)  # per-frame [0, 1]
-            writer.write(np.stack([colour_overlay(frame, m.numpy()) for frame, m in zip(frames, maps)]))
+            writer.write(saliency_overlays(front, frames))
     return Path(out)
+
+
+@torch.no_grad()
+def saliency_overlays(front: VisualFrontEnd, frames: np.ndarray) -> np.ndarray:
+    """uint8 frames `[N,H,W,3]` with the front end's saliency (each map scaled to [0,1]) blended over them."""
+    log_density = front.saliency(frames_to_tensor(frames))  # (N, 1, h, w)
+    maps = F.interpolate(log_density.exp(), size=frames.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
+    maps = maps / maps.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)  # per-frame [0, 1]
+    return np.stack([colour_overlay(frame, m.numpy()) for frame, m in zip(frames, maps)])

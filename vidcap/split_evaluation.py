@@ -1,7 +1,8 @@
 """`vidcap eval`: caption a whole split (or read predictions from any system), score it, write the results.
 
 Writes `RUN/eval/<split>/predictions.json` (`[{"video_id", "caption"}]`), `metrics.json` (corpus scores,
-per-stage seconds, what was skipped) and, with `per_video`, `per_video.json` sorted worst CIDEr first.
+per-stage seconds, what was skipped), `report.md` + `report.html` and, with `per_video`, `per_video.json`
+sorted worst CIDEr first.
 """
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ from saliency.rundir import RunDir, atomic_write_json
 from vidcap.captioner import Captioner
 from vidcap.datasets import open_caption_dataset
 from vidcap.evaluate import METRIC_KEYS, score, score_and_per_item
+from vidcap.report import write_eval_report
 from vidcap.train import VidcapRunConfig, load_captioner
+
+
+WORST_SHOWN = 5  # worst captions listed in the report when --per-video is given
 
 
 def read_predictions(path: str | Path) -> dict[str, str]:
@@ -56,7 +61,8 @@ def caption_split(model: Captioner, items, progress: bool = True) -> tuple[dict[
 def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: str | Path | None = None,
                    per_video: bool = False, data_root: str | None = None, progress: bool = True) -> dict:
     """Score the run's captions (or `predictions_file`) on the whole split; returns what metrics.json holds."""
-    config = RunDir(run_dir).require().load_config(VidcapRunConfig)
+    run = RunDir(run_dir).require()
+    config = run.load_config(VidcapRunConfig)
     root = data_root or config.data.root
     dataset = open_caption_dataset(root, kind=config.data.kind, split=split)
     if not dataset.items:
@@ -69,8 +75,11 @@ def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: s
             raise UserError(f"{predictions_file}: {len(unknown)} prediction(s) for videos not in the {split} split, "
                             f"e.g. {unknown[0]!r}")
         skipped = [(item.video_id, "no prediction") for item in dataset.items if item.video_id not in captions]
+        front = None
     else:
-        captions, timings, skipped = caption_split(load_captioner(run_dir)[0], dataset.items, progress)
+        model = load_captioner(run_dir)[0]
+        captions, timings, skipped = caption_split(model, dataset.items, progress)
+        front = model.front
     gts = {item.video_id: item.captions for item in dataset.items if item.video_id in captions}
     if not gts:
         raise UserError(f"nothing to score: no video of the {split} split has a caption")
@@ -89,9 +98,14 @@ def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: s
         "sec_per_video": {stage: seconds / captioned for stage, seconds in timings.items()},
     }
     atomic_write_json(out / "metrics.json", metrics)
+    worst = None
     if per_item is not None:
         rows = [{"video_id": v, "caption": res[v], **scores, "references": gts[v][:5]} for v, scores in per_item.items()]
-        atomic_write_json(out / "per_video.json", sorted(rows, key=lambda row: row["CIDEr"]))
+        worst = sorted(rows, key=lambda row: row["CIDEr"])
+        atomic_write_json(out / "per_video.json", worst)
+    history = run.load_metrics().get("epochs", [])
+    write_eval_report(run_dir, config.captioner, metrics, res, dataset.items, front, history,
+                      worst[:WORST_SHOWN] if worst else None)
     return metrics
 
 

@@ -1,6 +1,13 @@
-"""Fixtures shared by the vidcap tests."""
+"""Fixtures shared by the vidcap tests, and an HTML reader for the reports."""
+from __future__ import annotations
+
+import base64
+import io
+from html.parser import HTMLParser
+
 import pytest
 import torch
+from PIL import Image
 
 
 @pytest.fixture(scope="module")
@@ -10,3 +17,72 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+
+class ReportParser(HTMLParser):
+    """Collects tables (lists of rows of cell text), headings, <img> sources and every href/src."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.headings: list[str] = []
+        self.images: list[str] = []
+        self.links: list[str] = []
+        self._cell: list[str] | None = None
+        self._heading: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.links += [attrs[key] for key in ("href", "src") if key in attrs]
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag in ("h1", "h2", "h3"):
+            self._heading = []
+        elif tag == "img":
+            self.images.append(attrs["src"])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append("".join(self._cell))
+            self._cell = None
+        elif tag in ("h1", "h2", "h3"):
+            self.headings.append("".join(self._heading))
+            self._heading = None
+
+    def handle_data(self, data):
+        for part in (self._cell, self._heading):
+            if part is not None:
+                part.append(data)
+
+
+def _parse(text: str) -> ReportParser:
+    parser = ReportParser()
+    parser.feed(text)
+    parser.close()
+    return parser
+
+
+def _decode(src: str) -> Image.Image:
+    """The image inside a `data:image/...;base64,` URI (fails on anything else)."""
+    header, payload = src.split(",", 1)
+    assert header.startswith("data:image/") and header.endswith(";base64"), header
+    image = Image.open(io.BytesIO(base64.b64decode(payload)))
+    image.load()
+    return image
+
+
+@pytest.fixture
+def parse_report():
+    """HTML text → ReportParser (tables, headings, images, links), read the way a browser would."""
+    return _parse
+
+
+@pytest.fixture
+def decode_image():
+    """A `data:image/...;base64,` URI → the decoded PIL image."""
+    return _decode

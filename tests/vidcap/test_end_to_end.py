@@ -110,6 +110,50 @@ def test_eval_captions_the_whole_split_and_writes_the_results(trained, capsys):
     assert "CIDEr" in capsys.readouterr().out
 
 
+def test_eval_report_shows_the_scores_timings_and_sample_videos(trained, parse_report, decode_image):
+    out = trained / "none" / "eval" / "test"
+    metrics = json.loads((out / "metrics.json").read_text())
+    captions = {p["video_id"]: p["caption"] for p in json.loads((out / "predictions.json").read_text())}
+    report = parse_report((out / "report.html").read_text())
+    scores = [f"{100 * metrics['metrics'][k]:.2f}" for k in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")]
+    assert report.tables[0] == [["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"], scores]
+    stages = {row[0]: float(row[1]) for row in report.tables[1][1:]}
+    assert stages["total"] == pytest.approx(sum(metrics["sec_per_video"].values()), abs=1e-3)
+    samples = [h for h in report.headings if h in captions]
+    assert len(samples) == 4 and all(f"Generated: {captions[v]}" in (out / "report.html").read_text() for v in samples)
+    strips = [decode_image(src) for src in report.images[:4]]
+    assert all(s.format == "JPEG" and s.size == (4 * 144 + 3 * 3, 108) for s in strips)
+    assert decode_image(report.images[-1]).format == "PNG"  # the training curves
+    assert all(link.startswith("data:") for link in report.links)
+    markdown = (out / "report.md").read_text()
+    assert "| " + " | ".join(scores) + " |" in markdown and (out / "thumbs" / f"{samples[0]}.jpg").is_file()
+
+
+def test_compare_puts_runs_side_by_side_with_differences(trained, parse_report, capsys):
+    assert main(["eval", "--model", str(trained / "with-student"), "--split", "test", "--quiet"]) == 0
+    out = trained / "comparison"
+    assert main(["compare", str(trained / "none"), str(trained / "with-student"), "--out", str(out), "--quiet"]) == 0
+    runs = {r["name"]: r for r in json.loads((out / "compare.json").read_text())["runs"]}
+    report = parse_report((out / "report.html").read_text())
+    table, deltas = report.tables[0], report.tables[1]
+    assert [row[:2] for row in table[1:]] == [["none", "none"], ["with-student", "student"]]
+    cider = {row[0]: float(row[8]) for row in table[1:]}
+    assert cider["with-student"] == pytest.approx(100 * runs["with-student"]["metrics"]["CIDEr"], abs=0.01)
+    assert float(deltas[1][7]) == pytest.approx(cider["with-student"] - cider["none"], abs=0.011)
+    assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| with-student | student |" in capsys.readouterr().out
+
+
+def test_compare_says_what_to_run_when_a_run_is_not_evaluated(trained, tmp_path, capsys):
+    assert main(["compare", str(trained / "none"), str(trained / "with-student"), "--split", "val", "--quiet"]) == 2
+    assert "vidcap eval --model" in capsys.readouterr().err
+
+
+def test_training_writes_its_curves(trained):
+    assert (trained / "none" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (trained / "student" / "curves.png").is_file()
+
+
 def test_eval_scores_a_predictions_file_from_any_system(trained, tmp_path, capsys):
     test = open_caption_dataset(trained / "data", split="test")
     perfect = [{"video_id": item.video_id, "caption": item.captions[0]} for item in test.items]

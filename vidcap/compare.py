@@ -1,0 +1,118 @@
+"""`vidcap compare RUN...`: evaluated runs side by side (e.g. saliency none / teacher / student) with the
+differences to the first, as report.md, self-contained report.html, a bar chart PNG and compare.json."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from saliency.errors import UserError
+from saliency.rundir import RunDir, atomic_write_json
+from vidcap.datasets import open_caption_dataset
+from vidcap.document import Block, Figure, Heading, Paragraph, Table, write_report
+from vidcap.evaluate import METRIC_KEYS
+from saliency.figures import metric_bars_png
+from vidcap.report import METRIC_LABELS, STAGES, metric_row, sample_ids, stage_seconds
+from vidcap.train import VidcapRunConfig
+
+SAMPLE_CAPTIONS = 6
+
+
+@dataclass
+class EvaluatedRun:
+    """One run's evaluation on a split, as `vidcap eval` left it."""
+    name: str
+    path: Path
+    config: VidcapRunConfig
+    metrics: dict
+    captions: dict[str, str]
+
+    @property
+    def saliency(self) -> str:
+        return self.config.captioner.saliency.source
+
+    @property
+    def sec_per_video(self) -> float | None:
+        stages = stage_seconds(self.metrics.get("sec_per_video", {}))
+        return stages[-1][1] if stages else None
+
+
+def load_evaluated_run(path: str | Path, split: str, name: str | None = None) -> EvaluatedRun:
+    """Read RUN/eval/<split>/{metrics,predictions}.json; a one-line error says how to make them."""
+    run = RunDir(path).require()
+    folder = Path(path) / "eval" / split
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+        predictions = json.loads((folder / "predictions.json").read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not evaluated on split {split!r}; run `vidcap eval --model {path} --split {split}` first") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"{folder}: damaged evaluation files ({error}); run `vidcap eval` again") from None
+    captions = {entry["video_id"]: entry["caption"] for entry in predictions}
+    return EvaluatedRun(name or Path(path).resolve().name, Path(path), run.load_config(VidcapRunConfig), metrics, captions)
+
+
+def _percent_change(new: float, old: float) -> str:
+    return f"{100 * (new - old) / old:+.0f}%" if old > 0 else "n/a"
+
+
+def comparison_blocks(runs: list[EvaluatedRun], references: dict[str, list[str]]) -> list[Block]:
+    """Metric table, differences to the first run, time per stage, bar chart and captions side by side."""
+    first = runs[0]
+    labels = [METRIC_LABELS[key] for key in METRIC_KEYS]
+    timed = all(run.sec_per_video is not None for run in runs)
+    time_header = ["s/video"] if timed else []
+    blocks: list[Block] = [
+        Paragraph(f"{len(runs)} runs evaluated on split '{first.metrics['split']}' ({first.metrics['videos']} videos "
+                  f"of {first.metrics['data']}). Scores ×100, as papers print them; differences are to {first.name}."),
+        Heading("Caption metrics (×100)"),
+        Table(["run", "saliency", *labels, *time_header],
+              [[run.name, run.saliency, *metric_row(run.metrics["metrics"]),
+                *([f"{run.sec_per_video:.3f}"] if timed else [])] for run in runs], numeric_from=2),
+    ]
+    if len(runs) > 1:
+        rows = []
+        for run in runs[1:]:
+            deltas = [f"{100 * (run.metrics['metrics'][key] - first.metrics['metrics'][key]):+.2f}" for key in METRIC_KEYS]
+            rows.append([f"{run.name} − {first.name}", *deltas,
+                         *([_percent_change(run.sec_per_video, first.sec_per_video)] if timed else [])])
+        blocks += [Heading(f"Differences to {first.name}"), Table(["runs", *labels, *time_header], rows)]
+    if timed:
+        stages = [stage for stage in STAGES if any(stage in run.metrics["sec_per_video"] for run in runs)]
+        blocks += [Heading("Seconds per video by stage"),
+                   Table(["run", *stages, "total"],
+                         [[run.name, *[f"{run.metrics['sec_per_video'].get(stage, 0.0):.4f}" for stage in stages],
+                           f"{run.sec_per_video:.4f}"] for run in runs])]
+    bars = metric_bars_png([run.name for run in runs],
+                           {METRIC_LABELS[key]: [100 * run.metrics["metrics"][key] for run in runs] for key in METRIC_KEYS},
+                           title=f"split {first.metrics['split']}")
+    blocks += [Heading("Chart"), Figure("metrics.png", bars, "caption metrics ×100 per run")]
+    common = [video_id for video_id in first.captions if all(video_id in run.captions for run in runs)]
+    if common:
+        blocks += [Heading("Captions side by side"),
+                   Table(["video", "a reference", *[run.name for run in runs]],
+                         [[video_id, (references.get(video_id) or [""])[0], *[run.captions[video_id] for run in runs]]
+                          for video_id in sample_ids(common, SAMPLE_CAPTIONS)], numeric_from=len(runs) + 2)]
+    return blocks
+
+
+def compare_runs(paths: list[str | Path], split: str = "test", out: str | Path | None = None,
+                 names: list[str] | None = None, stem: str = "report") -> tuple[Path, Path]:
+    """Write the comparison of `paths` (each already evaluated on `split`) into `out`; returns (md, html)."""
+    if names and len(names) != len(paths):
+        raise UserError(f"--names gives {len(names)} names for {len(paths)} runs")
+    runs = [load_evaluated_run(path, split, name) for path, name in zip(paths, names or [None] * len(paths))]
+    if len({run.name for run in runs}) < len(runs):
+        raise UserError("two runs have the same name; tell them apart with --names")
+    splits = {(run.metrics["data"], run.metrics["split"]) for run in runs}
+    if len(splits) > 1:
+        raise UserError(f"the runs were evaluated on different data: {sorted(splits)}; compare like with like")
+    dataset = open_caption_dataset(runs[0].metrics["data"], kind=runs[0].config.data.kind, split=split)
+    references = {item.video_id: item.captions for item in dataset.items}
+    out = Path(out) if out else Path(paths[0]).resolve().parent / "compare"
+    atomic_write_json(out / "compare.json", {
+        "split": split, "data": runs[0].metrics["data"],
+        "runs": [{"name": run.name, "path": str(run.path), "saliency": run.saliency, "metrics": run.metrics["metrics"],
+                  "sec_per_video": run.metrics.get("sec_per_video", {})} for run in runs]})
+    return write_report(out, f"Caption comparison: {', '.join(run.name for run in runs)}", comparison_blocks(runs, references),
+                        stem)

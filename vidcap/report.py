@@ -1,0 +1,127 @@
+"""The report of one evaluation (`RUN/eval/<split>/report.md` and self-contained `report.html`): the metric
+table ×100 as papers print it, seconds per video by stage, and for a sample of videos a thumbnail strip with
+the saliency overlay, the generated caption and the references."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from saliency.errors import UserError
+from vidcap.captioner import CaptionerConfig, VisualFrontEnd
+from vidcap.document import Block, BulletList, Figure, Heading, Paragraph, Table, write_report
+from vidcap.evaluate import METRIC_KEYS
+from saliency.figures import training_curves_png
+from vidcap.overlay import saliency_overlays
+from vidcap.video import read_frames
+
+METRIC_LABELS = {"Bleu_1": "BLEU-1", "Bleu_2": "BLEU-2", "Bleu_3": "BLEU-3", "Bleu_4": "BLEU-4",
+                 "METEOR": "METEOR", "ROUGE_L": "ROUGE-L", "CIDEr": "CIDEr"}
+STAGES = ("decode", "saliency", "encoder", "decoder")  # the captioner's pipeline, in order
+SAMPLE_VIDEOS = 4
+STRIP_FRAMES = 4
+STRIP_SIZE = (108, 144)  # H×W of each thumbnail
+
+
+def metric_row(metrics: dict[str, float]) -> list[str]:
+    """The seven caption metrics ×100 with two decimals, in METRIC_KEYS order."""
+    return [f"{100 * metrics[key]:.2f}" for key in METRIC_KEYS]
+
+
+def stage_seconds(sec_per_video: dict[str, float]) -> list[tuple[str, float]]:
+    """(stage, seconds per video) in pipeline order, with the total last; empty if nothing was timed."""
+    rows = [(stage, sec_per_video[stage]) for stage in STAGES if stage in sec_per_video]
+    return rows + [("total", sum(seconds for _, seconds in rows))] if rows else []
+
+
+def thumbnail_strip(path: str | Path, config: CaptionerConfig, front: VisualFrontEnd | None) -> bytes:
+    """JPEG of `STRIP_FRAMES` frames side by side, each with the front end's saliency blended in (if it has one)."""
+    sampler = dataclasses.replace(config.sampler, n_frames=STRIP_FRAMES, size=STRIP_SIZE)
+    frames = read_frames(path, sampler)  # (T, H, W, 3) uint8
+    if front is not None and front.saliency_model is not None:
+        frames = saliency_overlays(front, frames)
+    gap = np.full((frames.shape[1], 3, 3), 255, dtype=np.uint8)
+    strip = np.concatenate([part for frame in frames for part in (frame, gap)][:-1], axis=1)
+    buffer = io.BytesIO()
+    Image.fromarray(strip).save(buffer, format="JPEG", quality=88)
+    return buffer.getvalue()
+
+
+def sample_ids(video_ids: list[str], count: int = SAMPLE_VIDEOS) -> list[str]:
+    """`count` ids spread evenly over the list (first and last included), so the sample is reproducible."""
+    if len(video_ids) <= count:
+        return list(video_ids)
+    return [video_ids[round(i)] for i in np.linspace(0, len(video_ids) - 1, count)]
+
+
+def _curves_figure(history: list[dict], run_name: str) -> Figure | None:
+    """The run's training curves (loss, validation CIDEr), if it has a training history."""
+    if not history:
+        return None
+    png = training_curves_png([r["epoch"] for r in history], [r["train_loss"] for r in history], "CIDEr",
+                              [r["val"]["CIDEr"] for r in history], title=run_name)
+    return Figure("curves.png", png, "training loss and validation CIDEr per epoch (circle: the kept epoch)")
+
+
+def report_blocks(run_name: str, config: CaptionerConfig, metrics: dict, samples: list[dict],
+                  history: list[dict], worst: list[dict] | None = None) -> list[Block]:
+    """Everything the report says, in order. `samples`: dicts with video_id, caption, references, strip (JPEG)."""
+    saliency = config.saliency
+    source = "none" if saliency.source == "none" else f"{saliency.source} ({saliency.run})"
+    blocks: list[Block] = [
+        Paragraph(f"Run {run_name}: {metrics['videos']} videos of split '{metrics['split']}' from {metrics['data']}; "
+                  f"captions from {metrics['source']}. Saliency: {source}; feature weighting: "
+                  f"{config.encoder.weighting}; encoder: {config.encoder.backbone}; beams: {config.num_beams}."),
+        Heading("Caption metrics (×100)"),
+        Table([METRIC_LABELS[key] for key in METRIC_KEYS], [metric_row(metrics["metrics"])]),
+    ]
+    stages = stage_seconds(metrics.get("sec_per_video", {}))
+    if stages:
+        blocks += [Heading("Time per video"),
+                   Table(["stage", "seconds", "share"],
+                         [[stage, f"{seconds:.4f}", f"{100 * seconds / stages[-1][1]:.0f}%"] for stage, seconds in stages])]
+    if metrics.get("skipped"):
+        blocks += [Heading("Skipped videos"),
+                   BulletList([f"{entry['video_id']}: {entry['reason']}" for entry in metrics["skipped"]])]
+    if samples:
+        overlay = "with the saliency overlay, " if saliency.source != "none" and metrics["source"] == "model" else ""
+        blocks.append(Heading("Sample videos"))
+        for sample in samples:
+            blocks += [Heading(sample["video_id"], level=3),
+                       Figure(f"thumbs/{sample['video_id']}.jpg", sample["strip"],
+                              f"{STRIP_FRAMES} frames {overlay}evenly spaced in time"),
+                       Paragraph(f"Generated: {sample['caption']}"),
+                       BulletList([f"reference: {text}" for text in sample["references"]])]
+    if worst:
+        blocks += [Heading("Worst captions by CIDEr"),
+                   Table(["video", "caption", "CIDEr", "BLEU-4", "METEOR"],
+                         [[row["video_id"], row["caption"], f"{100 * row['CIDEr']:.1f}", f"{100 * row['Bleu_4']:.1f}",
+                           f"{100 * row['METEOR']:.1f}"] for row in worst], numeric_from=2)]
+    curves = _curves_figure(history, run_name)
+    if curves is not None:
+        blocks += [Heading("Training"), curves]
+    return blocks
+
+
+def write_eval_report(run_dir: str | Path, config: CaptionerConfig, metrics: dict, captions: dict[str, str],
+                      items: list, front: VisualFrontEnd | None, history: list[dict],
+                      worst: list[dict] | None = None, max_references: int = 5) -> tuple[Path, Path]:
+    """Render and write `RUN/eval/<split>/report.{md,html}`; a sample video that cannot be read is left out."""
+    by_id = {item.video_id: item for item in items if item.video_id in captions}
+    samples = []
+    for video_id in sample_ids(list(by_id)):
+        try:
+            strip = thumbnail_strip(by_id[video_id].path, config, front)
+        except UserError as error:
+            print(f"vidcap eval: no thumbnails for {error}", file=sys.stderr)
+            continue
+        samples.append({"video_id": video_id, "caption": captions[video_id], "strip": strip,
+                        "references": by_id[video_id].captions[:max_references]})
+    run_name = Path(run_dir).resolve().name
+    blocks = report_blocks(run_name, config, metrics, samples, history, worst)
+    title = f"Caption evaluation: {run_name}, split {metrics['split']}"
+    return write_report(Path(run_dir) / "eval" / metrics["split"], title, blocks)
