@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from saliency.commandline import add_quiet_flag, add_config_arguments, parse_size, run_command
+from saliency.commandline import (add_config_arguments, add_quiet_flag, parse_size, positive_int, report_skipped,
+                                  run_command)
 from saliency.errors import UserError
 
 
@@ -27,6 +29,7 @@ def _run_config(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
+    from saliency import distributed
     from saliency.train import SaliencyTrainer
 
     config = _run_config(args)
@@ -34,43 +37,52 @@ def _train(args: argparse.Namespace) -> int:
         config.teacher = args.teacher
     if config.teacher and args.command == "train":
         raise UserError("`saliency train` learns from ground truth; use `saliency distill --teacher RUN` to distil")
-    metrics = SaliencyTrainer(config, args.out, resume=args.resume, progress=not args.quiet).fit()
-    print(json.dumps({"run": args.out, "best_epoch": metrics["best_epoch"], "val": metrics["final"]}, indent=2))
+    with distributed.session() as world:  # under torchrun: one process of several
+        metrics = SaliencyTrainer(config, args.out, resume=args.resume, progress=not args.quiet).fit()
+    if world.is_main:
+        print(json.dumps({"run": args.out, "best_epoch": metrics["best_epoch"], "val": metrics["final"]}, indent=2))
     return 0
+
+
+def _model_and_size(args: argparse.Namespace):
+    """The run's model and its input size: `--size`, else the size it was trained at (from its checked config)."""
+    from saliency.models import load
+    from saliency.rundir import RunDir
+    from saliency.train import SaliencyRunConfig
+
+    model = load(args.model)
+    return model, args.size or RunDir(args.model).load_config(SaliencyRunConfig).data.size
 
 
 def _eval(args: argparse.Namespace) -> int:
     from saliency.data import open_dataset
     from saliency.evaluate import ALL_METRICS, evaluate_model
-    from saliency.models import load
-    from saliency.rundir import RunDir, atomic_write_json
+    from saliency.rundir import atomic_write_json
 
-    model = load(args.model)
-    size = args.size or tuple(RunDir(args.model).config_dict().get("data", {}).get("size", (288, 384)))
+    model, size = _model_and_size(args)
     reader = open_dataset(args.data, kind=args.kind, split=args.split)
     metrics = args.metrics.split(",") if args.metrics else ALL_METRICS
-    scores = evaluate_model(model, reader, size, metrics=metrics, progress=not args.quiet)
-    result = {"model": args.model, "data": args.data, "split": args.split, "images": len(reader), "size": list(size), "metrics": scores}
-    print(f"{len(reader)} images, {args.data} ({args.split}), input {size[0]}x{size[1]}")
+    skipped: list[tuple[int, str]] = []
+    scores = evaluate_model(model, reader, size, metrics=metrics, progress=not args.quiet, skipped=skipped)
+    for _, reason in skipped:
+        print(f"saliency eval: skipped {reason}", file=sys.stderr)
+    images = len(reader) - len(skipped)
+    result = {"model": args.model, "data": args.data, "split": args.split, "images": images, "size": list(size),
+              "metrics": scores, "skipped": [{"image": reader.names[i], "reason": reason} for i, reason in skipped]}
+    print(f"{images} images, {args.data} ({args.split}), input {size[0]}x{size[1]}")
     for name, value in scores.items():
         print(f"  {name:<10}{value:8.4f}")
     if args.json:
         atomic_write_json(args.json, result)
-    return 0
+    return report_skipped("saliency eval", [reader.names[i] for i, _ in skipped], "image")
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from saliency.models import load
     from saliency.predict import predict_paths
-    from saliency.rundir import RunDir
 
-    model = load(args.model)
-    size = args.size or tuple(RunDir(args.model).config_dict().get("data", {}).get("size", (288, 384)))
+    model, size = _model_and_size(args)
     skipped = predict_paths(model, args.inputs, args.out, size, every=args.every, max_frames=args.max_frames, progress=not args.quiet)
-    if skipped:
-        print(f"saliency predict: {len(skipped)} input(s) skipped: {', '.join(skipped)}")
-        return 1
-    return 0
+    return report_skipped("saliency predict", skipped)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -92,11 +104,9 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from saliency.export import export_onnx
-    from saliency.models import load
-    from saliency.rundir import RunDir
 
-    size = args.size or tuple(RunDir(args.model).config_dict().get("data", {}).get("size", (288, 384)))
-    error = export_onnx(load(args.model), args.onnx, size)
+    model, size = _model_and_size(args)
+    error = export_onnx(model, args.onnx, size)
     print(f"wrote {args.onnx} (input {size[0]}x{size[1]}, dynamic batch); max |onnxruntime - torch| = {error:.2e}")
     return 0
 
@@ -137,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, metavar="RUN", help="trained run directory")
     predict.add_argument("--out", required=True, metavar="DIR", help="output folder for <name>.png maps and <name>_overlay.jpg")
     predict.add_argument("--size", type=parse_size, help="model input HxW (default: the run's training size)")
-    predict.add_argument("--every", type=int, default=1, help="videos: every N-th frame (default 1)")
-    predict.add_argument("--max-frames", type=int, help="videos: at most this many frames each")
+    predict.add_argument("--every", type=positive_int, default=1, help="videos: every N-th frame (default 1)")
+    predict.add_argument("--max-frames", type=positive_int, help="videos: at most this many frames each")
     predict.set_defaults(handler=_predict)
 
     bench = commands.add_parser("bench", help="params, MB, GFLOPs and ms/image of several models side by side")

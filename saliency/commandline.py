@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from saliency.errors import UserError
 
+EXIT_SKIPPED = 1  # finished, but some inputs were unusable and skipped (each named on stderr)
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -34,6 +35,25 @@ def parse_size(text: str) -> tuple[int, int]:
     if height <= 0 or width <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: sizes must be positive")
     return height, width
+
+
+def positive_int(text: str) -> int:
+    """`'5'` → 5, for counts that must be at least 1, as argparse `type=`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
+def report_skipped(command: str, skipped: Sequence[str], what: str = "input") -> int:
+    """End a batch command: name everything it skipped in one line on stderr; the exit status."""
+    if not skipped:
+        return 0
+    print(f"{command}: {len(skipped)} {what}(s) skipped: {', '.join(skipped)}", file=sys.stderr)
+    return EXIT_SKIPPED
 
 
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:

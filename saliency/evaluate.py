@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from saliency.data import IMAGENET_MEAN, IMAGENET_STD, SaliencySample
-from saliency.errors import UserError
+from saliency.errors import DatasetError, UserError
 from saliency.metrics import METRICS, fixation_map, score_all
 
 ALL_METRICS = list(METRICS)
@@ -29,7 +29,8 @@ def image_to_tensor(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 def predict_maps(model: torch.nn.Module, images: Sequence[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
     """Probability maps (sum 1) at each image's own resolution, predicted at model input `size`."""
     batch = torch.stack([image_to_tensor(image, size) for image in images])  # (B, 3, h, w)
-    probability = model(batch).exp()  # (B, 1, h, w)
+    device = next(model.parameters()).device
+    probability = model(batch.to(device)).exp().cpu()  # (B, 1, h, w)
     maps = []
     for image, p in zip(images, probability):
         full = F.interpolate(p[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
@@ -37,22 +38,34 @@ def predict_maps(model: torch.nn.Module, images: Sequence[np.ndarray], size: tup
     return maps
 
 
-FixationIndex = list[tuple[np.ndarray, tuple[int, int]]]
+FixationIndex = list[tuple[np.ndarray, tuple[int, int]] | None]
 
 
-def fixation_index(reader: Sequence[SaliencySample]) -> FixationIndex:
-    """Every image's fixation points and size: the light pre-pass sAUC needs for its negatives."""
-    index = []
+def read_sample(reader: Sequence[SaliencySample], index: int,
+                skipped: list[tuple[int, str]] | None) -> SaliencySample | None:
+    """Sample `index`; None if its files are unreadable and `skipped` collects (index, why), else the error propagates."""
+    try:
+        return reader[index]
+    except DatasetError as error:
+        if skipped is None:
+            raise
+        skipped.append((index, str(error)))
+        return None
+
+
+def fixation_index(reader: Sequence[SaliencySample], skipped: list[tuple[int, str]] | None = None) -> FixationIndex:
+    """Every image's fixation points and size (None where unreadable): the pre-pass sAUC needs for its negatives."""
+    index: FixationIndex = []
     for i in range(len(reader)):
-        sample = reader[i]
-        points = sample.fixations if sample.fixations is not None else np.zeros((0, 2), np.int64)
-        index.append((points, sample.image.shape[:2]))
+        sample = read_sample(reader, i, skipped)
+        points = sample.fixations if sample is not None and sample.fixations is not None else np.zeros((0, 2), np.int64)
+        index.append(None if sample is None else (points, sample.image.shape[:2]))
     return index
 
 
 def other_fixations(index: FixationIndex, current: int, rng: np.random.Generator) -> np.ndarray | None:
     """Binary map of fixations from up to 10 other images, rescaled to image `current`'s size (sAUC negatives)."""
-    candidates = [j for j, (points, _) in enumerate(index) if j != current and len(points)]
+    candidates = [j for j, entry in enumerate(index) if j != current and entry is not None and len(entry[0])]
     if not candidates:
         return None
     chosen = rng.choice(candidates, size=min(OTHER_IMAGES_FOR_SAUC, len(candidates)), replace=False)
@@ -66,23 +79,32 @@ def other_fixations(index: FixationIndex, current: int, rng: np.random.Generator
 
 def evaluate_model(model: torch.nn.Module, reader: Sequence[SaliencySample], size: tuple[int, int],
                    metrics: Sequence[str] = ALL_METRICS, batch_size: int = 8, seed: int = 0,
-                   progress: bool = True) -> dict[str, float]:
-    """Mean of each metric over the images that have the ground truth it needs."""
+                   progress: bool = True, skipped: list[tuple[int, str]] | None = None) -> dict[str, float]:
+    """Mean of each metric over the images that have the ground truth it needs.
+
+    With a `skipped` list, an image whose files cannot be read is left out and (its index, its one-line
+    error) appended there; without one, the first such error propagates.
+    """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise UserError(f"unknown metric {unknown[0]!r} (known: {', '.join(METRICS)})")
     model.eval()
-    others = fixation_index(reader) if "sAUC" in metrics else None
+    others = fixation_index(reader, skipped) if "sAUC" in metrics else None
     rng = np.random.default_rng(seed)
     scores: dict[str, list[float]] = {name: [] for name in metrics}
     bar = tqdm(range(0, len(reader), batch_size), desc="evaluating", disable=not progress, leave=False)
     for start in bar:
-        chunk = [reader[i] for i in range(start, min(start + batch_size, len(reader)))]
-        for offset, (sample, pred) in enumerate(zip(chunk, predict_maps(model, [s.image for s in chunk], size))):
+        indices = range(start, min(start + batch_size, len(reader)))
+        if others is not None:  # the pre-pass has read every image and noted the unreadable ones
+            indices = [i for i in indices if others[i] is not None]
+        chunk = [(i, sample) for i in indices if (sample := read_sample(reader, i, skipped)) is not None]
+        if not chunk:
+            continue
+        for (index, sample), pred in zip(chunk, predict_maps(model, [s.image for _, s in chunk], size)):
             fix = None
             if sample.fixations is not None and len(sample.fixations):
                 fix = fixation_map(sample.fixations, sample.image.shape[:2])
-            other = other_fixations(others, start + offset, rng) if fix is not None and others is not None else None
+            other = other_fixations(others, index, rng) if fix is not None and others is not None else None
             usable = [m for m in metrics
                       if ("gt" not in METRICS[m].needs or sample.density is not None)
                       and ("fix" not in METRICS[m].needs or fix is not None)
@@ -90,6 +112,8 @@ def evaluate_model(model: torch.nn.Module, reader: Sequence[SaliencySample], siz
             for name, value in score_all(pred, sample.density, fix, other, names=usable).items():
                 scores[name].append(value)
     missing = [name for name, values in scores.items() if not values]
+    if skipped and missing == list(metrics):
+        raise UserError(f"no readable image among {len(reader)} (first: {skipped[0][1]})")
     if missing:
         raise UserError(f"the data has no ground truth for {', '.join(missing)} (maps and fixations are needed)")
     return {name: float(np.mean(values)) for name, values in scores.items()}

@@ -13,23 +13,22 @@ from tqdm import tqdm
 
 from saliency.errors import UserError
 from saliency.evaluate import predict_maps
+from saliency.video_files import DECORD_ERRORS, check_file, decord_reason, open_reader
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files as given, folders expanded to the images and videos inside them (sorted)."""
+    """Files as given, folders expanded to the images and videos inside them (sorted); a folder
+    without any stays as it is, to be reported and skipped like a bad file."""
     paths: list[Path] = []
     for text in inputs:
         path = Path(text)
+        found = []
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
-            if not found:
-                raise UserError(f"{path}: folder holds no images or videos")
-            paths.extend(found)
-        else:
-            paths.append(path)
+        paths.extend(found or [path])
     return paths
 
 
@@ -47,28 +46,31 @@ def to_unit_range(probability: np.ndarray) -> np.ndarray:
 
 def read_image(path: Path) -> np.ndarray:
     """uint8 RGB `[H,W,3]`; grayscale, palette and RGBA images are converted."""
+    check_file(path)
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as error:
-        raise UserError(f"{path}: not a readable image ({error.__class__.__name__})") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image file Pillow can read") from None
+    except (OSError, Image.DecompressionBombError) as error:
+        raise UserError(f"{path}: damaged or oversized image ({error})") from None
 
 
 def video_frames(path: Path, every: int, max_frames: int | None) -> Iterator[tuple[int, np.ndarray]]:
-    """(frame index, uint8 RGB frame) for every `every`-th frame, decoded with decord."""
-    import decord
-
-    try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-    except (decord.DECORDError, RuntimeError) as error:
-        raise UserError(f"{path}: decord cannot open this video ({str(error).splitlines()[0][:120]})") from None
+    """(frame index, uint8 RGB frame) for every `every`-th frame, decoded with decord; a video damaged
+    part-way yields the frames before the damage, then a UserError saying where it stopped."""
+    reader = open_reader(path)
     indices = list(range(0, len(reader), every))[:max_frames]
     if not indices:
         raise UserError(f"{path}: video has no frames")
     for start in range(0, len(indices), 16):
         chunk = indices[start:start + 16]
-        for index, frame in zip(chunk, reader.get_batch(chunk).asnumpy()):
-            yield index, frame
+        try:
+            frames = reader.get_batch(chunk).asnumpy()
+        except DECORD_ERRORS as error:
+            raise UserError(f"{path}: cannot decode frame {chunk[0]} or later ({decord_reason(error)}); "
+                            f"the maps of the {start} frames before it are written") from None
+        yield from zip(chunk, frames)
 
 
 def write_outputs(image: np.ndarray, probability: np.ndarray, stem: Path) -> None:
@@ -87,8 +89,8 @@ def predict_paths(model: torch.nn.Module, inputs: list[str], out: str | Path, si
     model.eval()
     for path in tqdm(expand_inputs(inputs), desc="predicting", disable=not progress):
         try:
-            if not path.is_file():
-                raise UserError(f"{path}: file not found")
+            if path.is_dir():
+                raise UserError(f"{path}: folder holds no images or videos")
             if path.suffix.lower() in VIDEO_SUFFIXES:
                 for index, frame in video_frames(path, every, max_frames):
                     write_outputs(frame, predict_maps(model, [frame], size)[0], out / path.stem / f"frame_{index:06d}")

@@ -156,6 +156,23 @@ class RunDir:
     def has_train_state(self) -> bool:
         return self.file(TRAIN_STATE).is_file()
 
+    def prepare(self, resume: bool) -> bool:
+        """Check `--resume` against the folder; True when there is a train state to continue from. A run
+        killed before its first checkpoint has its config but no train state: resuming it starts over."""
+        if self.exists() and not resume:
+            raise UserError(f"{self.path}: run directory already exists; "
+                            "use --resume to continue it or choose another --out")
+        if resume and not self.exists() and not self.has_train_state():
+            raise UserError(f"{self.path}: nothing to resume (no config.yaml or train_state.safetensors)")
+        return resume and self.has_train_state()
+
+    def discard_partial_writes(self) -> list[Path]:
+        """Delete the temp files of writes a killed process never finished (they are never read); returns them."""
+        partial = [p for p in self.path.glob(".*.tmp") if p.is_file()]
+        for path in partial:
+            path.unlink()
+        return partial
+
     def save_train_state(self, state: dict, summary: dict | None = None) -> None:
         """One atomic safetensors file holds tensors and skeleton; the JSON beside it is a readable summary."""
         skeleton, tensors = flatten_state(state)

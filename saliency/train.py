@@ -2,6 +2,7 @@
 
 One loop for both: distillation only adds a frozen teacher and a `Distiller` whose terms are summed
 with the ground-truth loss. Every epoch checkpoints atomically, so `--resume` continues exactly.
+Under `torchrun` each process trains on its share of every batch (`saliency.distributed`).
 """
 from __future__ import annotations
 
@@ -13,17 +14,21 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from saliency import distributed
 from saliency.data import SaliencyTorchDataset, SaliencyTransform, open_dataset
 from saliency.distill import DistillConfig, Distiller
 from saliency.errors import UserError
 from saliency.evaluate import evaluate_model
+from saliency.figures import training_curves_png
 from saliency.losses import LossConfig, SaliencyLoss
 from saliency.metrics import METRICS
 from saliency.models import build, load
-from saliency.rundir import RunDir
+from saliency.rundir import RunDir, atomic_write_bytes
+
+CURVES = "curves.png"  # training loss and the selection metric per epoch
 
 
 @dataclass
@@ -77,6 +82,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rng_state() -> dict:
+    """This process's global generators (torch, numpy, Python `random`), storable in a train state."""
+    _, keys, position, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+            "python": random.getstate()}
+
+
+def restore_rng_state(state: dict, rank: int = 0) -> None:
+    """Set the generators from a train state's per-process list `state["rng"]`, the entry of this `rank`;
+    a rank the state lacks (resuming with more processes) keeps its freshly seeded generators."""
+    saved = state.get("rng") or [{"torch": state["torch_rng"]}]  # train states written before the per-process list
+    if rank >= len(saved):
+        return
+    torch.set_rng_state(saved[rank]["torch"])
+    if "numpy" in saved[rank]:
+        keys, position, has_gauss, gauss = saved[rank]["numpy"]
+        np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+        version, internal, gauss_next = saved[rank]["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+
+
 def warmup_cosine(warmup_steps: int, total_steps: int):
     """LR multiplier: linear warm-up, then cosine decay to 5% of the peak."""
     def factor(step: int) -> float:
@@ -94,8 +120,10 @@ def open_split(config: SaliencyRunConfig, split: str):
     return reader
 
 
-def _train_loader(config: SaliencyRunConfig) -> tuple[DataLoader, SaliencyTorchDataset]:
-    """Shuffled, augmented batches; the loader's own generator makes the order resumable."""
+def _train_loader(config: SaliencyRunConfig, world: distributed.World) -> tuple[DataLoader, SaliencyTorchDataset]:
+    """Shuffled, augmented batches, this process's share of each: the order depends only on (seed, epoch),
+    and the union of the shares of batch k is batch k of a single process, so any number of processes
+    trains the same weights. (The loader's own generator seeds workers, whose augmentations are seeded per item.)"""
     reader = open_split(config, config.data.train_split)
     transform = SaliencyTransform(
         size=config.data.size,
@@ -104,8 +132,16 @@ def _train_loader(config: SaliencyRunConfig) -> tuple[DataLoader, SaliencyTorchD
     )
     dataset = SaliencyTorchDataset(reader, transform, seed=config.seed)
     subset = Subset(dataset, range(min(config.data.limit or len(reader), len(reader))))
+    batch_size = config.data.batch_size
+    if world.distributed and batch_size % world.size:
+        raise UserError(f"data.batch_size {batch_size} is not divisible by the {world.size} processes; "
+                        "the batch size is global, each process takes an equal share")
+    if world.distributed and len(subset) < batch_size:
+        raise UserError(f"{config.data.root}: {len(subset)} training images, fewer than one batch of {batch_size}")
+    sampler = DistributedSampler(subset, num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed,
+                                 drop_last=world.distributed)
     generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(subset, batch_size=config.data.batch_size, shuffle=True, drop_last=len(subset) > config.data.batch_size,
+    loader = DataLoader(subset, batch_size=batch_size // world.size, sampler=sampler, drop_last=len(subset) > batch_size,
                         num_workers=config.data.workers, generator=generator)
     return loader, dataset
 
@@ -116,25 +152,30 @@ class SaliencyTrainer:
     def __init__(self, config: SaliencyRunConfig, out: str, resume: bool = False, progress: bool = True):
         self.config = config
         self.run = RunDir(out)
-        self.progress = progress
-        if self.run.exists() and not resume:
-            raise UserError(f"{out}: run directory already exists; use --resume to continue it or choose another --out")
-        if resume and not self.run.has_train_state():
-            raise UserError(f"{out}: nothing to resume (no train_state.safetensors)")
+        self.world = distributed.current()
+        self.progress = progress and self.world.is_main
+        resume = self.run.prepare(resume)
         if config.select_by not in config.val_metrics:
             raise UserError(f"select_by {config.select_by!r} must be one of val_metrics {config.val_metrics}")
         if config.threads:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
-        self.model = build(config.model.name, **config.model.options)
+        device = self.world.device
+        self.model = build(config.model.name, **config.model.options).to(device)
         self.teacher = None
         self.distiller = None
         if config.teacher:
-            self.teacher = load(config.teacher).eval().requires_grad_(False)
-            self.distiller = Distiller(config.distill, self.model.feature_channels, self.teacher.feature_channels)
+            self.teacher = load(config.teacher).eval().requires_grad_(False).to(device)
+            self.distiller = Distiller(config.distill, self.model.feature_channels, self.teacher.feature_channels).to(device)
+        if self.world.rank:  # rank 0 continues the single-process random stream; the others branch off it
+            seed_everything(config.seed + self.world.rank)
         self.loss = SaliencyLoss(config.loss)
-        self.train_loader, self.train_set = _train_loader(config)
+        self.train_loader, self.train_set = _train_loader(config, self.world)
         self.val_reader = open_split(config, config.data.val_split)
+        self.world.barrier()  # every process has checked the run directory before rank 0 writes to it
+        # training passes go through these (DDP across processes); the plain modules are evaluated and saved
+        self.student = distributed.data_parallel(self.model, self.world)
+        self.adapters = distributed.data_parallel(self.distiller, self.world) if self.distiller else None
         params = list(self.model.parameters()) + (list(self.distiller.parameters()) if self.distiller else [])
         self.optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         total = config.optim.epochs * max(1, len(self.train_loader))
@@ -146,22 +187,28 @@ class SaliencyTrainer:
             self._restore()
 
     def _restore(self) -> None:
+        if self.world.is_main:
+            self.run.discard_partial_writes()
         state = self.run.load_train_state()
         self.model.load_state_dict(state["model"])
         if self.distiller is not None:
             self.distiller.load_state_dict(state["distiller"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        restore_rng_state(state, self.world.rank)
         self.train_loader.generator.set_state(state["loader_rng"])
         self.epoch, self.history, self.best = state["epoch"], state["history"], state["best"]
 
     def _checkpoint(self) -> None:
+        """Rank 0 writes everything needed to continue exactly, every process's generators included."""
+        rng = self.world.gather(rng_state())
+        if not self.world.is_main:
+            return
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            "rng": rng,
             "loader_rng": self.train_loader.generator.get_state(),
             "epoch": self.epoch, "history": self.history, "best": self.best,
         }
@@ -170,35 +217,39 @@ class SaliencyTrainer:
         self.run.save_train_state(state, {"epoch": self.epoch, "best_" + self.config.select_by: self.best})
 
     def _step(self, batch: dict) -> dict[str, float]:
-        images, density, fixations = batch["image"], batch["density"], batch["fixations"]
-        log_pred, features = self.model(images, return_features=True)
+        """One optimiser step on this process's share of a batch; returns the losses averaged over processes."""
+        images, density, fixations = (batch[k].to(self.world.device) for k in ("image", "density", "fixations"))
+        log_pred, features = self.student(images, return_features=True)
         total, parts = self.loss(log_pred, density, fixations)
         total = total * (self.config.distill.ground_truth if self.distiller else 1.0)
         if self.distiller is not None:
             with torch.no_grad():
                 teacher_log, teacher_features = self.teacher(images, return_features=True)
-            terms = self.distiller(features, teacher_features, log_pred, teacher_log)
+            terms = self.adapters(features, teacher_features, log_pred, teacher_log)
             for name, value in terms.items():
                 total = total + value
                 parts[f"kd_{name}"] = value.detach()
-        if not torch.isfinite(total):
-            raise UserError(f"{self.run.path}: loss became {total.item()} at epoch {self.epoch + 1}; "
+        logs = self.world.mean({"loss": total, **parts})  # every process sees the same losses, and stops together
+        if not math.isfinite(logs["loss"]):
+            raise UserError(f"{self.run.path}: loss became {logs['loss']} at epoch {self.epoch + 1}; "
                             f"the last good checkpoint is kept (try a lower optim.lr)")
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.config.optim.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return {"loss": total.item(), **{k: float(v) for k, v in parts.items()}}
+        return logs
 
     def fit(self) -> dict:
         """Train the remaining epochs; returns the metrics written to metrics.json."""
         config = self.config
-        if self.epoch == 0:
+        main = self.world.is_main
+        if self.epoch == 0 and main:
             self.run.save_config(config)
         started = time.perf_counter()
         while self.epoch < config.optim.epochs:
             self.train_set.set_epoch(self.epoch)
+            self.train_loader.sampler.set_epoch(self.epoch)
             self.model.train()
             sums: dict[str, float] = {}
             bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{config.optim.epochs}", disable=not self.progress, leave=False)
@@ -208,7 +259,8 @@ class SaliencyTrainer:
                     sums[key] = sums.get(key, 0.0) + value
                 bar.set_postfix(loss=f"{logs['loss']:.4f}")
             steps = max(1, len(self.train_loader))
-            val = evaluate_model(self.model, self.val_reader, config.data.size, metrics=config.val_metrics, progress=False)
+            val = self.world.from_main(lambda: evaluate_model(self.model, self.val_reader, config.data.size,
+                                                              metrics=config.val_metrics, progress=False))
             self.epoch += 1
             record = {"epoch": self.epoch, "train": {k: v / steps for k, v in sums.items()}, "val": val,
                       "lr": self.scheduler.get_last_lr()[0]}
@@ -216,13 +268,23 @@ class SaliencyTrainer:
             score = self._selection_score(val)
             if score > self.best:
                 self.best = score
-                self.run.save_weights(self.model.state_dict(), {"model": config.model.name})
+                if main:
+                    self.run.save_weights(self.model.state_dict(), {"model": config.model.name})
             self._checkpoint()
-            self.run.save_metrics(self._metrics(time.perf_counter() - started))
+            if main:
+                self.run.save_metrics(self._metrics(time.perf_counter() - started))
+                self._plot_curves()
             if self.progress:
                 shown = "  ".join(f"{k} {v:.3f}" for k, v in val.items())
                 tqdm.write(f"epoch {self.epoch}/{config.optim.epochs}  loss {record['train']['loss']:.4f}  val {shown}")
         return self._metrics(time.perf_counter() - started)
+
+    def _plot_curves(self) -> None:
+        """curves.png in the run directory: training loss and the selection metric per epoch."""
+        name = self.config.select_by
+        atomic_write_bytes(self.run.file(CURVES), training_curves_png(
+            [r["epoch"] for r in self.history], [r["train"]["loss"] for r in self.history], name,
+            [r["val"][name] for r in self.history], METRICS[name].higher_is_better, title=self.run.path.name))
 
     def _selection_score(self, val: dict[str, float]) -> float:
         """Validation score that picks model.safetensors, oriented so that higher is better."""

@@ -2,7 +2,8 @@
 
 Training epochs then read tokens instead of decoding videos. The fingerprint hashes everything that
 shapes the tokens (sampler, encoder, weighting, saliency source and its weights), so changing any of
-them misses the cache instead of silently reusing stale features.
+them misses the cache instead of silently reusing stale features. Under `torchrun` every process extracts
+its share of the videos into shards of its own, and rank 0 merges their indexes at the end.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
+from saliency import distributed
 from saliency.config import to_dict
 from saliency.errors import UserError
 from saliency.rundir import atomic_write_json, save_safetensors
@@ -47,13 +49,20 @@ def extractor_fingerprint(config: CaptionerConfig, encoder_state: dict[str, torc
 
 
 class FeatureCache:
-    """`<root>/<fingerprint>/`: `extractor.json`, `index.json` (video id → shard) and `shard_*.safetensors`."""
+    """`<root>/<fingerprint>/`: `extractor.json`, `index.json` (video id → shard) and `shard_*.safetensors`;
+    while several processes extract, also one `index-rank<R>.json` each (their shards, not yet merged)."""
 
     def __init__(self, root: str | Path, fingerprint: str):
         self.folder = Path(root) / fingerprint
         self.index_path = self.folder / "index.json"
-        self.index: dict[str, str] = json.loads(self.index_path.read_text()) if self.index_path.is_file() else {}
+        self.index: dict[str, str] = {}
+        self.reload()
         self._open: dict[str, dict[str, torch.Tensor]] = {}
+        self._written: dict[str, str] = {}  # this process's entries (video id → shard) since it opened the cache
+
+    def reload(self) -> None:
+        """Read index.json again (after another process has merged into it)."""
+        self.index = json.loads(self.index_path.read_text()) if self.index_path.is_file() else {}
 
     def __contains__(self, video_id: str) -> bool:
         return video_id in self.index
@@ -73,9 +82,12 @@ class FeatureCache:
         bias = tensors.get(f"{video_id}/bias")
         return tensors[f"{video_id}/tokens"].float(), None if bias is None else bias.float()
 
-    def write_shard(self, entries: dict[str, tuple[torch.Tensor, torch.Tensor | None]], extractor: dict) -> None:
-        """Write one shard (float16) and then the index that points at it: a crash leaves the old index valid."""
-        name = f"shard_{len(set(self.index.values())):05d}.safetensors"
+    def write_shard(self, entries: dict[str, tuple[torch.Tensor, torch.Tensor | None]], extractor: dict,
+                    rank: int | None = None) -> None:
+        """Write one shard (float16) and then the index that points at it: a crash leaves the old index valid.
+        A process of several (`rank`) names its shards after its rank and writes its own partial index."""
+        suffix = "" if rank is None else f"-rank{rank}"
+        name = f"shard_{len(set(self.index.values())):05d}{suffix}.safetensors"  # numbers only grow: never reused
         tensors = {}
         for video_id, (tokens, bias) in entries.items():
             tensors[f"{video_id}/tokens"] = tokens.to(torch.float16)
@@ -83,30 +95,63 @@ class FeatureCache:
                 tensors[f"{video_id}/bias"] = bias.to(torch.float16)
         save_safetensors(tensors, self.folder / name)
         self.index.update({video_id: name for video_id in entries})
+        self._written.update({video_id: name for video_id in entries})
         atomic_write_json(self.folder / "extractor.json", extractor)
+        if rank is None:
+            atomic_write_json(self.index_path, self.index)
+        else:
+            atomic_write_json(self.folder / f"index-rank{rank}.json", self._written)
+
+    def merge_partial_indexes(self) -> None:
+        """Fold the partial indexes of processes that extracted in parallel into index.json, then delete them."""
+        parts = sorted(self.folder.glob("index-rank*.json"))
+        if not parts:
+            return
+        for part in parts:
+            self.index.update(json.loads(part.read_text()))
         atomic_write_json(self.index_path, self.index)
+        for part in parts:
+            part.unlink()
 
 
 @torch.no_grad()
 def extract_features(front: VisualFrontEnd, videos: dict[str, Path], cache: FeatureCache, extractor: dict,
                      progress: bool = True) -> list[tuple[str, str]]:
-    """Fill `cache` with tokens for every video not yet in it; returns (video id, reason) for skipped videos."""
+    """Fill `cache` with tokens for every video not yet in it; returns (video id, reason) for skipped videos.
+    Under `torchrun` each process takes every N-th missing video; all of them return the whole result."""
+    world = distributed.current()
+    _merge_on_main(cache, world)  # shards an interrupted parallel extraction left behind count too
     front.eval()
-    todo = cache.missing(videos)
+    device = next(front.parameters()).device
+    rank = world.rank if world.distributed else None
+    todo = cache.missing(videos)[world.rank::world.size]
     skipped: list[tuple[str, str]] = []
     pending: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-    for video_id in tqdm(todo, desc="extracting features", unit="video", disable=not progress):
+    for video_id in tqdm(todo, desc="extracting features", unit="video", disable=not (progress and world.is_main)):
         try:
             frames = frames_to_tensor(read_frames(videos[video_id], front.config.sampler))[None]  # (1, T, 3, H, W)
         except UserError as error:
-            print(f"vidcap extract: skipped {error}", file=sys.stderr)
+            print(f"feature extraction: skipped {error}", file=sys.stderr)
             skipped.append((video_id, str(error)))
             continue
-        tokens, bias = front(frames)
+        tokens, bias = front(frames.to(device))
         pending[video_id] = (tokens[0], None if bias is None else bias[0])
         if len(pending) == SHARD_SIZE:
-            cache.write_shard(pending, extractor)
+            cache.write_shard(pending, extractor, rank)
             pending = {}
     if pending:
-        cache.write_shard(pending, extractor)
-    return skipped
+        cache.write_shard(pending, extractor, rank)
+    _merge_on_main(cache, world)
+    return [entry for part in world.gather(skipped) for entry in part]
+
+
+def _merge_on_main(cache: FeatureCache, world: distributed.World) -> None:
+    """Rank 0 merges the partial indexes into index.json; every process then reads the merged index."""
+    if not world.distributed:
+        cache.merge_partial_indexes()
+        return
+    world.barrier()
+    if world.is_main:
+        cache.merge_partial_indexes()
+    world.barrier()
+    cache.reload()

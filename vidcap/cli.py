@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from saliency.commandline import add_config_arguments, add_quiet_flag, parse_size, run_command
+from saliency.commandline import (EXIT_SKIPPED, add_config_arguments, add_quiet_flag, parse_size, positive_int,
+                                  report_skipped, run_command)
 from saliency.errors import UserError
 
 
@@ -40,14 +41,23 @@ def _run_config(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
+    from saliency import distributed
     from vidcap.train import CaptionTrainer
 
-    metrics = CaptionTrainer(_run_config(args), args.out, resume=args.resume, progress=not args.quiet).fit()
-    print(json.dumps({"run": args.out, "best_epoch": metrics["best_epoch"], "val": metrics["final"]}, indent=2))
-    return 0
+    config = _run_config(args)
+    with distributed.session() as world:  # under torchrun: one process of several
+        trainer = CaptionTrainer(config, args.out, resume=args.resume, progress=not args.quiet)
+        metrics = trainer.fit()
+    if world.is_main:
+        print(json.dumps({"run": args.out, "best_epoch": metrics["best_epoch"], "val": metrics["final"]}, indent=2))
+    skipped = [video for video, _ in trainer.skipped]
+    if not world.is_main:  # the same exit status everywhere, the list printed once
+        return EXIT_SKIPPED if skipped else 0
+    return report_skipped("vidcap train", skipped, "video")
 
 
 def _extract(args: argparse.Namespace) -> int:
+    from saliency import distributed
     from vidcap.cache import FeatureCache, extract_features, extractor_fingerprint
     from vidcap.captioner import VisualFrontEnd, load_saliency_source
     from vidcap.datasets import open_caption_dataset
@@ -55,19 +65,26 @@ def _extract(args: argparse.Namespace) -> int:
     import torch
 
     config = _run_config(args)
-    torch.manual_seed(config.seed)  # a randomly initialised encoder is then the one `vidcap train` builds
-    front = VisualFrontEnd(config.captioner, load_saliency_source(config.captioner.saliency))
-    fingerprint = extractor_fingerprint(config.captioner, front.encoder.state_dict())
-    cache = FeatureCache(config.data.cache_dir, fingerprint)
-    skipped, cached_before = [], len(cache.index)
-    for split in args.splits.split(","):
-        dataset = open_caption_dataset(config.data.root, kind=config.data.kind, split=split)
-        print(dataset.report())
-        skipped += extract_features(front, {i.video_id: i.path for i in dataset.items}, cache,
-                                    {"fingerprint": fingerprint}, progress=not args.quiet)
-    print(f"feature cache {cache.folder}: {len(cache.index)} videos ({len(cache.index) - cached_before} newly extracted)")
+    with distributed.session() as world:  # under torchrun: each process extracts its share of the videos
+        torch.manual_seed(config.seed)  # a randomly initialised encoder is then the one `vidcap train` builds
+        front = VisualFrontEnd(config.captioner, load_saliency_source(config.captioner.saliency)).to(world.device)
+        fingerprint = extractor_fingerprint(config.captioner, front.encoder.state_dict())
+        cache = FeatureCache(config.data.cache_dir, fingerprint)
+        skipped, cached_before, listed = [], len(cache.index), 0
+        for split in args.splits.split(","):
+            dataset = open_caption_dataset(config.data.root, kind=config.data.kind, split=split)
+            listed += len(dataset.items)
+            if world.is_main:
+                print(dataset.report())
+            skipped += extract_features(front, {i.video_id: i.path for i in dataset.items}, cache,
+                                        {"fingerprint": fingerprint}, progress=not args.quiet)
+    if not listed:
+        raise UserError(f"{config.data.root}: no usable videos in the {args.splits} split(s)")
+    if world.is_main:
+        print(f"feature cache {cache.folder}: {len(cache.index)} videos ({len(cache.index) - cached_before} newly extracted)")
     if skipped:
-        print(f"vidcap extract: {len(skipped)} video(s) skipped: {', '.join(v for v, _ in skipped)}")
+        if world.is_main:
+            print(f"vidcap extract: {len(skipped)} video(s) skipped: {', '.join(v for v, _ in skipped)}")
         return 1
     return 0
 
@@ -79,8 +96,6 @@ def _caption(args: argparse.Namespace) -> int:
     results, skipped = [], []
     for path in args.videos:
         try:
-            if not Path(path).is_file():
-                raise UserError(f"{path}: file not found")
             caption = model.caption_files([path], num_beams=args.beams)[0]
             if args.overlay:
                 from vidcap.overlay import write_overlay
@@ -95,10 +110,7 @@ def _caption(args: argparse.Namespace) -> int:
             print(f"{path}\t{caption}" if len(args.videos) > 1 else caption)
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=False))
-    if skipped:
-        print(f"vidcap caption: {len(skipped)} video(s) skipped", file=sys.stderr)
-        return 1
-    return 0
+    return report_skipped("vidcap caption", skipped, "video")
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -108,7 +120,7 @@ def _eval(args: argparse.Namespace) -> int:
                              data_root=args.data, progress=not args.quiet)
     print(format_metrics(metrics))
     print(f"wrote {Path(args.model) / 'eval' / args.split}/")
-    return 0
+    return report_skipped("vidcap eval", [entry["video_id"] for entry in metrics["skipped"]], "video")
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -158,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (any format ffmpeg reads)")
     caption.add_argument("--model", required=True, metavar="RUN", help="trained captioner run directory")
     caption.add_argument("--json", action="store_true", help='print [{"video": path, "caption": text}]')
-    caption.add_argument("--beams", type=int, help="beam width (default: the run's, 3)")
+    caption.add_argument("--beams", type=positive_int, help="beam width (default: the run's, 3)")
     caption.add_argument("--overlay", metavar="OUT.mp4", help="also write the video with its saliency map blended in")
     caption.set_defaults(handler=_caption)
 

@@ -14,12 +14,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from saliency.errors import UserError
-from saliency.rundir import RunDir, atomic_write_json
+from saliency.rundir import atomic_write_json
 from vidcap.captioner import Captioner
 from vidcap.datasets import open_caption_dataset
 from vidcap.evaluate import METRIC_KEYS, score, score_and_per_item
 from vidcap.report import write_eval_report
-from vidcap.train import VidcapRunConfig, load_captioner
+from vidcap.train import VidcapRunConfig, captioner_run, load_captioner
 
 
 WORST_SHOWN = 5  # worst captions listed in the report when --per-video is given
@@ -61,7 +61,7 @@ def caption_split(model: Captioner, items, progress: bool = True) -> tuple[dict[
 def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: str | Path | None = None,
                    per_video: bool = False, data_root: str | None = None, progress: bool = True) -> dict:
     """Score the run's captions (or `predictions_file`) on the whole split; returns what metrics.json holds."""
-    run = RunDir(run_dir).require()
+    run = captioner_run(run_dir)
     config = run.load_config(VidcapRunConfig)
     root = data_root or config.data.root
     dataset = open_caption_dataset(root, kind=config.data.kind, split=split)

@@ -8,7 +8,6 @@ can cause ends in a one-line `UserError` that names the file.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import decord
 import ffmpeg
 import numpy as np
 import torch
@@ -26,13 +24,8 @@ import torch.nn.functional as F
 from decord import VideoReader, cpu
 
 from saliency.errors import ConfigError, UserError
+from saliency.video_files import DECORD_ERRORS, check_file, decord_reason, quiet_stderr
 from vidcap.binaries import ffmpeg_path, ffprobe_path
-
-# decord raises its own DECORDError (not a RuntimeError) for most failures, RuntimeError for others.
-_DECORD_ERRORS = (decord.DECORDError, RuntimeError, ValueError, IndexError)
-# Silence the FFmpeg messages decord lets through ("moov atom not found", ...): every failure they
-# describe ends here in a one-line UserError or a transcode, and the CLIs print one line per file.
-decord.logging.set_level(decord.logging.QUIET)
 
 TRANSCODE_TIMEOUT_S = 600.0  # an ffmpeg transcode that runs longer is treated as a failure
 PROBE_TIMEOUT_S = 120.0
@@ -90,7 +83,7 @@ class VideoFrames:
 
 def probe(path: str | Path) -> VideoInfo:
     """Describe the first video stream of `path` (ffprobe if installed, else ffmpeg's own report)."""
-    path = _check_file(path)
+    path = check_file(path)
     if ffprobe_path():
         return _probe_with_ffprobe(path)
     return _probe_with_ffmpeg(path)
@@ -250,17 +243,17 @@ def read_frames(path: str | Path, config: FrameSamplerConfig | None = None, *, n
 def read_clip(path: str | Path, config: FrameSamplerConfig | None = None, *, num_threads: int = 0) -> VideoFrames:
     """`read_frames` plus the indices and times of the frames; `num_threads=0` lets decord choose."""
     config = config or FrameSamplerConfig()
-    path = _check_file(path)
+    path = check_file(path)
     try:
         decoded = _decode(path, path, config, num_threads)
-    except _DECORD_ERRORS:  # decord cannot read it: an unsupported codec, a damaged or odd container
+    except DECORD_ERRORS:  # decord cannot read it: an unsupported codec, a damaged or odd container
         decoded = None
     if decoded is None:
         copy = transcode_to_h264(path)
         try:
             decoded = _decode(str(copy), path, config, num_threads)
-        except _DECORD_ERRORS as error:
-            raise UserError(f"{path}: not a readable video ({_first_line(error)})") from None
+        except DECORD_ERRORS as error:
+            raise UserError(f"{path}: not a readable video ({decord_reason(error)})") from None
     frames, indices, times = decoded
     return VideoFrames(frames=resize_frames(frames, config.size, config.resize), indices=indices, times=times)
 
@@ -268,7 +261,7 @@ def read_clip(path: str | Path, config: FrameSamplerConfig | None = None, *, num
 def _decode(source: str, name: str, config: FrameSamplerConfig,
             num_threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode the sampled frames of `source` (reported as `name`): (N, h, w, 3), indices, times."""
-    with _quiet_stderr():  # decord logs "ERROR opening: ..." itself before raising; we say it once
+    with quiet_stderr():  # decord logs "ERROR opening: ..." itself before raising; we say it once
         reader = VideoReader(source, ctx=cpu(0), num_threads=num_threads)
     total = len(reader)
     if total < 1:
@@ -282,7 +275,7 @@ def _decode(source: str, name: str, config: FrameSamplerConfig,
                              height=decode_height)
     try:
         timestamps = reader.get_frame_timestamp(list(range(total)))  # (N, 2) [start, end] seconds
-    except _DECORD_ERRORS:
+    except DECORD_ERRORS:
         timestamps = None
     indices = sample_indices(total, config.n_frames, config.mode, config.stride,
                              timestamps if config.mode == "segment" else None)
@@ -298,19 +291,19 @@ def _decode(source: str, name: str, config: FrameSamplerConfig,
 def open_video(path: str | Path, max_side: int | None = None, num_threads: int = 0) -> tuple[VideoReader, float]:
     """A decord reader over every frame of `path` (transcoded once if decord can't read it) and its fps;
     frames are decoded with the longer side at most `max_side`."""
-    path = _check_file(path)
+    path = check_file(path)
     try:
         return _open_scaled(path, max_side, num_threads)
-    except _DECORD_ERRORS:
+    except DECORD_ERRORS:
         pass
     try:
         return _open_scaled(str(transcode_to_h264(path)), max_side, num_threads)
-    except _DECORD_ERRORS as error:
-        raise UserError(f"{path}: not a readable video ({_first_line(error)})") from None
+    except DECORD_ERRORS as error:
+        raise UserError(f"{path}: not a readable video ({decord_reason(error)})") from None
 
 
 def _open_scaled(source: str, max_side: int | None, num_threads: int) -> tuple[VideoReader, float]:
-    with _quiet_stderr():
+    with quiet_stderr():
         reader = VideoReader(source, ctx=cpu(0), num_threads=num_threads)
     height, width = reader[0].shape[:2]
     if max_side and max(height, width) > max_side:
@@ -392,7 +385,7 @@ def transcode_cache_dir() -> Path:
 
 def transcode_to_h264(path: str | Path, timeout_s: float = TRANSCODE_TIMEOUT_S) -> Path:
     """An H.264/yuv420p mp4 copy of `path`'s first video stream, cached per path, mtime and size."""
-    path = _check_file(path)
+    path = check_file(path)
     stat = os.stat(path)
     key = hashlib.sha1(f"{os.path.abspath(path)}|{stat.st_mtime_ns}|{stat.st_size}".encode()).hexdigest()
     cache = transcode_cache_dir()
@@ -422,35 +415,6 @@ def transcode_to_h264(path: str | Path, timeout_s: float = TRANSCODE_TIMEOUT_S) 
 # Small shared pieces
 
 
-def _check_file(path: str | Path) -> str:
-    """`path` as a string if it is a non-empty regular file, else a UserError saying what is wrong."""
-    path = str(path)
-    if not os.path.exists(path):
-        raise UserError(f"{path}: file not found")
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: not a file")
-    if os.path.getsize(path) == 0:
-        raise UserError(f"{path}: empty file (0 bytes)")
-    return path
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Send file descriptor 2 to /dev/null for a moment (C++ logging that Python cannot silence)."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _run_ffmpeg(command: list[str], path: str, timeout_s: float, what: str) -> tuple[int, str]:
     """(return code, stderr) of an ffmpeg command, a UserError if it runs past `timeout_s`."""
     try:
@@ -476,8 +440,3 @@ def _ffmpeg_reason(stderr: str) -> str:
             if reason in line:
                 return line[:200]
     return lines[-1][:200] if lines else "ffmpeg failed"
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return re.sub(r"^\[[\d:]+\]\s*\S+:\s*", "", text[0])[:200] if text else type(error).__name__

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 from PIL import Image
 
+from saliency.data.matfile import load_mat
 from saliency.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -255,7 +255,7 @@ def read_fixation_image(path: Path, shape: tuple[int, int], image_path: Path) ->
 
 def read_cat2000_fixations(path: Path, shape: tuple[int, int], image_path: Path) -> np.ndarray:
     """(N, 2) int64 (row, col) of the non-zero entries of a CAT2000 `fixLocs` H×W matrix."""
-    mat = _load_mat(path)
+    mat = load_mat(path)
     if "fixLocs" not in mat:
         found = sorted(key for key in mat if not key.startswith("__"))
         raise DatasetError(f"{path}: no 'fixLocs' variable (found {found})")
@@ -272,7 +272,7 @@ def read_salicon_fixations(path: Path, shape: tuple[int, int], image_path: Path)
     Points are stored 1-based `[x, y]` in a `resolution` `[H W]` frame; they are rescaled to the
     image size and those falling outside it are dropped.
     """
-    mat = _load_mat(path)
+    mat = load_mat(path)
     try:
         resolution = np.asarray(mat["resolution"], dtype=np.float64).ravel() if "resolution" in mat else shape
         res_h, res_w = resolution
@@ -314,15 +314,6 @@ def _decode(path: Path, mode: str) -> np.ndarray:
         raise DatasetError(f"{path}: no such file") from err
     except Exception as err:  # Pillow raises OSError, ValueError, SyntaxError, DecompressionBombError...
         raise DatasetError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from err
-
-
-def _load_mat(path: Path) -> dict[str, np.ndarray]:
-    try:
-        return scipy.io.loadmat(path)
-    except FileNotFoundError as err:
-        raise DatasetError(f"{path}: no such file") from err
-    except Exception as err:  # scipy raises ValueError, TypeError, OSError, zlib.error... on bad files
-        raise DatasetError(f"{path}: cannot read .mat file ({type(err).__name__}: {err})") from err
 
 
 def _check_same_size(found: tuple[int, ...], shape: tuple[int, int], path: Path, image_path: Path) -> None:

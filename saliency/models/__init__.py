@@ -63,7 +63,8 @@ def load(run_dir: str | Path) -> SaliencyNet:
     where = run.file(CONFIG)
     spec = run.config_dict().get("model")
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-        raise UserError(f"{where}: no valid 'model' section (expected model: {{name: ..., options: {{...}}}})")
+        raise UserError(f"{where}: no valid 'model' section, so not a saliency run "
+                        f"(expected model: {{name: ..., options: {{...}}}})")
     options = spec.get("options") or {}
     if not isinstance(options, dict):
         raise UserError(f"{where}: model.options must be a mapping")

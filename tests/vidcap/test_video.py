@@ -10,6 +10,7 @@ import functools
 import os
 import subprocess
 
+import decord
 import numpy as np
 import pytest
 
@@ -243,7 +244,7 @@ def undecodable_clip(tmp_path, kind: str) -> str:
 @pytest.mark.parametrize("kind", ["av1-avi", "gif"])
 def test_a_format_decord_cannot_read_is_transcoded_once_and_cached(tmp_path, transcode_cache, monkeypatch, kind):
     path = undecodable_clip(tmp_path, kind)
-    with pytest.raises(video._DECORD_ERRORS):
+    with pytest.raises(video.DECORD_ERRORS):
         video.VideoReader(path)  # the premise: decord alone fails
     config = FrameSamplerConfig(n_frames=4, size=(32, 32))
     assert levels(read_frames(path, config)).tolist() == [2, 7, 12, 17]
@@ -261,7 +262,7 @@ def test_fallback_reads_the_transcoded_copy_when_decord_fails_on_the_original(cl
 
     def reader_failing_on_original(path, *args, **kwargs):
         if os.path.samefile(path, clips["cfr"]):
-            raise video.decord.DECORDError("cannot find video stream")
+            raise decord.DECORDError("cannot find video stream")
         return real_reader(path, *args, **kwargs)
 
     monkeypatch.setattr(video, "VideoReader", reader_failing_on_original)

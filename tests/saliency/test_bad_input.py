@@ -1,0 +1,262 @@
+"""Bad input to `saliency predict` and `saliency eval`: one line on stderr naming the file and the
+problem, a non-zero exit status, never a traceback. Batch commands skip the bad item, finish the rest
+and list what they skipped (exit status 1); a mistake that stops the command exits with 2."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import decord
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from saliency import predict
+from saliency.cli import main
+from saliency.losses import SaliencyLoss
+from saliency.models import build
+from saliency.rundir import RunDir
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, one_thread):
+    """A tiny synthetic dataset and a student trained on it for one epoch."""
+    root = tmp_path_factory.mktemp("saliency-bad-input")
+    assert main(["synth", str(root / "data"), "--n", "24", "--size", "32x64", "--quiet"]) == 0
+    assert main(["train", "--config", "configs/saliency/student.yaml", "--set", f"data.root={root / 'data'}",
+                 "--set", "data.size=[32, 64]", "--set", "optim.epochs=1", "--set", "val_metrics=[CC]",
+                 "--out", str(root / "student"), "--quiet"]) == 0
+    return root
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of `saliency ARGS`; a traceback on stderr fails the test."""
+    capsys.readouterr()
+    code = main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def assert_one_line_error(err: str, *parts: str) -> None:
+    """stderr is a single `saliency: error: ...` line holding every part."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("saliency: error: "), err
+    assert all(part in lines[0] for part in parts), (parts, err)
+
+
+# --------------------------------------------------------------------------------------------------
+# saliency predict: files
+
+
+BAD_FILES = {
+    "missing.mp4": "file not found",
+    "no-videos": "folder holds no images or videos",
+    "random.mp4": "not a readable video (not a video file, or a damaged one)",
+    "truncated.mp4": "not a readable video (not a video file, or a damaged one)",
+    "zero.mp4": "empty file (0 bytes)",
+    "zero.jpg": "empty file (0 bytes)",
+    "random.jpg": "not an image file Pillow can read",
+    "audio.mp4": "not a readable video (no video stream)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_predict_skips_a_bad_file_names_it_and_still_writes_the_good_ones(world, media, tmp_path, capsys, name):
+    bad, good = media[name], media["gray.png"]
+    code, _, err = run(capsys, "predict", "--model", world / "student", bad, good, "--out", tmp_path, "--quiet")
+    assert code == 1
+    assert err.strip().splitlines() == [f"saliency predict: skipped {bad}: {BAD_FILES[name]}",
+                                        f"saliency predict: 1 input(s) skipped: {bad}"]
+    assert (tmp_path / "gray.png").is_file() and (tmp_path / "gray_overlay.jpg").is_file()
+
+
+def test_one_frame_video_4k_grayscale_and_rgba_inputs_all_get_maps(world, media, tmp_path, capsys):
+    inputs = [media[name] for name in ("one.mp4", "gray.mp4", "4k.jpg", "gray.png", "rgba.png")]
+    code, _, err = run(capsys, "predict", "--model", world / "student", *inputs, "--out", tmp_path, "--quiet")
+    assert code == 0 and err == ""
+    shapes = {path.relative_to(tmp_path).as_posix(): np.asarray(Image.open(path)).shape
+              for path in tmp_path.rglob("*.png")}
+    assert shapes == {"one/frame_000000.png": (32, 64), "gray/frame_000000.png": (32, 64),
+                      "gray/frame_000001.png": (32, 64), "gray/frame_000002.png": (32, 64),
+                      "gray/frame_000003.png": (32, 64), "4k.png": (2160, 3840), "gray.png": (40, 60),
+                      "rgba.png": (40, 60)}
+
+
+class DamagedAfter16Frames:
+    """A decord reader over a video whose data is damaged from frame 16 on."""
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def get_batch(self, indices):
+        if indices[0] >= 16:
+            raise decord.DECORDError("[12:00:00] video_reader.cc:486: Error: av_read_frame failed with 1094995529")
+        return self.reader.get_batch(indices)
+
+
+def test_a_video_damaged_part_way_keeps_the_maps_of_the_frames_before_the_damage(world, media, tmp_path, capsys,
+                                                                                  monkeypatch):
+    open_reader = predict.open_reader
+    monkeypatch.setattr(predict, "open_reader", lambda path: DamagedAfter16Frames(open_reader(path)))
+    clip = media["clip.mp4"]
+    code, _, err = run(capsys, "predict", "--model", world / "student", clip, "--out", tmp_path, "--quiet")
+    assert code == 1
+    assert err.splitlines()[0] == (f"saliency predict: skipped {clip}: cannot decode frame 16 or later "
+                                   "(damaged or cut-short video data); the maps of the 16 frames before it are written")
+    assert len(list((tmp_path / "clip").glob("frame_*.png"))) == 16
+
+
+@pytest.mark.parametrize("flag", ["--every", "--max-frames"])
+def test_frame_counts_below_one_are_refused_by_the_parser(world, media, tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as exited:
+        main(["predict", "--model", str(world / "student"), str(media["clip.mp4"]), "--out", str(tmp_path), flag, "0"])
+    assert exited.value.code == 2 and "'0': must be at least 1" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# saliency predict and eval: the model's run directory
+
+
+def pickled(run):
+    torch.save(build("student").state_dict(), run / "model.safetensors")  # what `torch.save` writes: a zipped pickle
+    return run / "model.safetensors", "this is a pickled checkpoint; only safetensors weights are loaded"
+
+
+def weights_of_a_wider_student(run):
+    RunDir(run).save_weights(build("student", width=24).state_dict())
+    return run / "model.safetensors", "weights do not fit student (shape mismatch at"
+
+
+def a_captioner_run(run):
+    (run / "config.yaml").write_text("captioner: {num_beams: 3}\nseed: 0\n")
+    return run / "config.yaml", "no valid 'model' section, so not a saliency run"
+
+
+def unknown_config_key(run):
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("data:\n", "data:\n  sizes: 3\n", 1))
+    return run / "config.yaml", "data: unknown key 'sizes'"
+
+
+def wrong_config_type(run):
+    text = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(text.replace("  size:\n  - 32\n  - 64\n", "  size: big\n", 1))
+    return run / "config.yaml", "data.size: expected a list, got 'big'"
+
+
+def missing_run(run):
+    shutil.rmtree(run)
+    return run, "run directory not found"
+
+
+RUN_PROBLEMS = [pickled, weights_of_a_wider_student, a_captioner_run, unknown_config_key, wrong_config_type, missing_run]
+
+
+@pytest.mark.parametrize("command", ["predict", "eval"])
+@pytest.mark.parametrize("damage", RUN_PROBLEMS, ids=lambda damage: damage.__name__)
+def test_a_bad_model_run_stops_with_one_line_naming_the_file(world, media, tmp_path, capsys, command, damage):
+    model = tmp_path / "run"
+    shutil.copytree(world / "student", model)
+    path, problem = damage(model)
+    target = [media["gray.png"], "--out", tmp_path / "out"] if command == "predict" else ["--data", world / "data"]
+    code, _, err = run(capsys, command, "--model", model, *target, "--quiet")
+    assert code == 2
+    assert_one_line_error(err, str(path), problem)
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# saliency eval: the dataset
+
+
+def damaged_copy(world, tmp_path, folder: str, damage) -> tuple:
+    """A copy of the dataset with the first file of `<folder>/val` damaged; (root, damaged file, image name)."""
+    root = tmp_path / "data"
+    shutil.copytree(world / "data", root)
+    path = sorted((root / folder / "val").iterdir())[0]
+    damage(path)
+    return root, path, path.stem
+
+
+def complex_flag_without_imaginary_part(path):
+    """Mark the first double matrix of a .mat complex: scipy would read the next matrix as its imaginary
+    part and crash the process (a segmentation fault) without the guard in saliency.data.matfile."""
+    data = bytearray(path.read_bytes())
+    flags = data.index(bytes([6, 0, 0, 0, 8, 0, 0, 0, 6]))  # miUINT32 tag, 8 bytes, class double
+    data[flags + 9] |= 0x08
+    path.write_bytes(bytes(data))
+
+
+DATA_PROBLEMS = {
+    "fixations-garbage": ("fixations", lambda p: p.write_bytes(b"MATLAB 5.0 MAT-file" + bytes(200)), "cannot read .mat file"),
+    "fixations-crash": ("fixations", complex_flag_without_imaginary_part, "damaged .mat file (matrix at byte"),
+    "fixations-empty": ("fixations", lambda p: p.write_bytes(b""), "cannot read .mat file"),
+    "map-empty": ("maps", lambda p: p.write_bytes(b""), "cannot decode image"),
+    "image-truncated": ("images", lambda p: p.write_bytes(p.read_bytes()[:200]), "cannot decode image"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATA_PROBLEMS))
+def test_eval_skips_an_image_with_a_damaged_file_and_scores_the_rest(world, tmp_path, capsys, case):
+    folder, damage, problem = DATA_PROBLEMS[case]
+    root, path, name = damaged_copy(world, tmp_path, folder, damage)
+    out = tmp_path / "eval.json"
+    code, stdout, err = run(capsys, "eval", "--model", world / "student", "--data", root, "--metrics", "CC,NSS",
+                            "--json", out, "--quiet")
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"saliency eval: skipped {path}") and problem in lines[0], err
+    assert lines[1] == f"saliency eval: 1 image(s) skipped: {name}"
+    result = json.loads(out.read_text())
+    images = len(list((root / "images" / "val").iterdir()))
+    assert result["images"] == images - 1 and [s["image"] for s in result["skipped"]] == [name]
+    assert np.isfinite(result["metrics"]["CC"]) and stdout.startswith(f"{images - 1} images")
+
+
+def test_eval_with_every_image_unreadable_stops(world, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(world / "data", root)
+    for path in (root / "maps" / "val").iterdir():
+        path.write_bytes(b"")
+    code, _, err = run(capsys, "eval", "--model", world / "student", "--data", root, "--quiet")
+    assert code == 2 and err.strip().splitlines()[-1].startswith("saliency: error: no readable image among")
+
+
+@pytest.mark.parametrize("layout, problem", [("nothing", "no such directory"), ("empty", "not a saliency dataset"),
+                                             ("no-images", "no images (.jpg, .jpeg, .png)")])
+def test_eval_on_a_folder_without_a_dataset_stops(world, tmp_path, capsys, layout, problem):
+    root = tmp_path / layout
+    if layout != "nothing":
+        root.mkdir()
+    if layout == "no-images":
+        (root / "images" / "val").mkdir(parents=True)
+    code, _, err = run(capsys, "eval", "--model", world / "student", "--data", root, "--quiet")
+    assert code == 2
+    assert_one_line_error(err, problem)
+
+
+# --------------------------------------------------------------------------------------------------
+# Training that goes wrong half-way
+
+
+def test_a_nan_loss_stops_training_and_leaves_the_last_good_checkpoint(world, tmp_path, capsys, monkeypatch):
+    run_dir = tmp_path / "run"
+    shutil.copytree(world / "student", run_dir)
+    kept = {name: (run_dir / name).read_bytes() for name in ("model.safetensors", "train_state.safetensors", "metrics.json")}
+    forward = SaliencyLoss.forward
+
+    def poisoned(self, *args, **kwargs):
+        total, parts = forward(self, *args, **kwargs)
+        return total * float("nan"), parts
+
+    monkeypatch.setattr(SaliencyLoss, "forward", poisoned)
+    code, _, err = run(capsys, "train", "--out", run_dir, "--resume", "--set", "optim.epochs=2", "--quiet")
+    assert code == 2
+    assert_one_line_error(err, f"{run_dir}: loss became nan at epoch 2; the last good checkpoint is kept")
+    assert {name: (run_dir / name).read_bytes() for name in kept} == kept

@@ -1,0 +1,124 @@
+"""Nothing lost: a `saliency train` killed at any point resumes to exactly the weights of an uninterrupted run;
+a checkpoint is replaced atomically or not at all, and a NaN loss leaves the last good one as it was."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from saliency import rundir
+from saliency.cli import main
+from saliency.losses import SaliencyLoss
+from saliency.rundir import RunDir
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 4
+TINY = ["--set", "data.size=[32, 64]", "--set", "data.batch_size=8", "--set", f"optim.epochs={EPOCHS}",
+        "--set", "model.options={width: 8, depth: 1, decoder_width: 8}", "--set", "val_metrics=[CC, KLD]",
+        "--set", "threads=1", "--quiet"]
+
+
+def train(*args: str) -> int:
+    """`saliency train` in this process (it sets torch's thread count: put it back)."""
+    threads = torch.get_num_threads()
+    try:
+        return main(["train", *args])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def kill_after_first_checkpoint(args: list[str], out) -> None:
+    """Run `saliency train` as a process and SIGKILL it as soon as its first epoch's checkpoint is on disk."""
+    process = subprocess.Popen([sys.executable, "-m", "saliency.cli", "train", *args, "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    summary, deadline = out / "train_state.json", time.monotonic() + 300
+    while not (summary.is_file() and json.loads(summary.read_text())["epoch"] >= 1):
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert json.loads(summary.read_text())["epoch"] < EPOCHS  # it was killed mid-run
+
+
+def assert_same_run(a, b) -> None:
+    """Bit for bit the same final weights, best weights and per-epoch metrics."""
+    first, second = RunDir(a), RunDir(b)
+    state_a, state_b = first.load_train_state(), second.load_train_state()
+    assert state_a["epoch"] == state_b["epoch"] == EPOCHS
+    for name, tensor in state_a["model"].items():
+        assert torch.equal(tensor, state_b["model"][name]), name
+    best_a, best_b = first.load_weights(), second.load_weights()
+    assert all(torch.equal(best_a[name], best_b[name]) for name in best_a)
+    assert first.load_metrics()["epochs"] == second.load_metrics()["epochs"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume") / "data"
+    assert main(["synth", str(root), "--n", "24", "--size", "32x64", "--quiet"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    assert train("--set", f"data.root={data}", *TINY, "--out", str(out)) == 0
+    return out
+
+
+def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(data, uninterrupted, tmp_path):
+    out = tmp_path / "killed"
+    kill_after_first_checkpoint(["--set", f"data.root={data}", *TINY], out)
+    assert train("--out", str(out), "--resume", "--quiet") == 0  # the run's own config.yaml
+    assert_same_run(uninterrupted, out)
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over(uninterrupted, tmp_path):
+    out = tmp_path / "early"
+    out.mkdir()
+    shutil.copy(uninterrupted / "config.yaml", out / "config.yaml")  # written first, before any epoch
+    assert train("--out", str(out), "--resume", "--quiet") == 0
+    assert_same_run(uninterrupted, out)
+
+
+def test_a_crash_while_saving_keeps_the_last_checkpoint_and_its_temp_file_is_never_read(data, uninterrupted, tmp_path,
+                                                                                         monkeypatch):
+    real_write, saves = rundir.atomic_write_bytes, []
+
+    def crash_in_the_second_train_state(path, data: bytes) -> None:
+        if Path(path).name == rundir.TRAIN_STATE:
+            saves.append(path)
+            if len(saves) == 2:  # half the bytes reach the temp file, then the process dies
+                (path.parent / f".{path.name}.crash.tmp").write_bytes(data[: len(data) // 2])
+                raise KeyboardInterrupt
+        real_write(path, data)
+
+    monkeypatch.setattr(rundir, "atomic_write_bytes", crash_in_the_second_train_state)
+    out = tmp_path / "crashed"
+    assert train("--set", f"data.root={data}", *TINY, "--out", str(out)) == 130  # interrupted
+    monkeypatch.undo()
+    assert RunDir(out).load_train_state()["epoch"] == 1  # the last good checkpoint, whole
+    assert (out / ".train_state.safetensors.crash.tmp").is_file()
+
+    assert train("--out", str(out), "--resume", "--quiet") == 0
+    assert not list(out.glob(".*.tmp"))  # discarded on resume, never loaded
+    assert_same_run(uninterrupted, out)
+
+
+def test_a_nan_loss_stops_training_and_leaves_the_last_checkpoint_intact(uninterrupted, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "nan"
+    shutil.copytree(uninterrupted, out)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    monkeypatch.setattr(SaliencyLoss, "forward", lambda self, *args: (torch.tensor(float("nan")), {}))
+    assert train("--out", str(out), "--resume", "--set", f"optim.epochs={EPOCHS + 1}", "--quiet") == 2
+    assert f"loss became nan at epoch {EPOCHS + 1}; the last good checkpoint is kept" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before

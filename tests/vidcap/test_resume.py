@@ -1,0 +1,78 @@
+"""Nothing lost: a `vidcap train` killed after a checkpoint resumes to exactly the weights of an uninterrupted
+run (dropout and caption shuffling included), and a NaN loss leaves the last good checkpoint as it was."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from saliency.rundir import RunDir
+from vidcap.cli import main
+from vidcap.decoder import CaptionDecoder
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 4
+TINY = ["--config", "configs/vidcap/synthetic.yaml", "--saliency", "none", "--quiet",
+        "--set", "captioner.sampler={n_frames: 4, mode: segment, size: [32, 64], resize: stretch}",
+        "--set", "captioner.encoder.grid=2", "--set", "threads=1",
+        "--set", "captioner.decoder={hidden_size: 32, layers: 1, heads: 2, intermediate_size: 64, dropout: 0.1, "
+                 "max_positions: 24, visual_positions: 64}",
+        "--set", f"optim.epochs={EPOCHS}", "--set", "optim.batch_size=8", "--set", "optim.captions_per_video=3"]
+
+
+def train(*args: str) -> int:
+    """`vidcap train` in this process (it sets torch's thread count: put it back)."""
+    threads = torch.get_num_threads()
+    try:
+        return main(["train", *args])
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Synthetic videos, their feature cache and an uninterrupted run."""
+    root = tmp_path_factory.mktemp("vidcap-resume")
+    assert main(["synth", str(root / "data"), "--n", "10", "--size", "32x64", "--frames", "4", "--quiet"]) == 0
+    args = [*TINY, "--set", f"data.root={root / 'data'}", "--set", f"data.cache_dir={root / 'cache'}"]
+    assert train(*args, "--out", str(root / "uninterrupted")) == 0
+    return root, args
+
+
+def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(world, tmp_path):
+    root, args = world
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "vidcap.cli", "train", *args, "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    summary, deadline = out / "train_state.json", time.monotonic() + 300
+    while not (summary.is_file() and json.loads(summary.read_text())["epoch"] >= 1):
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert json.loads(summary.read_text())["epoch"] < EPOCHS  # it was killed mid-run
+
+    assert train("--out", str(out), "--resume", "--quiet") == 0  # the run's own config.yaml
+    expected, resumed = RunDir(root / "uninterrupted"), RunDir(out)
+    a, b = expected.load_train_state(), resumed.load_train_state()
+    assert a["epoch"] == b["epoch"] == EPOCHS
+    assert all(torch.equal(tensor, b["model"][name]) for name, tensor in a["model"].items())
+    assert expected.load_metrics()["epochs"] == resumed.load_metrics()["epochs"]
+
+
+def test_a_nan_loss_stops_training_and_leaves_the_last_checkpoint_intact(world, tmp_path, monkeypatch, capsys):
+    root, _ = world
+    out = tmp_path / "nan"
+    shutil.copytree(root / "uninterrupted", out)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    monkeypatch.setattr(CaptionDecoder, "forward", lambda self, *args: (torch.tensor(float("inf")), None))
+    assert train("--out", str(out), "--resume", "--set", f"optim.epochs={EPOCHS + 1}", "--quiet") == 2
+    assert f"loss became inf at epoch {EPOCHS + 1}; the last good checkpoint is kept" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
