@@ -20,7 +20,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 demo: $(STAMP)
-	@echo "make demo: not yet - the end-to-end demo is still to be built; the README lists the commands it will chain"
+	$(BIN)/vidcap demo --config configs/demo.yaml
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/saliency_speed.py

@@ -133,6 +133,15 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from saliency.config import load_config
+    from vidcap.demo import DemoConfig, run_demo
+
+    config = load_config(DemoConfig, args.config, args.overrides)
+    run_demo(config, skip=tuple(args.skip.split(",")) if args.skip else (), progress=not args.quiet)
+    return 0
+
+
 def overlay_path(template: str, video: str, count: int) -> Path:
     """`--overlay OUT.mp4` for one video; for several, `OUT-<video stem>.mp4` each."""
     out = Path(template)
@@ -191,6 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", metavar="DIR", help="output folder (default: compare/ beside the first run)")
     compare.add_argument("--names", help="comma-separated display names, one per run (default: folder names)")
     compare.set_defaults(handler=_compare)
+
+    demo = commands.add_parser("demo", help="the whole job on synthetic data: saliency teacher → student → three "
+                                            "captioners → evaluation → report.html",
+                               description="Generate the synthetic world, train a saliency teacher, distil a student "
+                                           "(and train one without distillation), train captioners with saliency none / "
+                                           "teacher / student, evaluate them, write OUT/report.html and OUT/summary.json. "
+                                           "Finished stages are skipped and interrupted ones resumed when run again.")
+    add_config_arguments(demo)
+    demo.set_defaults(config="configs/demo.yaml")
+    demo.add_argument("--skip", metavar="STAGES", help="comma-separated stages not to run (their outputs must exist): "
+                                                      "world, teacher, student, student-no-kd, captioners, evaluate, report")
+    demo.set_defaults(handler=_demo)
 
     add_quiet_flag(commands)
     return parser

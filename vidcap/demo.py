@@ -1,0 +1,209 @@
+"""`vidcap demo`: the whole job on the built-in synthetic world, from nothing to a comparison report.
+
+world → teacher → distilled student and undistilled student → captioners with saliency none / teacher /
+student (same data, budget and seed) → evaluation of all three on the held-out split → `report.html` →
+one held-out video captioned. Every stage notices finished work and skips it, and continues an
+interrupted training run from its last checkpoint, so the demo can be stopped and started again.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from saliency.errors import UserError
+from saliency.evaluate import ALL_METRICS, evaluate_model
+from saliency.models import load as load_saliency_model
+from saliency.rundir import RunDir, atomic_write_json
+from saliency.train import SaliencyRunConfig, SaliencyTrainer
+from vidcap.compare import compare_runs
+from vidcap.datasets import open_caption_dataset
+from vidcap.report import METRIC_LABELS
+from vidcap.split_evaluation import evaluate_split
+from vidcap.synthetic import write_msrvtt
+from vidcap.train import CaptionTrainer, VidcapRunConfig, load_captioner
+
+SALIENCY_SOURCES = ("none", "teacher", "student")
+STAGES = ("world", "teacher", "student", "student-no-kd", "captioners", "evaluate", "report")
+
+
+@dataclass
+class WorldConfig:
+    videos: int = 160
+    size: tuple[int, int] = (96, 128)
+    frames: int = 24
+    fps: int = 8
+    seed: int = 0
+
+
+@dataclass
+class DemoConfig:
+    """Every choice the demo makes; `configs/demo.yaml` holds the defaults a newcomer runs."""
+    out: str = "runs/demo"
+    world: WorldConfig = field(default_factory=WorldConfig)
+    teacher: SaliencyRunConfig = field(default_factory=SaliencyRunConfig)
+    student: SaliencyRunConfig = field(default_factory=SaliencyRunConfig)  # distilled from the teacher
+    captioner: VidcapRunConfig = field(default_factory=VidcapRunConfig)  # shared by all three; saliency set per run
+    weighting: str = "residual"  # encoder.weighting of the captioners that use saliency
+    eval_split: str = "test"
+
+
+def _finished(run_dir: Path, epochs: int) -> bool:
+    """A training run whose last checkpoint is its last epoch (and whose weights exist)."""
+    state = run_dir / "train_state.json"
+    return (run_dir / "model.safetensors").is_file() and state.is_file() and json.loads(state.read_text()).get("epoch", 0) >= epochs
+
+
+def _train(trainer: Callable, config, out: Path, epochs: int, progress: bool) -> None:
+    """Train `out` to `epochs`, continuing from its last checkpoint; a finished run is left alone."""
+    if _finished(out, epochs):
+        print(f"  {out}: already trained, skipped")
+        return
+    trainer(config, str(out), resume=RunDir(out).exists(), progress=progress).fit()
+
+
+class Demo:
+    """Runs the stages in order; `skip` names stages whose outputs must already exist."""
+
+    def __init__(self, config: DemoConfig, skip: tuple[str, ...] = (), progress: bool = True):
+        unknown = [stage for stage in skip if stage not in STAGES]
+        if unknown:
+            raise UserError(f"--skip {unknown[0]!r}: not a demo stage (stages: {', '.join(STAGES)})")
+        self.config, self.skip, self.progress = config, skip, progress
+        self.out = Path(config.out)
+        self.data = self.out / "data"
+        self.seconds: dict[str, float] = {}
+
+    def run_dir(self, name: str) -> Path:
+        return self.out / name
+
+    def saliency_config(self, base: SaliencyRunConfig) -> SaliencyRunConfig:
+        config = copy.deepcopy(base)
+        config.data.root = str(self.data / "saliency")
+        config.data.size = tuple(self.config.world.size)
+        return config
+
+    def captioner_config(self, source: str) -> VidcapRunConfig:
+        config = copy.deepcopy(self.config.captioner)
+        config.data.root = str(self.data)
+        config.data.cache_dir = str(self.out / "feature-cache")
+        config.captioner.saliency.source = source
+        config.captioner.saliency.run = None if source == "none" else str(self.run_dir(source))
+        config.captioner.encoder.weighting = "none" if source == "none" else self.config.weighting
+        return config
+
+    def stage(self, name: str, work: Callable[[], None]) -> None:
+        index = STAGES.index(name) + 1
+        if name in self.skip:
+            print(f"[{index}/{len(STAGES)}] {name}: skipped (--skip)")
+            return
+        print(f"[{index}/{len(STAGES)}] {name}")
+        started = time.perf_counter()
+        work()
+        self.seconds[name] = time.perf_counter() - started
+
+    def world(self) -> None:
+        if (self.data / "synthetic_meta.json").is_file():
+            print(f"  {self.data}: already generated, skipped")
+            return
+        world = self.config.world
+        write_msrvtt(self.data, n=world.videos, seed=world.seed, size=tuple(world.size), n_frames=world.frames,
+                     fps=world.fps, progress=self.progress)
+
+    def teacher(self) -> None:
+        config = self.saliency_config(self.config.teacher)
+        _train(SaliencyTrainer, config, self.run_dir("teacher"), config.optim.epochs, self.progress)
+
+    def student(self, distilled: bool) -> None:
+        config = self.saliency_config(self.config.student)
+        config.teacher = str(self.run_dir("teacher")) if distilled else None
+        name = "student" if distilled else "student-no-kd"
+        _train(SaliencyTrainer, config, self.run_dir(name), config.optim.epochs, self.progress)
+
+    def captioners(self) -> None:
+        for source in SALIENCY_SOURCES:
+            config = self.captioner_config(source)
+            _train(CaptionTrainer, config, self.run_dir(f"captioner-{source}"), config.optim.epochs, self.progress)
+
+    def evaluate(self) -> None:
+        for source in SALIENCY_SOURCES:
+            run = self.run_dir(f"captioner-{source}")
+            metrics = evaluate_split(run, self.config.eval_split, progress=self.progress)
+            scores = "  ".join(f"{METRIC_LABELS[k]} {100 * metrics['metrics'][k]:.1f}" for k in ("Bleu_4", "METEOR", "CIDEr"))
+            print(f"  captioner-{source}: {scores}")
+
+    def report(self) -> None:
+        compare_runs([self.run_dir(f"captioner-{s}") for s in SALIENCY_SOURCES], self.config.eval_split, self.out,
+                     names=list(SALIENCY_SOURCES))
+        print(f"  {self.out / 'report.html'}")
+
+    def saliency_scores(self) -> dict[str, dict[str, float]]:
+        """All seven saliency metrics of teacher, student and undistilled student on the held-out frames."""
+        from saliency.data import open_dataset
+
+        reader = open_dataset(self.data / "saliency", split="test")
+        scores = {}
+        for key, name in (("teacher", "teacher"), ("student", "student"), ("student_no_kd", "student-no-kd")):
+            model = load_saliency_model(self.run_dir(name))
+            scores[key] = evaluate_model(model, reader, tuple(self.config.world.size), metrics=ALL_METRICS,
+                                         progress=False)
+        return scores
+
+    def caption_one(self) -> tuple[str, str]:
+        """(path, caption) of the first held-out video, by the student-weighted captioner."""
+        item = open_caption_dataset(self.data, split=self.config.eval_split).items[0]
+        model, _ = load_captioner(self.run_dir("captioner-student"))
+        return str(item.path), model.caption_files([item.path])[0]
+
+    def run(self) -> dict:
+        started = time.perf_counter()
+        self.stage("world", self.world)
+        self.stage("teacher", self.teacher)
+        self.stage("student", lambda: self.student(distilled=True))
+        self.stage("student-no-kd", lambda: self.student(distilled=False))
+        self.stage("captioners", self.captioners)
+        self.stage("evaluate", self.evaluate)
+        self.stage("report", self.report)
+        summary = self.summary()
+        video, caption = self.caption_one()
+        summary["example"] = {"video": video, "caption": caption}
+        summary["seconds_this_run"] = {**self.seconds, "total": time.perf_counter() - started}
+        atomic_write_json(self.out / "summary.json", summary)
+        return summary
+
+    def summary(self) -> dict:
+        """The numbers the demo ends with: `summary.json`'s `captioners` and `saliency` (fractions, seconds)."""
+        captioners = {}
+        for source in SALIENCY_SOURCES:
+            path = self.run_dir(f"captioner-{source}") / "eval" / self.config.eval_split / "metrics.json"
+            metrics = json.loads(path.read_text())
+            captioners[source] = {key: metrics["metrics"][key] for key in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr")}
+            captioners[source]["sec_per_video"] = sum(metrics["sec_per_video"].values())
+        return {"captioners": captioners, "saliency": self.saliency_scores()}
+
+
+
+def format_summary(summary: dict) -> str:
+    """The closing tables: caption metrics ×100 and time per video; saliency metrics of the three models."""
+    lines = [f"{'captioner':<12}{'BLEU-4':>8}{'METEOR':>8}{'ROUGE-L':>9}{'CIDEr':>8}{'s/video':>9}"]
+    for source, row in summary["captioners"].items():
+        lines.append(f"{source:<12}{100 * row['Bleu_4']:8.1f}{100 * row['METEOR']:8.1f}{100 * row['ROUGE_L']:9.1f}"
+                     f"{100 * row['CIDEr']:8.1f}{row['sec_per_video']:9.3f}")
+    names = list(next(iter(summary["saliency"].values())))
+    lines += ["", f"{'saliency':<14}" + "".join(f"{name:>10}" for name in names)]
+    for model, scores in summary["saliency"].items():
+        lines.append(f"{model:<14}" + "".join(f"{scores[name]:10.4f}" for name in names))
+    if "example" in summary:
+        lines += ["", f"{summary['example']['video']}: {summary['example']['caption']}"]
+    return "\n".join(lines)
+
+
+def run_demo(config: DemoConfig, skip: tuple[str, ...] = (), progress: bool = True) -> dict:
+    summary = Demo(config, skip, progress).run()
+    print(format_summary(summary))
+    print(f"total {summary['seconds_this_run']['total'] / 60:.1f} min; wrote {Path(config.out) / 'summary.json'} and "
+          f"{Path(config.out) / 'report.html'}")
+    return summary
