@@ -115,22 +115,18 @@ class Captioner(nn.Module):
         self.decoder = CaptionDecoder(config.decoder, vocab_size=tokenizer.vocab_size, visual_dim=self.front.out_channels,
                                       pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
 
-    def loss(self, tokens: Tensor, bias: Tensor | None, captions: list[str]) -> Tensor:
-        """Teacher-forced cross-entropy (label-smoothed) of `captions` given visual tokens `[B,M,C]`."""
-        ids, mask = self.tokenizer.encode_batch(captions)
-        loss, _ = self.decoder(tokens, ids, mask, bias)
-        return loss
-
     @torch.no_grad()
-    def generate(self, tokens: Tensor, bias: Tensor | None, num_beams: int | None = None) -> list[str]:
-        """Captions for visual tokens `[B,M,C]` by beam search (`num_beams=1`: greedy)."""
+    def generate(self, tokens: Tensor, bias: Tensor | None, num_beams: int | None = None, **generate_kwargs) -> list[str]:
+        """Captions for visual tokens `[B,M,C]` by beam search (`num_beams=1`: greedy); `generate_kwargs` go to
+        HF `generate()` (benchmarks pass `min_new_tokens` so every caption costs the same)."""
         ids = self.decoder.generate(tokens, visual_bias=bias, num_beams=num_beams or self.config.num_beams,
-                                    max_length=self.config.max_length + 2, length_penalty=self.config.length_penalty)
+                                    max_length=self.config.max_length + 2, length_penalty=self.config.length_penalty,
+                                    **generate_kwargs)
         return [self.tokenizer.decode(row.tolist()) for row in ids]
 
     @torch.no_grad()
     def caption_files(self, paths: list[str | Path], timings: dict[str, float] | None = None,
-                      num_beams: int | None = None) -> list[str]:
+                      num_beams: int | None = None, **generate_kwargs) -> list[str]:
         """Decode, weight, encode and caption each video; `timings` accumulates seconds per stage."""
         timings = {} if timings is None else timings
         captions = []
@@ -140,6 +136,6 @@ class Captioner(nn.Module):
             timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - start
             tokens, bias = self.front(frames, timings)
             start = time.perf_counter()
-            captions.extend(self.generate(tokens, bias, num_beams))
+            captions.extend(self.generate(tokens, bias, num_beams, **generate_kwargs))
             timings["decoder"] = timings.get("decoder", 0.0) + time.perf_counter() - start
         return captions
