@@ -2,7 +2,12 @@
 good, odd and broken media files."""
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -21,6 +26,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _train_and_kill(module: str, args: list[str], out, epochs: int) -> None:
+    """Run `python -m <module> train ARGS --out OUT` and SIGKILL it once its first epoch's checkpoint is on disk."""
+    process = subprocess.Popen([sys.executable, "-m", module, "train", *map(str, args), "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    summary, deadline = out / "train_state.json", time.monotonic() + 300
+    while not (summary.is_file() and json.loads(summary.read_text())["epoch"] >= 1):
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert json.loads(summary.read_text())["epoch"] < epochs  # it was killed mid-run
+
+
+@pytest.fixture
+def kill_after_first_checkpoint():
+    """`(module, args, out, epochs)`: the real training command, SIGKILLed right after its first checkpoint."""
+    return _train_and_kill
 
 
 def encode(path, frames: np.ndarray, codec=H264, fps: int = 8) -> None:

@@ -174,15 +174,19 @@ class Demo:
         atomic_write_json(self.out / "summary.json", summary)
         return summary
 
-    def summary(self) -> dict:
-        """The numbers the demo ends with: `summary.json`'s `captioners` and `saliency` (fractions, seconds)."""
+    def caption_scores(self) -> dict[str, dict[str, float]]:
+        """BLEU-4, METEOR, ROUGE-L, CIDEr (fractions) and seconds per video of each evaluated captioner."""
         captioners = {}
         for source in SALIENCY_SOURCES:
             path = self.run_dir(f"captioner-{source}") / "eval" / self.config.eval_split / "metrics.json"
             metrics = json.loads(path.read_text())
             captioners[source] = {key: metrics["metrics"][key] for key in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr")}
             captioners[source]["sec_per_video"] = sum(metrics["sec_per_video"].values())
-        return {"captioners": captioners, "saliency": self.saliency_scores()}
+        return captioners
+
+    def summary(self) -> dict:
+        """The numbers the demo ends with: `summary.json`'s `captioners` and `saliency` (fractions, seconds)."""
+        return {"captioners": self.caption_scores(), "saliency": self.saliency_scores()}
 
 
 

@@ -1,12 +1,6 @@
 """Nothing lost: a `saliency train` killed at any point resumes to exactly the weights of an uninterrupted run;
 a checkpoint is replaced atomically or not at all, and a NaN loss leaves the last good one as it was."""
-import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -32,21 +26,6 @@ def train(*args: str) -> int:
         return main(["train", *args])
     finally:
         torch.set_num_threads(threads)
-
-
-def kill_after_first_checkpoint(args: list[str], out) -> None:
-    """Run `saliency train` as a process and SIGKILL it as soon as its first epoch's checkpoint is on disk."""
-    process = subprocess.Popen([sys.executable, "-m", "saliency.cli", "train", *args, "--out", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    summary, deadline = out / "train_state.json", time.monotonic() + 300
-    while not (summary.is_file() and json.loads(summary.read_text())["epoch"] >= 1):
-        assert process.poll() is None, process.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
-    assert json.loads(summary.read_text())["epoch"] < EPOCHS  # it was killed mid-run
 
 
 def assert_same_run(a, b) -> None:
@@ -75,9 +54,10 @@ def uninterrupted(data, tmp_path_factory):
     return out
 
 
-def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(data, uninterrupted, tmp_path):
+def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(data, uninterrupted, tmp_path,
+                                                                             kill_after_first_checkpoint):
     out = tmp_path / "killed"
-    kill_after_first_checkpoint(["--set", f"data.root={data}", *TINY], out)
+    kill_after_first_checkpoint("saliency.cli", ["--set", f"data.root={data}", *TINY], out, EPOCHS)
     assert train("--out", str(out), "--resume", "--quiet") == 0  # the run's own config.yaml
     assert_same_run(uninterrupted, out)
 

@@ -1,12 +1,6 @@
 """Nothing lost: a `vidcap train` killed after a checkpoint resumes to exactly the weights of an uninterrupted
 run (dropout and caption shuffling included), and a NaN loss leaves the last good checkpoint as it was."""
-import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -45,19 +39,10 @@ def world(tmp_path_factory):
     return root, args
 
 
-def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(world, tmp_path):
+def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(world, tmp_path, kill_after_first_checkpoint):
     root, args = world
     out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "vidcap.cli", "train", *args, "--out", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    summary, deadline = out / "train_state.json", time.monotonic() + 300
-    while not (summary.is_file() and json.loads(summary.read_text())["epoch"] >= 1):
-        assert process.poll() is None, process.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert json.loads(summary.read_text())["epoch"] < EPOCHS  # it was killed mid-run
+    kill_after_first_checkpoint("vidcap.cli", args, out, EPOCHS)
 
     assert train("--out", str(out), "--resume", "--quiet") == 0  # the run's own config.yaml
     expected, resumed = RunDir(root / "uninterrupted"), RunDir(out)
