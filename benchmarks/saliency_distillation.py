@@ -11,7 +11,6 @@ are reused, so an interrupted benchmark continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from saliency.config import apply_overrides, from_dict
@@ -19,9 +18,9 @@ from saliency.data import open_dataset
 from saliency.distill import DistillConfig
 from saliency.evaluate import evaluate_model
 from saliency.models import load
-from saliency.rundir import RunDir, atomic_write_json
+from saliency.rundir import atomic_write_json
 from saliency.synthetic import write_salicon
-from saliency.train import SaliencyRunConfig, SaliencyTrainer
+from saliency.train import SaliencyRunConfig, SaliencyTrainer, continue_training
 
 STUDENTS = {  # run name → distillation preset (None: ground truth only)
     "student-no-kd": None,
@@ -40,13 +39,7 @@ def train(out: Path, overrides: list[str], teacher: Path | None = None, preset: 
     if teacher is not None:
         config.teacher = str(teacher)
         config.distill = DistillConfig.preset(preset)
-    run = RunDir(out)
-    if run.exists() and not run.has_train_state():  # killed before its first checkpoint: start it again
-        shutil.rmtree(out)
-    metrics = run.load_metrics()
-    if len(metrics.get("epochs", [])) < config.optim.epochs:
-        metrics = SaliencyTrainer(config, str(out), resume=run.has_train_state()).fit()
-    return metrics["train_seconds_this_session"]
+    return continue_training(SaliencyTrainer, config, out)["train_seconds_this_session"]
 
 
 def main() -> None:

@@ -156,6 +156,11 @@ class RunDir:
     def has_train_state(self) -> bool:
         return self.file(TRAIN_STATE).is_file()
 
+    def completed_epochs(self) -> int:
+        """Epochs the last checkpoint holds (0 when there is none), from the readable train-state summary."""
+        summary = self.file(TRAIN_STATE_META)
+        return json.loads(summary.read_text()).get("epoch", 0) if summary.is_file() else 0
+
     def prepare(self, resume: bool) -> bool:
         """Check `--resume` against the folder; True when there is a train state to continue from. A run
         killed before its first checkpoint has its config but no train state: resuming it starts over."""

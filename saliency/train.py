@@ -10,6 +10,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -26,7 +27,7 @@ from saliency.figures import training_curves_png
 from saliency.losses import LossConfig, SaliencyLoss
 from saliency.metrics import METRICS
 from saliency.models import build, load
-from saliency.rundir import RunDir, atomic_write_bytes
+from saliency.rundir import WEIGHTS, RunDir, atomic_write_bytes
 
 CURVES = "curves.png"  # training loss and the selection metric per epoch
 
@@ -101,6 +102,17 @@ def restore_rng_state(state: dict, rank: int = 0) -> None:
         np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), position, has_gauss, gauss))
         version, internal, gauss_next = saved[rank]["python"]
         random.setstate((version, tuple(internal), gauss_next))
+
+
+def continue_training(trainer_class, config, out: str | Path, progress: bool = True) -> dict:
+    """Bring run `out` to `config.optim.epochs`: start it, continue it from its last checkpoint, or, when it
+    is finished, leave it alone. `trainer_class` is SaliencyTrainer or vidcap's CaptionTrainer; returns the
+    run's metrics."""
+    run = RunDir(out)
+    if run.completed_epochs() >= config.optim.epochs and run.file(WEIGHTS).is_file():
+        print(f"  {out}: already trained, skipped")
+        return run.load_metrics()
+    return trainer_class(config, str(out), resume=run.exists() or run.has_train_state(), progress=progress).fit()
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):

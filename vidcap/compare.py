@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saliency.errors import UserError
-from saliency.rundir import RunDir, atomic_write_json
+from saliency.rundir import atomic_write_json
 from vidcap.datasets import open_caption_dataset
 from vidcap.document import Block, Figure, Heading, Paragraph, Table, write_report
 from vidcap.evaluate import METRIC_KEYS
 from saliency.figures import metric_bars_png
 from vidcap.report import METRIC_LABELS, STAGES, metric_row, sample_ids, stage_seconds
-from vidcap.train import VidcapRunConfig
+from vidcap.train import VidcapRunConfig, captioner_run
 
 SAMPLE_CAPTIONS = 6
 
@@ -39,7 +39,7 @@ class EvaluatedRun:
 
 def load_evaluated_run(path: str | Path, split: str, name: str | None = None) -> EvaluatedRun:
     """Read RUN/eval/<split>/{metrics,predictions}.json; a one-line error says how to make them."""
-    run = RunDir(path).require()
+    run = captioner_run(path)
     folder = Path(path) / "eval" / split
     try:
         metrics = json.loads((folder / "metrics.json").read_text())

@@ -8,18 +8,18 @@ interrupted training run from its last checkpoint, so the demo can be stopped an
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from saliency.data import open_dataset
 from saliency.errors import UserError
 from saliency.evaluate import ALL_METRICS, evaluate_model
 from saliency.models import load as load_saliency_model
-from saliency.rundir import RunDir, atomic_write_json
-from saliency.train import SaliencyRunConfig, SaliencyTrainer
-from vidcap.compare import compare_runs
+from saliency.rundir import atomic_write_json
+from saliency.train import SaliencyRunConfig, SaliencyTrainer, continue_training
+from vidcap.compare import compare_runs, load_evaluated_run
 from vidcap.datasets import open_caption_dataset
 from vidcap.report import METRIC_LABELS
 from vidcap.split_evaluation import evaluate_split
@@ -49,20 +49,6 @@ class DemoConfig:
     captioner: VidcapRunConfig = field(default_factory=VidcapRunConfig)  # shared by all three; saliency set per run
     weighting: str = "residual"  # encoder.weighting of the captioners that use saliency
     eval_split: str = "test"
-
-
-def _finished(run_dir: Path, epochs: int) -> bool:
-    """A training run whose last checkpoint is its last epoch (and whose weights exist)."""
-    state = run_dir / "train_state.json"
-    return (run_dir / "model.safetensors").is_file() and state.is_file() and json.loads(state.read_text()).get("epoch", 0) >= epochs
-
-
-def _train(trainer: Callable, config, out: Path, epochs: int, progress: bool) -> None:
-    """Train `out` to `epochs`, continuing from its last checkpoint; a finished run is left alone."""
-    if _finished(out, epochs):
-        print(f"  {out}: already trained, skipped")
-        return
-    trainer(config, str(out), resume=RunDir(out).exists(), progress=progress).fit()
 
 
 class Demo:
@@ -115,18 +101,18 @@ class Demo:
 
     def teacher(self) -> None:
         config = self.saliency_config(self.config.teacher)
-        _train(SaliencyTrainer, config, self.run_dir("teacher"), config.optim.epochs, self.progress)
+        continue_training(SaliencyTrainer, config, self.run_dir("teacher"), self.progress)
 
     def student(self, distilled: bool) -> None:
         config = self.saliency_config(self.config.student)
         config.teacher = str(self.run_dir("teacher")) if distilled else None
         name = "student" if distilled else "student-no-kd"
-        _train(SaliencyTrainer, config, self.run_dir(name), config.optim.epochs, self.progress)
+        continue_training(SaliencyTrainer, config, self.run_dir(name), self.progress)
 
     def captioners(self) -> None:
         for source in SALIENCY_SOURCES:
             config = self.captioner_config(source)
-            _train(CaptionTrainer, config, self.run_dir(f"captioner-{source}"), config.optim.epochs, self.progress)
+            continue_training(CaptionTrainer, config, self.run_dir(f"captioner-{source}"), self.progress)
 
     def evaluate(self) -> None:
         for source in SALIENCY_SOURCES:
@@ -142,8 +128,6 @@ class Demo:
 
     def saliency_scores(self) -> dict[str, dict[str, float]]:
         """All seven saliency metrics of teacher, student and undistilled student on the held-out frames."""
-        from saliency.data import open_dataset
-
         reader = open_dataset(self.data / "saliency", split="test")
         scores = {}
         for key, name in (("teacher", "teacher"), ("student", "student"), ("student_no_kd", "student-no-kd")):
@@ -178,10 +162,9 @@ class Demo:
         """BLEU-4, METEOR, ROUGE-L, CIDEr (fractions) and seconds per video of each evaluated captioner."""
         captioners = {}
         for source in SALIENCY_SOURCES:
-            path = self.run_dir(f"captioner-{source}") / "eval" / self.config.eval_split / "metrics.json"
-            metrics = json.loads(path.read_text())
-            captioners[source] = {key: metrics["metrics"][key] for key in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr")}
-            captioners[source]["sec_per_video"] = sum(metrics["sec_per_video"].values())
+            run = load_evaluated_run(self.run_dir(f"captioner-{source}"), self.config.eval_split)
+            captioners[source] = {key: run.metrics["metrics"][key] for key in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr")}
+            captioners[source]["sec_per_video"] = run.sec_per_video
         return captioners
 
     def summary(self) -> dict:

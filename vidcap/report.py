@@ -15,8 +15,8 @@ from saliency.errors import UserError
 from vidcap.captioner import CaptionerConfig, VisualFrontEnd
 from vidcap.document import Block, BulletList, Figure, Heading, Paragraph, Table, write_report
 from vidcap.evaluate import METRIC_KEYS
-from saliency.figures import training_curves_png
 from vidcap.overlay import saliency_overlays
+from vidcap.train import CURVES
 from vidcap.video import read_frames
 
 METRIC_LABELS = {"Bleu_1": "BLEU-1", "Bleu_2": "BLEU-2", "Bleu_3": "BLEU-3", "Bleu_4": "BLEU-4",
@@ -58,22 +58,21 @@ def sample_ids(video_ids: list[str], count: int = SAMPLE_VIDEOS) -> list[str]:
     return [video_ids[round(i)] for i in np.linspace(0, len(video_ids) - 1, count)]
 
 
-def _curves_figure(history: list[dict], run_name: str) -> Figure | None:
-    """The run's training curves (loss, validation CIDEr), if it has a training history."""
-    if not history:
+def _curves_figure(run_dir: Path) -> Figure | None:
+    """The training curves the trainer keeps in the run directory (loss, validation CIDEr), if it has them."""
+    path = run_dir / CURVES
+    if not path.is_file():
         return None
-    png = training_curves_png([r["epoch"] for r in history], [r["train_loss"] for r in history], "CIDEr",
-                              [r["val"]["CIDEr"] for r in history], title=run_name)
-    return Figure("curves.png", png, "training loss and validation CIDEr per epoch (circle: the kept epoch)")
+    return Figure("curves.png", path.read_bytes(), "training loss and validation CIDEr per epoch (circle: the kept epoch)")
 
 
-def report_blocks(run_name: str, config: CaptionerConfig, metrics: dict, samples: list[dict],
-                  history: list[dict], worst: list[dict] | None = None) -> list[Block]:
+def report_blocks(run_dir: Path, config: CaptionerConfig, metrics: dict, samples: list[dict],
+                  worst: list[dict] | None = None) -> list[Block]:
     """Everything the report says, in order. `samples`: dicts with video_id, caption, references, strip (JPEG)."""
     saliency = config.saliency
     source = "none" if saliency.source == "none" else f"{saliency.source} ({saliency.run})"
     blocks: list[Block] = [
-        Paragraph(f"Run {run_name}: {metrics['videos']} videos of split '{metrics['split']}' from {metrics['data']}; "
+        Paragraph(f"Run {run_dir.resolve().name}: {metrics['videos']} videos of split '{metrics['split']}' from {metrics['data']}; "
                   f"captions from {metrics['source']}. Saliency: {source}; feature weighting: "
                   f"{config.encoder.weighting}; encoder: {config.encoder.backbone}; beams: {config.num_beams}."),
         Heading("Caption metrics (×100)"),
@@ -101,15 +100,15 @@ def report_blocks(run_name: str, config: CaptionerConfig, metrics: dict, samples
                    Table(["video", "caption", "CIDEr", "BLEU-4", "METEOR"],
                          [[row["video_id"], row["caption"], f"{100 * row['CIDEr']:.1f}", f"{100 * row['Bleu_4']:.1f}",
                            f"{100 * row['METEOR']:.1f}"] for row in worst], numeric_from=2)]
-    curves = _curves_figure(history, run_name)
+    curves = _curves_figure(run_dir)
     if curves is not None:
         blocks += [Heading("Training"), curves]
     return blocks
 
 
 def write_eval_report(run_dir: str | Path, config: CaptionerConfig, metrics: dict, captions: dict[str, str],
-                      items: list, front: VisualFrontEnd | None, history: list[dict],
-                      worst: list[dict] | None = None, max_references: int = 5) -> tuple[Path, Path]:
+                      items: list, front: VisualFrontEnd | None, worst: list[dict] | None = None,
+                      max_references: int = 5) -> tuple[Path, Path]:
     """Render and write `RUN/eval/<split>/report.{md,html}`; a sample video that cannot be read is left out."""
     by_id = {item.video_id: item for item in items if item.video_id in captions}
     samples = []
@@ -121,7 +120,6 @@ def write_eval_report(run_dir: str | Path, config: CaptionerConfig, metrics: dic
             continue
         samples.append({"video_id": video_id, "caption": captions[video_id], "strip": strip,
                         "references": by_id[video_id].captions[:max_references]})
-    run_name = Path(run_dir).resolve().name
-    blocks = report_blocks(run_name, config, metrics, samples, history, worst)
-    title = f"Caption evaluation: {run_name}, split {metrics['split']}"
-    return write_report(Path(run_dir) / "eval" / metrics["split"], title, blocks)
+    run_dir = Path(run_dir)
+    title = f"Caption evaluation: {run_dir.resolve().name}, split {metrics['split']}"
+    return write_report(run_dir / "eval" / metrics["split"], title, report_blocks(run_dir, config, metrics, samples, worst))

@@ -69,7 +69,7 @@ def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: s
         raise UserError(f"{root}: no readable videos in split {split!r} ({dataset.report()})")
     started = time.perf_counter()
     if predictions_file is not None:
-        captions, timings, skipped = read_predictions(predictions_file), {}, []
+        captions, timings = read_predictions(predictions_file), {}
         unknown = sorted(set(captions) - {item.video_id for item in dataset.items})
         if unknown:
             raise UserError(f"{predictions_file}: {len(unknown)} prediction(s) for videos not in the {split} split, "
@@ -103,9 +103,7 @@ def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: s
         rows = [{"video_id": v, "caption": res[v], **scores, "references": gts[v][:5]} for v, scores in per_item.items()]
         worst = sorted(rows, key=lambda row: row["CIDEr"])
         atomic_write_json(out / "per_video.json", worst)
-    history = run.load_metrics().get("epochs", [])
-    write_eval_report(run_dir, config.captioner, metrics, res, dataset.items, front, history,
-                      worst[:WORST_SHOWN] if worst else None)
+    write_eval_report(run_dir, config.captioner, metrics, res, dataset.items, front, worst[:WORST_SHOWN] if worst else None)
     return metrics
 
 
