@@ -63,7 +63,7 @@ def summarise(students: dict[int, dict[str, dict]], teacher_cc: float) -> dict[s
     """Per student: each metric's mean and std over seeds, and its CC gain over the no-KD student of the same seed."""
     seeds = list(students)
     summary = {}
-    for name in STUDENTS:
+    for name in next(iter(students.values())):
         row = {}
         for column in COLUMNS:
             values = [students[s][name][column] for s in seeds]
@@ -103,12 +103,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the teachers")
     parser.add_argument("--student-seeds", default=None,
                         help="comma-separated seeds to train every student with (default: --seed)")
+    parser.add_argument("--students", default=",".join(STUDENTS),
+                        help="comma-separated subset of the students (student-no-kd, the reference, is always trained)")
     parser.add_argument("--out", default="runs/bench-distill")
     parser.add_argument("--json", default="benchmarks/results/saliency_distillation.json")
     args = parser.parse_args()
     out = Path(args.out)
     height, width = (int(v) for v in args.size.split("x"))
     seeds = [int(s) for s in args.student_seeds.split(",")] if args.student_seeds else [args.seed]
+    unknown = set(args.students.split(",")) - set(STUDENTS)
+    if unknown:
+        parser.error(f"unknown student {sorted(unknown)[0]!r} (known: {', '.join(STUDENTS)})")
+    chosen = {name: preset for name, preset in STUDENTS.items() if name == "student-no-kd" or name in args.students.split(",")}
     data = out / "data"
     if not (data / "synthetic_meta.json").is_file():
         write_salicon(data, n=args.n, seed=args.seed, size=(height, width))
@@ -126,7 +132,7 @@ def main() -> None:
         for seed in seeds:
             student = common + [f"seed={seed}", "model.name=student", f"optim.epochs={args.student_epochs}", "optim.lr=3e-3"]
             students[seed] = {}
-            for name, preset in STUDENTS.items():
+            for name, preset in chosen.items():
                 run_dir = student_dir(out, teacher_name, name, seed, args.seed)
                 row = {"train_seconds": train(run_dir, student, teacher_dir if preset else None, preset)}
                 row.update(score(run_dir, held_out, (height, width)))
