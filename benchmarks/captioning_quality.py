@@ -11,11 +11,11 @@ teacher, the distilled student and the undistilled student.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 from saliency.config import load_config
+from saliency.rundir import atomic_write_json
 from vidcap.demo import SALIENCY_SOURCES, Demo, DemoConfig
 
 KEYS = ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "sec_per_video")
@@ -65,8 +65,7 @@ def main() -> None:
     print("\n## saliency models on the held-out frames")
     for name, scores in saliency.items():
         print(f"{name:<14}" + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"seeds": per_seed, "summary": summary, "saliency": saliency}, indent=2) + "\n")
+    atomic_write_json(args.json, {"seeds": per_seed, "summary": summary, "saliency": saliency})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ each teacher (the target: at least 40% less time per video than teacher-embedded
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 
 from saliency.config import load_config
 from saliency.models import build
+from saliency.rundir import atomic_write_json
 from vidcap.captioner import Captioner
 from vidcap.datasets import open_caption_dataset
 from vidcap.report import STAGES
@@ -85,8 +85,7 @@ def main() -> None:
                     for name in args.saliency.split(",")}
             print(table(f"{title}: seconds per video ({len(videos)} videos, {torch.get_num_threads()} threads)", rows))
             results["clips"][title] = rows
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_json(args.json, results)
 
 
 if __name__ == "__main__":

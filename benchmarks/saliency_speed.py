@@ -8,16 +8,15 @@ each teacher, and the achieved GFLOP/s as a fraction of this machine's measured 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import torch
 
 from saliency.bench import benchmark, format_table
 from saliency.commandline import parse_size
+from saliency.rundir import atomic_write_json
 
 TEACHERS = ["teacher-vgg16", "teacher-resnet50", "teacher-densenet121", "teacher-mobilenetv2"]
 FULL_SIZE = {"teacher-vgg16", "teacher-resnet50", "teacher-densenet121"}
@@ -66,8 +65,7 @@ def main() -> None:
             row["student_speedup"], row["student_size_reduction"] = speedup, smaller
         print(f"{'student':<24}{'':>18}{'':>16}{student['achieved_gflops_per_s']:>17.1f}{student['fraction_of_peak']:>10.1%}")
         results["batches"][str(batch)] = rows
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_json(args.json, results)
     print(f"\nwrote {args.json}")
 
 

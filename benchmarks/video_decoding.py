@@ -10,7 +10,6 @@ decoding every frame, and ffmpeg decoding every frame to raw RGB through a pipe.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 import decord
 import numpy as np
 
+from saliency.rundir import atomic_write_json
 from vidcap.binaries import ffmpeg_path
 from vidcap.synthetic import write_test_pattern
 from vidcap.video import FrameSamplerConfig, probe, read_frames, sample_indices
@@ -81,9 +81,8 @@ def main() -> None:
     for row in rows:
         row["speedup_vs_ffmpeg_all"] = baseline / row["seconds"]
         print(f"{row['method']:<52}{row['frames']:>8}{row['seconds']:>10.3f}{row['speedup_vs_ffmpeg_all']:>14.1f}x")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"clip": {"width": info.width, "height": info.height, "frames": info.n_frames,
-                                                    "seconds": info.duration}, "rows": rows}, indent=2) + "\n")
+    atomic_write_json(args.json, {"clip": {"width": info.width, "height": info.height, "frames": info.n_frames,
+                                         "seconds": info.duration}, "rows": rows})
 
 
 if __name__ == "__main__":
