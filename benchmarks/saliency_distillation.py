@@ -16,6 +16,7 @@ import argparse
 import statistics
 from pathlib import Path
 
+from saliency.commandline import parse_size
 from saliency.config import apply_overrides, from_dict
 from saliency.data import open_dataset
 from saliency.distill import DistillConfig
@@ -97,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teachers", default="teacher-resnet50")
     parser.add_argument("--n", type=int, default=800, help="synthetic images (70/15/15 train/val/test)")
-    parser.add_argument("--size", default="96x128", help="training and evaluation resolution")
+    parser.add_argument("--size", type=parse_size, default=(96, 128), help="training and evaluation resolution, HxW")
     parser.add_argument("--teacher-epochs", type=int, default=10)
     parser.add_argument("--student-epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the teachers")
@@ -109,7 +110,7 @@ def main() -> None:
     parser.add_argument("--json", default="benchmarks/results/saliency_distillation.json")
     args = parser.parse_args()
     out = Path(args.out)
-    height, width = (int(v) for v in args.size.split("x"))
+    height, width = args.size
     seeds = [int(s) for s in args.student_seeds.split(",")] if args.student_seeds else [args.seed]
     unknown = set(args.students.split(",")) - set(STUDENTS)
     if unknown:
