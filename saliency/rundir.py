@@ -25,6 +25,7 @@ WEIGHTS = "model.safetensors"
 METRICS = "metrics.json"
 TRAIN_STATE = "train_state.safetensors"
 TRAIN_STATE_META = "train_state.json"
+CURVES = "curves.png"  # training loss and the validation metric per epoch, drawn by the trainers
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

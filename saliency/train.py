@@ -27,9 +27,7 @@ from saliency.figures import training_curves_png
 from saliency.losses import LossConfig, SaliencyLoss
 from saliency.metrics import METRICS
 from saliency.models import build, load
-from saliency.rundir import WEIGHTS, RunDir, atomic_write_bytes
-
-CURVES = "curves.png"  # training loss and the selection metric per epoch
+from saliency.rundir import CURVES, WEIGHTS, RunDir, atomic_write_bytes
 
 
 @dataclass

@@ -12,11 +12,11 @@ import numpy as np
 from PIL import Image
 
 from saliency.errors import UserError
+from saliency.rundir import CURVES
 from vidcap.captioner import CaptionerConfig, VisualFrontEnd
 from vidcap.document import Block, BulletList, Figure, Heading, Paragraph, Table, write_report
 from vidcap.evaluate import METRIC_KEYS
 from vidcap.overlay import saliency_overlays
-from vidcap.train import CURVES
 from vidcap.video import read_frames
 
 METRIC_LABELS = {"Bleu_1": "BLEU-1", "Bleu_2": "BLEU-2", "Bleu_3": "BLEU-3", "Bleu_4": "BLEU-4",

@@ -19,7 +19,7 @@ from saliency import distributed
 from saliency.errors import UserError
 from saliency.figures import training_curves_png
 from saliency.models.components import state_dict_mismatch
-from saliency.rundir import WEIGHTS, RunDir, atomic_write_bytes, atomic_write_text
+from saliency.rundir import CURVES, WEIGHTS, RunDir, atomic_write_bytes, atomic_write_text
 from saliency.train import restore_rng_state, rng_state, seed_everything, warmup_cosine
 from vidcap.cache import FeatureCache, extract_features, extractor_fingerprint
 from vidcap.captioner import Captioner, CaptionerConfig, load_saliency_source
@@ -29,7 +29,6 @@ from vidcap.tokenizer import CaptionTokenizer
 
 TOKENIZER = "tokenizer.json"
 LOG = "log.csv"
-CURVES = "curves.png"  # training loss and validation CIDEr per epoch
 
 
 @dataclass
