@@ -14,8 +14,8 @@ import argparse
 import statistics
 from pathlib import Path
 
-from saliency.config import load_config
-from saliency.rundir import atomic_write_json
+from saliency.infra.config import load_config
+from saliency.infra.rundir import atomic_write_json
 from vidcap.demo import SALIENCY_SOURCES, Demo, DemoConfig
 
 KEYS = ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "sec_per_video")

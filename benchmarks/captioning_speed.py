@@ -18,15 +18,15 @@ from pathlib import Path
 
 import torch
 
-from saliency.config import load_config
+from saliency.infra.config import load_config
 from saliency.models import build
-from saliency.rundir import atomic_write_json
+from saliency.infra.rundir import atomic_write_json
 from vidcap.captioner import Captioner
-from vidcap.datasets import open_caption_dataset
-from vidcap.report import STAGES
-from vidcap.synthetic import write_msrvtt, write_test_pattern
+from vidcap.data.datasets import open_caption_dataset
+from vidcap.reports.evaluation import STAGES
+from vidcap.data.synthetic import write_msrvtt, write_test_pattern
 from vidcap.tokenizer import CaptionTokenizer
-from vidcap.train import VidcapRunConfig
+from vidcap.run import VidcapRunConfig
 
 SALIENCY = ["none", "teacher-vgg16", "teacher-resnet50", "teacher-densenet121", "teacher-mobilenetv2", "student"]
 

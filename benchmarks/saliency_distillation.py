@@ -16,15 +16,16 @@ import argparse
 import statistics
 from pathlib import Path
 
-from saliency.commandline import parse_size
-from saliency.config import apply_overrides, from_dict
+from saliency.infra.commandline import parse_size
+from saliency.infra.config import apply_overrides, from_dict
 from saliency.data import open_dataset
 from saliency.distill import DistillConfig
 from saliency.evaluate import evaluate_model
 from saliency.models import load
-from saliency.rundir import atomic_write_json
+from saliency.infra.rundir import atomic_write_json
 from saliency.synthetic import write_salicon
-from saliency.train import SaliencyRunConfig, SaliencyTrainer, continue_training
+from saliency.infra.training import continue_training
+from saliency.train import SaliencyRunConfig, SaliencyTrainer
 
 STUDENTS = {  # run name → distillation preset (None: ground truth only)
     "student-no-kd": None,

@@ -15,8 +15,8 @@ import time
 import torch
 
 from saliency.bench import benchmark, format_table
-from saliency.commandline import parse_size
-from saliency.rundir import atomic_write_json
+from saliency.infra.commandline import parse_size
+from saliency.infra.rundir import atomic_write_json
 
 TEACHERS = ["teacher-vgg16", "teacher-resnet50", "teacher-densenet121", "teacher-mobilenetv2"]
 FULL_SIZE = {"teacher-vgg16", "teacher-resnet50", "teacher-densenet121"}

@@ -19,10 +19,10 @@ from pathlib import Path
 import decord
 import numpy as np
 
-from saliency.rundir import atomic_write_json
-from vidcap.binaries import ffmpeg_path
-from vidcap.synthetic import write_test_pattern
-from vidcap.video import FrameSamplerConfig, probe, read_frames, sample_indices
+from saliency.infra.rundir import atomic_write_json
+from saliency.infra.media import ffmpeg_path
+from vidcap.data.synthetic import write_test_pattern
+from vidcap.data.video import FrameSamplerConfig, probe, read_frames, sample_indices
 
 
 def decord_sampled(path: Path, n: int) -> int:

@@ -9,8 +9,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from saliency.models import available_models, build, load
-from saliency.errors import UserError
+from saliency.models import available_models, build_untrained, load
+from saliency.infra.errors import UserError
 
 
 def resolve_model(spec: str) -> torch.nn.Module:
@@ -19,8 +19,7 @@ def resolve_model(spec: str) -> torch.nn.Module:
         return load(spec)
     if spec not in available_models():
         raise UserError(f"{spec!r}: neither a run directory nor a model name ({', '.join(available_models())})")
-    options = {} if spec == "student" else {"pretrained": False}
-    return build(spec, **options)
+    return build_untrained(spec)
 
 
 def gflops_per_image(model: torch.nn.Module, size: tuple[int, int]) -> float:

@@ -6,9 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from saliency.commandline import (add_config_arguments, add_quiet_flag, parse_size, positive_int, report_skipped,
-                                  run_command)
-from saliency.errors import UserError
+from saliency.infra.commandline import (add_config_arguments, add_quiet_flag, parse_size, positive_int, report_skipped,
+                                  run_command, set_torch_threads)
+from saliency.infra.errors import UserError
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -20,7 +20,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _run_config(args: argparse.Namespace):
-    from saliency.config import load_config
+    from saliency.infra.config import load_config
     from saliency.train import SaliencyRunConfig
 
     if args.resume and not args.config and (Path(args.out) / "config.yaml").is_file():
@@ -29,7 +29,7 @@ def _run_config(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from saliency import distributed
+    from saliency.infra import distributed
     from saliency.train import SaliencyTrainer
 
     config = _run_config(args)
@@ -37,6 +37,7 @@ def _train(args: argparse.Namespace) -> int:
         config.teacher = args.teacher
     if config.teacher and args.command == "train":
         raise UserError("`saliency train` learns from ground truth; use `saliency distill --teacher RUN` to distil")
+    set_torch_threads(config.threads)
     with distributed.session() as world:  # under torchrun: one process of several
         metrics = SaliencyTrainer(config, args.out, resume=args.resume, progress=not args.quiet).fit()
     if world.is_main:
@@ -47,7 +48,7 @@ def _train(args: argparse.Namespace) -> int:
 def _model_and_size(args: argparse.Namespace):
     """The run's model and its input size: `--size`, else the size it was trained at (from its checked config)."""
     from saliency.models import load
-    from saliency.rundir import RunDir
+    from saliency.infra.rundir import RunDir
     from saliency.train import SaliencyRunConfig
 
     model = load(args.model)
@@ -57,7 +58,7 @@ def _model_and_size(args: argparse.Namespace):
 def _eval(args: argparse.Namespace) -> int:
     from saliency.data import open_dataset
     from saliency.evaluate import ALL_METRICS, evaluate_model
-    from saliency.rundir import atomic_write_json
+    from saliency.infra.rundir import atomic_write_json
 
     model, size = _model_and_size(args)
     reader = open_dataset(args.data, kind=args.kind, split=args.split)
@@ -89,10 +90,9 @@ def _bench(args: argparse.Namespace) -> int:
     import torch
 
     from saliency.bench import benchmark, format_table
-    from saliency.rundir import atomic_write_json
+    from saliency.infra.rundir import atomic_write_json
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     rows = benchmark([m for m in args.models.split(",") if m], size=args.size, batch=args.batch,
                      rounds=args.rounds, progress=not args.quiet)
     print(f"input {args.size[0]}x{args.size[1]}, batch {args.batch}, {torch.get_num_threads()} CPU threads")

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from saliency.errors import ConfigError
+from saliency.infra.errors import ConfigError
 
 
 # --- statistics ----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from saliency.data import IMAGENET_MEAN, IMAGENET_STD, SaliencySample
-from saliency.errors import DatasetError, UserError
+from saliency.infra.errors import DatasetError, UserError
 from saliency.metrics import METRICS, fixation_map, score_all
 
 ALL_METRICS = list(METRICS)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saliency.errors import UserError
+from saliency.infra.errors import UserError
 
 
 def export_onnx(model: torch.nn.Module, path: str | Path, size: tuple[int, int], tolerance: float = 1e-4) -> float:

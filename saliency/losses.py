@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn as nn
 
-from saliency.errors import ConfigError
+from saliency.infra.errors import ConfigError
 from saliency.metrics import EPS
 
 

@@ -11,9 +11,9 @@ from matplotlib import colormaps
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from saliency.errors import UserError
+from saliency.infra.errors import UserError
 from saliency.evaluate import predict_maps
-from saliency.video_files import DECORD_ERRORS, check_file, decord_reason, open_reader
+from saliency.infra.media import DECORD_ERRORS, check_file, decord_reason, open_reader
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}

@@ -21,7 +21,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
-from saliency.errors import UserError
+from saliency.infra.errors import UserError
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star")
 COLOURS = {  # saturated RGB in [0, 1]; the names are the exact words captions use

@@ -2,32 +2,29 @@
 
 One loop for both: distillation only adds a frozen teacher and a `Distiller` whose terms are summed
 with the ground-truth loss. Every epoch checkpoints atomically, so `--resume` continues exactly.
-Under `torchrun` each process trains on its share of every batch (`saliency.distributed`).
+Under `torchrun` each process trains on its share of every batch (`saliency.infra.distributed`).
 """
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from saliency import distributed
+from saliency.infra import distributed
 from saliency.data import SaliencyTorchDataset, SaliencyTransform, open_dataset
 from saliency.distill import DistillConfig, Distiller
-from saliency.errors import UserError
+from saliency.infra.errors import UserError
 from saliency.evaluate import evaluate_model
-from saliency.figures import training_curves_png
 from saliency.losses import LossConfig, SaliencyLoss
 from saliency.metrics import METRICS
 from saliency.models import build, load
-from saliency.rundir import CURVES, WEIGHTS, RunDir, atomic_write_bytes
+from saliency.infra.rundir import RunDir
+from saliency.infra.training import Checkpoint, EpochLog, seed_everything, warmup_cosine
 
 
 @dataclass
@@ -75,54 +72,6 @@ class SaliencyRunConfig:
     select_by: str = "CC"  # validation metric that picks model.safetensors
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    """This process's global generators (torch, numpy, Python `random`), storable in a train state."""
-    _, keys, position, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "numpy": [torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
-            "python": random.getstate()}
-
-
-def restore_rng_state(state: dict, rank: int = 0) -> None:
-    """Set the generators from a train state's per-process list `state["rng"]`, the entry of this `rank`;
-    a rank the state lacks (resuming with more processes) keeps its freshly seeded generators."""
-    saved = state.get("rng") or [{"torch": state["torch_rng"]}]  # train states written before the per-process list
-    if rank >= len(saved):
-        return
-    torch.set_rng_state(saved[rank]["torch"])
-    if "numpy" in saved[rank]:
-        keys, position, has_gauss, gauss = saved[rank]["numpy"]
-        np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), position, has_gauss, gauss))
-        version, internal, gauss_next = saved[rank]["python"]
-        random.setstate((version, tuple(internal), gauss_next))
-
-
-def continue_training(trainer_class, config, out: str | Path, progress: bool = True) -> dict:
-    """Bring run `out` to `config.optim.epochs`: start it, continue it from its last checkpoint, or, when it
-    is finished, leave it alone. `trainer_class` is SaliencyTrainer or vidcap's CaptionTrainer; returns the
-    run's metrics."""
-    run = RunDir(out)
-    if run.completed_epochs() >= config.optim.epochs and run.file(WEIGHTS).is_file():
-        print(f"  {out}: already trained, skipped")
-        return run.load_metrics()
-    return trainer_class(config, str(out), resume=run.exists() or run.has_train_state(), progress=progress).fit()
-
-
-def warmup_cosine(warmup_steps: int, total_steps: int):
-    """LR multiplier: linear warm-up, then cosine decay to 5% of the peak."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return factor
-
-
 def open_split(config: SaliencyRunConfig, split: str):
     reader = open_dataset(config.data.root, kind=config.data.kind, split=split)
     if len(reader) == 0:
@@ -167,8 +116,6 @@ class SaliencyTrainer:
         resume = self.run.prepare(resume)
         if config.select_by not in config.val_metrics:
             raise UserError(f"select_by {config.select_by!r} must be one of val_metrics {config.val_metrics}")
-        if config.threads:
-            torch.set_num_threads(config.threads)
         seed_everything(config.seed)
         device = self.world.device
         self.model = build(config.model.name, **config.model.options).to(device)
@@ -190,41 +137,15 @@ class SaliencyTrainer:
         self.optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         total = config.optim.epochs * max(1, len(self.train_loader))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(config.optim.warmup_steps, total))
+        self.log = EpochLog(self.run, config.select_by, METRICS[config.select_by].higher_is_better)
+        parts = {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler}
+        self.checkpoint = Checkpoint(self.run, self.world, **parts, **({"distiller": self.distiller} if self.distiller else {}))
         self.epoch = 0
-        self.history: list[dict] = []
-        self.best = -math.inf
         if resume:
-            self._restore()
-
-    def _restore(self) -> None:
-        if self.world.is_main:
-            self.run.discard_partial_writes()
-        state = self.run.load_train_state()
-        self.model.load_state_dict(state["model"])
-        if self.distiller is not None:
-            self.distiller.load_state_dict(state["distiller"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        restore_rng_state(state, self.world.rank)
-        self.train_loader.generator.set_state(state["loader_rng"])
-        self.epoch, self.history, self.best = state["epoch"], state["history"], state["best"]
-
-    def _checkpoint(self) -> None:
-        """Rank 0 writes everything needed to continue exactly, every process's generators included."""
-        rng = self.world.gather(rng_state())
-        if not self.world.is_main:
-            return
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": rng,
-            "loader_rng": self.train_loader.generator.get_state(),
-            "epoch": self.epoch, "history": self.history, "best": self.best,
-        }
-        if self.distiller is not None:
-            state["distiller"] = self.distiller.state_dict()
-        self.run.save_train_state(state, {"epoch": self.epoch, "best_" + self.config.select_by: self.best})
+            progress = self.checkpoint.restore()
+            self.epoch = progress["epoch"]
+            self.log.load_state_dict(progress["log"])
+            self.train_loader.generator.set_state(progress["loader_rng"])
 
     def _step(self, batch: dict) -> dict[str, float]:
         """One optimiser step on this process's share of a batch; returns the losses averaged over processes."""
@@ -274,34 +195,17 @@ class SaliencyTrainer:
             self.epoch += 1
             record = {"epoch": self.epoch, "train": {k: v / steps for k, v in sums.items()}, "val": val,
                       "lr": self.scheduler.get_last_lr()[0]}
-            self.history.append(record)
-            score = self._selection_score(val)
-            if score > self.best:
-                self.best = score
-                if main:
-                    self.run.save_weights(self.model.state_dict(), {"model": config.model.name})
-            self._checkpoint()
+            if self.log.add(record) and main:
+                self.run.save_weights(self.model.state_dict(), {"model": config.model.name})
+            self.checkpoint.save({"epoch": self.epoch, "log": self.log.state_dict(),
+                                  "loader_rng": self.train_loader.generator.get_state()},
+                                 {"epoch": self.epoch, "best_" + config.select_by: self.log.best})
             if main:
-                self.run.save_metrics(self._metrics(time.perf_counter() - started))
-                self._plot_curves()
+                self.log.write(self._metrics(time.perf_counter() - started))
             if self.progress:
                 shown = "  ".join(f"{k} {v:.3f}" for k, v in val.items())
                 tqdm.write(f"epoch {self.epoch}/{config.optim.epochs}  loss {record['train']['loss']:.4f}  val {shown}")
         return self._metrics(time.perf_counter() - started)
 
-    def _plot_curves(self) -> None:
-        """curves.png in the run directory: training loss and the selection metric per epoch."""
-        name = self.config.select_by
-        atomic_write_bytes(self.run.file(CURVES), training_curves_png(
-            [r["epoch"] for r in self.history], [r["train"]["loss"] for r in self.history], name,
-            [r["val"][name] for r in self.history], METRICS[name].higher_is_better, title=self.run.path.name))
-
-    def _selection_score(self, val: dict[str, float]) -> float:
-        """Validation score that picks model.safetensors, oriented so that higher is better."""
-        name = self.config.select_by
-        return val[name] if METRICS[name].higher_is_better else -val[name]
-
     def _metrics(self, seconds: float) -> dict:
-        best = max(self.history, key=lambda r: self._selection_score(r["val"]))
-        return {"final": best["val"], "best_epoch": best["epoch"], "epochs": self.history,
-                "params": sum(p.numel() for p in self.model.parameters()), "train_seconds_this_session": seconds}
+        return self.log.metrics(seconds, params=sum(p.numel() for p in self.model.parameters()))

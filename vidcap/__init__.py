@@ -1,1 +1,12 @@
-"""Video captioning with saliency-weighted encoder features (uses the `saliency` package's models)."""
+"""Video captioning with saliency-weighted features: `vidcap.load(run_dir)` opens a trained captioner
+(re-exported lazily from `vidcap.run`, so importing the package stays cheap)."""
+
+__all__ = ["load"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from vidcap import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'vidcap' has no attribute {name!r}")

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from saliency.errors import UserError
-from saliency.models import load as load_saliency_model
+from saliency.infra.errors import UserError
+from saliency import load as load_saliency_model
 from vidcap.decoder import CaptionDecoder, DecoderConfig
-from vidcap.encoder import EncoderConfig, FrameEncoder, weight_features
+from vidcap.encoder import EncoderConfig, FrameEncoder, SaliencyWeighting
 from vidcap.tokenizer import CaptionTokenizer
-from vidcap.video import FrameSamplerConfig, read_frames
+from vidcap.data.video import FrameSamplerConfig, read_frames
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,6 +72,7 @@ class VisualFrontEnd(nn.Module):
         self.config = config
         self.encoder = FrameEncoder(config.encoder)
         self.saliency_model = saliency_model
+        self.weighting = SaliencyWeighting(config.encoder)
         if config.encoder.weighting != "none" and saliency_model is None:
             raise UserError(f"encoder.weighting={config.encoder.weighting!r} needs a saliency model (--saliency teacher|student)")
 
@@ -97,7 +98,7 @@ class VisualFrontEnd(nn.Module):
         features = self.encoder(flat)  # (B·T, C, h, w)
         features = features.unflatten(0, (batch, steps))  # (B, T, C, h, w)
         saliency = None if log_saliency is None else log_saliency.unflatten(0, (batch, steps))  # (B, T, 1, H, W)
-        tokens, bias = weight_features(features, saliency, self.config.encoder.weighting, self.config.encoder.alpha)
+        tokens, bias = self.weighting(features, saliency)
         if timings is not None:
             timings["saliency"] = timings.get("saliency", 0.0) + middle - start
             timings["encoder"] = timings.get("encoder", 0.0) + time.perf_counter() - middle

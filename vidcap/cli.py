@@ -6,13 +6,13 @@ import json
 import sys
 from pathlib import Path
 
-from saliency.commandline import (EXIT_SKIPPED, add_config_arguments, add_quiet_flag, parse_size, positive_int,
-                                  report_skipped, run_command)
-from saliency.errors import UserError
+from saliency.infra.commandline import (EXIT_SKIPPED, add_config_arguments, add_quiet_flag, parse_size, positive_int,
+                                  report_skipped, run_command, set_torch_threads)
+from saliency.infra.errors import UserError
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from vidcap.synthetic import write_msrvtt
+    from vidcap.data.synthetic import write_msrvtt
 
     summary = write_msrvtt(args.out, n=args.n, seed=args.seed, size=args.size, n_frames=args.frames, fps=args.fps,
                            progress=not args.quiet)
@@ -22,8 +22,8 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _run_config(args: argparse.Namespace):
     """Preset ← `--set` overrides ← `--saliency`/`--saliency-model` (resume: the run's own config)."""
-    from saliency.config import load_config
-    from vidcap.train import VidcapRunConfig
+    from saliency.infra.config import load_config
+    from vidcap.run import VidcapRunConfig
 
     resuming = getattr(args, "resume", False) and not args.config and (Path(args.out) / "config.yaml").is_file()
     config = load_config(VidcapRunConfig, Path(args.out) / "config.yaml" if resuming else args.config, args.overrides)
@@ -41,10 +41,11 @@ def _run_config(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from saliency import distributed
+    from saliency.infra import distributed
     from vidcap.train import CaptionTrainer
 
     config = _run_config(args)
+    set_torch_threads(config.threads)
     with distributed.session() as world:  # under torchrun: one process of several
         trainer = CaptionTrainer(config, args.out, resume=args.resume, progress=not args.quiet)
         metrics = trainer.fit()
@@ -57,14 +58,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from saliency import distributed
-    from vidcap.cache import FeatureCache, extract_features, extractor_fingerprint
+    from saliency.infra import distributed
+    from vidcap.data.cache import FeatureCache, extract_features, extractor_fingerprint
     from vidcap.captioner import VisualFrontEnd, load_saliency_source
-    from vidcap.datasets import open_caption_dataset
+    from vidcap.data.datasets import open_caption_dataset
 
     import torch
 
     config = _run_config(args)
+    set_torch_threads(config.threads)
     with distributed.session() as world:  # under torchrun: each process extracts its share of the videos
         torch.manual_seed(config.seed)  # a randomly initialised encoder is then the one `vidcap train` builds
         front = VisualFrontEnd(config.captioner, load_saliency_source(config.captioner.saliency)).to(world.device)
@@ -90,15 +92,15 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _caption(args: argparse.Namespace) -> int:
-    from vidcap.train import load_captioner
+    from vidcap.run import load_run
 
-    model, _ = load_captioner(args.model)
+    model, _ = load_run(args.model)
     results, skipped = [], []
     for path in args.videos:
         try:
             caption = model.caption_files([path], num_beams=args.beams)[0]
             if args.overlay:
-                from vidcap.overlay import write_overlay
+                from vidcap.reports.overlay import write_overlay
 
                 write_overlay(model.front, path, overlay_path(args.overlay, path, len(args.videos)))
         except UserError as error:
@@ -124,7 +126,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from vidcap.compare import compare_runs
+    from vidcap.reports.comparison import compare_runs
 
     names = args.names.split(",") if args.names else None
     markdown, page = compare_runs(args.runs, args.split, args.out, names)
@@ -134,7 +136,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from saliency.config import load_config
+    from saliency.infra.config import load_config
     from vidcap.demo import DemoConfig, run_demo
 
     config = load_config(DemoConfig, args.config, args.overrides)

@@ -2,9 +2,11 @@
 
 The language model is `GPT2LMHeadModel` (pre-LayerNorm, learned positions, tied input/output
 embeddings) built from `GPT2Config(add_cross_attention=True)`, randomly initialised or loaded from a
-local `save_pretrained` directory. Every block cross-attends to the visual tokens, passed as
-`encoder_hidden_states`; search is `GenerationMixin.generate()` (greedy or beam), which carries the
-visual tokens along as model kwargs and repeats them per beam.
+local `save_pretrained` directory holding safetensors weights (pickled `pytorch_model.bin` weights are
+refused: unpickling can run code). It runs in float32, the precision of the cached visual tokens. Every
+block cross-attends to the visual tokens, passed as `encoder_hidden_states`; search is
+`GenerationMixin.generate()` (greedy or beam), which carries the visual tokens along as model kwargs and
+repeats them per beam.
 
 The `prior` saliency bias enters as `encoder_attention_mask` in its 4-D float form `[B,1,1,M]`:
 transformers passes a 4-D mask through unchanged and its attention functions (sdpa, eager) add it to
@@ -20,9 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoConfig, GPT2Config, GPT2LMHeadModel
 
-from saliency.errors import UserError
+from saliency.infra.errors import UserError
 
 IGNORE = -100  # target id that cross-entropy skips
+SAFETENSORS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")  # one file, or the index of shards
 
 
 @dataclass
@@ -40,7 +43,7 @@ class DecoderConfig:
 
 def build_language_model(config: DecoderConfig, vocab_size: int, bos_id: int, eos_id: int) -> GPT2LMHeadModel:
     """A GPT-2 LM with cross-attention: from `config` (random init) or from `config.pretrained_path`
-    (local files only; cross-attention layers it lacks are freshly initialised)."""
+    (local safetensors files only; cross-attention layers it lacks are freshly initialised)."""
     if config.pretrained_path is None:
         if config.hidden_size % config.heads:
             raise UserError(f"decoder hidden_size {config.hidden_size} is not a multiple of heads {config.heads}")
@@ -54,12 +57,15 @@ def build_language_model(config: DecoderConfig, vocab_size: int, bos_id: int, eo
     path = Path(config.pretrained_path)
     if not (path / "config.json").is_file():
         raise UserError(f"{path}: decoder pretrained_path is not a saved model directory (no config.json)")
+    if not any((path / name).is_file() for name in SAFETENSORS_WEIGHTS):
+        raise UserError(f"{path}: decoder weights must be safetensors (model.safetensors), pickled weights such as "
+                        f"pytorch_model.bin are refused; re-save with save_pretrained(safe_serialization=True)")
     try:
         gpt = AutoConfig.from_pretrained(path, local_files_only=True)
         if not isinstance(gpt, GPT2Config):
             raise UserError(f"{path}: decoder must be a GPT-2 model, got model_type {gpt.model_type!r}")
         gpt.add_cross_attention = True
-        model = GPT2LMHeadModel.from_pretrained(path, config=gpt, local_files_only=True)
+        model = GPT2LMHeadModel.from_pretrained(path, config=gpt, local_files_only=True, use_safetensors=True)
     except (OSError, ValueError) as error:
         raise UserError(f"{path}: cannot load the decoder ({str(error).splitlines()[0]})") from None
     if gpt.vocab_size != vocab_size:

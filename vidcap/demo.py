@@ -13,18 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from saliency.data import open_dataset
-from saliency.errors import UserError
-from saliency.evaluate import ALL_METRICS, evaluate_model
-from saliency.models import load as load_saliency_model
-from saliency.rundir import atomic_write_json
-from saliency.train import SaliencyRunConfig, SaliencyTrainer, continue_training
-from vidcap.compare import compare_runs, load_evaluated_run
-from vidcap.datasets import open_caption_dataset
-from vidcap.report import METRIC_LABELS
+from saliency import open_dataset
+from saliency.infra.errors import UserError
+from saliency import ALL_METRICS, evaluate_model
+from saliency import load as load_saliency_model
+from saliency.infra.rundir import atomic_write_json
+from saliency import SaliencyRunConfig, SaliencyTrainer
+from saliency.infra.training import continue_training
+from vidcap.reports.comparison import compare_runs, load_evaluated_run
+from vidcap.data.datasets import open_caption_dataset
+from vidcap.reports.evaluation import METRIC_LABELS
 from vidcap.split_evaluation import evaluate_split
-from vidcap.synthetic import write_msrvtt
-from vidcap.train import CaptionTrainer, VidcapRunConfig, load_captioner
+from vidcap.data.synthetic import write_msrvtt
+from vidcap.run import VidcapRunConfig, load_run
+from vidcap.train import CaptionTrainer
 
 SALIENCY_SOURCES = ("none", "teacher", "student")
 STAGES = ("world", "teacher", "student", "student-no-kd", "captioners", "evaluate", "report")
@@ -139,7 +141,7 @@ class Demo:
     def caption_one(self) -> tuple[str, str]:
         """(path, caption) of the first held-out video, by the student-weighted captioner."""
         item = open_caption_dataset(self.data, split=self.config.eval_split).items[0]
-        model, _ = load_captioner(self.run_dir("captioner-student"))
+        model, _ = load_run(self.run_dir("captioner-student"))
         return str(item.path), model.caption_files([item.path])[0]
 
     def run(self) -> dict:

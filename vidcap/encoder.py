@@ -6,7 +6,7 @@ the decoder attends to, under one of the modes `none`, `multiply`, `residual`, `
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Literal, get_args
@@ -16,19 +16,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision import models
 
-from saliency.errors import UserError
-from saliency.models.components import (
-    check_positive_ints,
-    conv_bn_relu,
-    load_imagenet_backbone,
-)
+from saliency.infra.config import require_positive
+from saliency.infra.errors import UserError
+from saliency.infra.weights import load_imagenet_backbone
+from saliency.models import conv_bn_relu, resnet_trunk
 
 Backbone = Literal["resnet50", "resnet18", "mobilenet_v3_small", "mobilenet_v2", "small-cnn"]
 Weighting = Literal["none", "multiply", "residual", "pool", "prior"]
-BACKBONES: tuple[str, ...] = get_args(Backbone)
 WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
 PRIOR_EPS = 1e-6  # floor of S in the `prior` bias: log(1e-6) ≈ -13.8 all but masks saliency-free tokens
-RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 SMALL_CNN_WIDTHS = (16, 32, 64, 128, 128)  # five stride-2 stages: stride 32, like the torchvision backbones
 
 
@@ -41,36 +37,62 @@ class EncoderConfig:
     weighting: Weighting = "residual"  # how saliency weights the features (see `weight_features`)
     alpha: float = 1.0  # strength of the `residual` weighting (1 + alpha·S)·F
 
+    def __post_init__(self) -> None:
+        require_positive(self, "grid")
+
 
 # ----------------------------------------------------------------------------- backbones
 
-TORCHVISION = {
-    "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1),
-    "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1),
-    "mobilenet_v3_small": (models.mobilenet_v3_small, models.MobileNet_V3_Small_Weights.IMAGENET1K_V1),
-    "mobilenet_v2": (models.mobilenet_v2, models.MobileNet_V2_Weights.IMAGENET1K_V1),
-}
+_BACKBONES: dict[str, Callable[[bool | str], tuple[nn.Module, int]]] = {}
+
+
+def register_backbone(name: str) -> Callable:
+    """Decorator: register `fn(pretrained) -> (backbone cut after its last conv stage, output channels)`."""
+    def decorate(fn):
+        assert name not in _BACKBONES, f"backbone {name!r} registered twice"
+        _BACKBONES[name] = fn
+        return fn
+    return decorate
 
 
 def build_backbone(name: str, pretrained: bool | str) -> tuple[nn.Module, int]:
-    """The named backbone cut after its last conv stage (ImageNet weights from local files only), and its
-    output channels. `small-cnn` has no weights: it ignores `pretrained=True` and refuses a file."""
-    if name in TORCHVISION:
-        constructor, weights = TORCHVISION[name]
+    """The named backbone (ImageNet weights from local files only) and its output channels."""
+    if name not in _BACKBONES:
+        raise UserError(f"unknown encoder backbone {name!r} (known: {', '.join(sorted(_BACKBONES))})")
+    return _BACKBONES[name](pretrained)
+
+
+def _register_resnet(name: str, constructor, weights) -> None:
+    @register_backbone(name)
+    def build(pretrained: bool | str) -> tuple[nn.Module, int]:
         net = constructor(weights=None)
-        if name.startswith("resnet"):
-            backbone = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in RESNET_STAGES))  # no avgpool, fc
-            prefix, channels = "", net.fc.in_features
-        else:
-            backbone, prefix, channels = net.features, "features.", net.features[-1].out_channels
-        load_imagenet_backbone(backbone, weights, pretrained, name=name, prefix=prefix)
-        return backbone, channels
-    if name == "small-cnn":
-        if isinstance(pretrained, str):
-            raise UserError(f"backbone small-cnn has no pretrained weights; got pretrained={pretrained!r}")
-        widths = (3,) + SMALL_CNN_WIDTHS
-        return nn.Sequential(*(conv_bn_relu(i, o, 3, stride=2) for i, o in pairwise(widths))), widths[-1]
-    raise UserError(f"unknown encoder backbone {name!r} (known: {', '.join(BACKBONES)})")
+        backbone = resnet_trunk(net)
+        load_imagenet_backbone(backbone, weights, pretrained, name=name, prefix="")
+        return backbone, net.fc.in_features
+
+
+def _register_mobilenet(name: str, constructor, weights) -> None:
+    @register_backbone(name)
+    def build(pretrained: bool | str) -> tuple[nn.Module, int]:
+        backbone = constructor(weights=None).features
+        load_imagenet_backbone(backbone, weights, pretrained, name=name, prefix="features.")
+        return backbone, backbone[-1].out_channels
+
+
+_register_resnet("resnet50", models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1)
+_register_resnet("resnet18", models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1)
+_register_mobilenet("mobilenet_v3_small", models.mobilenet_v3_small, models.MobileNet_V3_Small_Weights.IMAGENET1K_V1)
+_register_mobilenet("mobilenet_v2", models.mobilenet_v2, models.MobileNet_V2_Weights.IMAGENET1K_V1)
+
+
+@register_backbone("small-cnn")
+def small_cnn(pretrained: bool | str) -> tuple[nn.Module, int]:
+    """Five stride-2 conv stages, randomly initialised (for CPU demos): it ignores `pretrained=True` and
+    refuses a file."""
+    if isinstance(pretrained, str):
+        raise UserError(f"backbone small-cnn has no pretrained weights; got pretrained={pretrained!r}")
+    widths = (3,) + SMALL_CNN_WIDTHS
+    return nn.Sequential(*(conv_bn_relu(i, o, 3, stride=2) for i, o in pairwise(widths))), widths[-1]
 
 
 class FrameEncoder(nn.Module):
@@ -79,8 +101,6 @@ class FrameEncoder(nn.Module):
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
-        if config.grid is not None:
-            check_positive_ints("encoder", grid=config.grid)
         self.config = config
         self.backbone, self.out_channels = build_backbone(config.backbone, config.pretrained)
         self.pool = nn.AdaptiveAvgPool2d(config.grid) if config.grid else nn.Identity()

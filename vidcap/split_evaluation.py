@@ -13,13 +13,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from saliency.errors import UserError
-from saliency.rundir import atomic_write_json
+from saliency.infra.errors import UserError
+from saliency.infra.rundir import atomic_write_json
 from vidcap.captioner import Captioner
-from vidcap.datasets import open_caption_dataset
+from vidcap.data.datasets import open_caption_dataset
 from vidcap.evaluate import METRIC_KEYS, score, score_and_per_item
-from vidcap.report import write_eval_report
-from vidcap.train import VidcapRunConfig, captioner_run, load_captioner
+from vidcap.reports.evaluation import write_eval_report
+from vidcap.run import VidcapRunConfig, captioner_run, load_run
 
 
 WORST_SHOWN = 5  # worst captions listed in the report when --per-video is given
@@ -77,7 +77,7 @@ def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: s
         skipped = [(item.video_id, "no prediction") for item in dataset.items if item.video_id not in captions]
         front = None
     else:
-        model = load_captioner(run_dir)[0]
+        model = load_run(run_dir)[0]
         captions, timings, skipped = caption_split(model, dataset.items, progress)
         front = model.front
     gts = {item.video_id: item.captions for item in dataset.items if item.video_id in captions}

@@ -18,8 +18,8 @@ import torch
 from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 
-from saliency.errors import UserError
-from saliency.rundir import atomic_write_text
+from saliency.infra.errors import UserError
+from saliency.infra.rundir import atomic_write_text
 
 PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # their ids are their positions

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from saliency.errors import DatasetError
+from saliency.infra.errors import DatasetError
 
 HEADER_BYTES = 128
 MI_INT8, MI_INT32, MI_UINT32, MI_MATRIX, MI_COMPRESSED, MI_UTF8 = 1, 5, 6, 14, 15, 16

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from saliency.data.matfile import load_mat
-from saliency.errors import DatasetError
+from saliency.infra.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SALICON_SPLITS = ("train", "val", "test")

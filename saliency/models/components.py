@@ -1,18 +1,13 @@
-"""Parts every saliency model shares: the base class, decoder blocks, the centre-bias prior,
-ImageNet weight loading (local files only, strictly checked) and size helpers."""
+"""Parts every saliency model shares: the base class, decoder blocks, the centre-bias prior and size helpers."""
 from __future__ import annotations
 
-import pickle
-import warnings
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from urllib.parse import urlparse
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from saliency.errors import UserError
+from saliency.infra.errors import UserError
 
 PAD_MULTIPLE = 32  # the deepest stride of every encoder
 
@@ -172,77 +167,6 @@ class TappedBackboneNet(SaliencyNet):
 
     def decode(self, features: list[Tensor]) -> Tensor:
         return self.decoder(features)  # [B,1,H/4,W/4]
-
-
-# ----------------------------------------------------------------------------- weights
-
-def state_dict_mismatch(expected: dict[str, Tensor], given: dict[str, Tensor]) -> str | None:
-    """None if `given` has exactly `expected`'s keys and shapes, else a one-line description."""
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    wrong = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}"
-             for k, v in expected.items() if k in given and given[k].shape != v.shape]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} keys e.g. {', '.join(missing[:3])}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} keys e.g. {', '.join(unexpected[:3])}")
-    if wrong:
-        problems.append(f"shape mismatch at {', '.join(wrong[:3])}")
-    return "; ".join(problems) or None
-
-
-def torchvision_cache_path(weights) -> Path:
-    """Where torchvision keeps `weights` (a torchvision WeightsEnum member) once downloaded."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
-
-
-def load_imagenet_backbone(
-    backbone: nn.Module,
-    weights,
-    pretrained: bool | str,
-    *,
-    name: str,
-    prefix: str,
-    rename: Callable[[str], str] | None = None,
-) -> None:
-    """Load torchvision ImageNet weights into `backbone` from a local file, never downloading.
-
-    `pretrained`: False → keep random init; True → torchvision's cache file for `weights` if present,
-    else random init with one warning; a str → that file (missing → UserError). Every backbone key
-    `k` must be present as `prefix + k` with the same shape; the file's other keys (classifier,
-    layers we drop) are ignored. `rename` maps legacy key spellings to current ones.
-    """
-    if not isinstance(pretrained, (bool, str)):
-        raise UserError(f"{name} option pretrained must be true, false or a file path, got {pretrained!r}")
-    if pretrained is False:
-        return
-    if pretrained is True:
-        path = torchvision_cache_path(weights)
-        if not path.is_file():
-            warnings.warn(f"ImageNet weights for {name} not found in {path}; using random initialisation",
-                          stacklevel=3)
-            return
-    else:
-        path = Path(pretrained)
-        if not path.is_file():
-            raise UserError(f"{path}: pretrained weights file for {name} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
-        raise UserError(f"{path}: cannot read as a torchvision state_dict ({str(error).splitlines()[0]})") from None
-    if not isinstance(state, dict):
-        raise UserError(f"{path}: expected a state_dict, got {type(state).__name__}")
-    rename = rename or (lambda key: key)
-    state = {rename(k): v for k, v in state.items()}
-    own = backbone.state_dict()
-    # Checkpoints saved before BatchNorm tracked batch counts lack these; they are not weights.
-    kept = {k: state[prefix + k] for k in own if prefix + k in state}
-    expected = {k: v for k, v in own.items() if k in kept or not k.endswith("num_batches_tracked")}
-    problem = state_dict_mismatch(expected, kept)
-    if problem:
-        raise UserError(f"{path}: does not fit the {name} backbone ({problem})")
-    backbone.load_state_dict(kept, strict=True)  # BatchNorm fills in absent num_batches_tracked
 
 
 def check_positive_ints(model: str, **options) -> None:

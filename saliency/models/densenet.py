@@ -7,12 +7,12 @@ import re
 from torch import nn
 from torchvision.models import DenseNet121_Weights, densenet121
 
-from saliency.models import register_model
+from saliency.infra.weights import load_imagenet_backbone
+from saliency.models.registry import register_model
 from saliency.models.components import (
     TappedBackboneNet,
     TopDownDecoder,
     check_positive_ints,
-    load_imagenet_backbone,
 )
 
 TAPS = ("denseblock1", "denseblock2", "denseblock3", "relu5")

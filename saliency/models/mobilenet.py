@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
-from saliency.models import register_model
+from saliency.infra.weights import load_imagenet_backbone
+from saliency.models.registry import register_model
 from saliency.models.components import (
     TappedBackboneNet,
     TopDownDecoder,
     check_positive_ints,
-    load_imagenet_backbone,
 )
 
 # Indices into torchvision's `mobilenet_v2().features`: the last block at strides 4, 8, 16, 32.

@@ -4,17 +4,23 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from torch import nn
-from torchvision.models import ResNet50_Weights, resnet50
+from torchvision.models import ResNet, ResNet50_Weights, resnet50
 
-from saliency.models import register_model
+from saliency.infra.weights import load_imagenet_backbone
+from saliency.models.registry import register_model
 from saliency.models.components import (
     TappedBackboneNet,
     TopDownDecoder,
     check_positive_ints,
-    load_imagenet_backbone,
 )
 
 TAPS = ("layer1", "layer2", "layer3", "layer4")
+STEM = ("conv1", "bn1", "relu", "maxpool")
+
+
+def resnet_trunk(net: ResNet) -> nn.Sequential:
+    """A torchvision ResNet without its average pool and classifier: stem, then layer1..layer4 (stride 32)."""
+    return nn.Sequential(OrderedDict((name, getattr(net, name)) for name in STEM + TAPS))
 
 
 class ResNetSaliency(TappedBackboneNet):
@@ -24,9 +30,7 @@ class ResNetSaliency(TappedBackboneNet):
 
     def __init__(self, pretrained: bool | str = True, decoder_width: int = 64):
         super().__init__(feature_channels=[256, 512, 1024, 2048], feature_strides=[4, 8, 16, 32])
-        net = resnet50(weights=None)
-        names = ("conv1", "bn1", "relu", "maxpool") + TAPS  # avgpool and fc dropped
-        self.backbone = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
+        self.backbone = resnet_trunk(resnet50(weights=None))
         load_imagenet_backbone(self.backbone, ResNet50_Weights.IMAGENET1K_V1, pretrained, name="resnet50", prefix="")
         self.decoder = TopDownDecoder(self.feature_channels, decoder_width)
 

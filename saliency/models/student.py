@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from saliency.models import register_model
+from saliency.models.registry import register_model
 from saliency.models.components import SaliencyNet, TopDownDecoder, check_positive_ints, conv_bn_relu
 
 STAGE_MULTIPLIERS = (1, 2, 4, 6)  # stage widths as multiples of `width`, strides 4, 8, 16, 32

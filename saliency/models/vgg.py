@@ -6,12 +6,12 @@ from torch import nn
 from torchvision.models import VGG16_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
-from saliency.models import register_model
+from saliency.infra.weights import load_imagenet_backbone
+from saliency.models.registry import register_model
 from saliency.models.components import (
     TappedBackboneNet,
     TopDownDecoder,
     check_positive_ints,
-    load_imagenet_backbone,
 )
 
 # Indices into torchvision's `vgg16().features`: pool2, pool3, pool4 outputs and block 5's last ReLU.

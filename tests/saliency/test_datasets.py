@@ -26,7 +26,7 @@ from saliency.data import (
     open_dataset,
     resize_sample,
 )
-from saliency.errors import DatasetError, UserError
+from saliency.infra.errors import DatasetError, UserError
 
 H, W = 12, 16
 

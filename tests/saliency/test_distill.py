@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from saliency.config import from_dict
+from saliency.infra.config import from_dict
 from saliency.distill import (
     DistillConfig,
     Distiller,
@@ -23,7 +23,7 @@ from saliency.distill import (
     spatial_attention_map,
     spatial_similarity,
 )
-from saliency.errors import ConfigError
+from saliency.infra.errors import ConfigError
 
 ALL_TERMS = {"attention", "channel_mean", "gram", "similarity", "output", "fitnets"}
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from saliency.cli import main
-from saliency.rundir import RunDir
+from saliency.infra.rundir import RunDir
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from saliency import load
 from saliency.cli import main
-from saliency.rundir import RunDir
+from saliency.infra.rundir import RunDir
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from saliency.data.readers import read_cat2000_fixations, read_fixation_image, read_salicon_fixations
-from saliency.errors import DatasetError
+from saliency.infra.errors import DatasetError
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SHAPE = (12, 16)  # (H, W) of the image the annotations belong to

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from saliency import metrics
-from saliency.errors import ConfigError
+from saliency.infra.errors import ConfigError
 from saliency.losses import LossConfig, SaliencyLoss, cc_loss, kld_loss, nss_loss, sim_loss
 
 

@@ -10,7 +10,7 @@ import pytest
 import scipy.io
 
 from saliency.data.matfile import load_mat, mat_v5_problem
-from saliency.errors import DatasetError
+from saliency.infra.errors import DatasetError
 
 SCIPY_TEST_FILES = Path(scipy.io.matlab.__file__).parent / "tests" / "data"
 

@@ -7,11 +7,11 @@ import torch
 import torchvision
 
 import saliency
-from saliency.errors import UserError
+from saliency.infra.errors import UserError
 from saliency.models import available_models, build, count_parameters, load, log_density_to_map, model_size_mb
 from saliency.models.components import CentreBias, to_probability
 from saliency.models.densenet import modern_densenet_key
-from saliency.rundir import RunDir
+from saliency.infra.rundir import RunDir
 
 FULL_TEACHERS = ["teacher-vgg16", "teacher-resnet50", "teacher-densenet121"]
 

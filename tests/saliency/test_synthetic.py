@@ -11,7 +11,7 @@ import scipy.io
 from PIL import Image
 
 from saliency import synthetic as world
-from saliency.errors import UserError
+from saliency.infra.errors import UserError
 
 H, W = 72, 96
 

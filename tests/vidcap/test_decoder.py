@@ -1,5 +1,5 @@
 """Caption decoder: teacher-forcing loss, HF generate() (greedy and beam) over visual tokens, the additive
-saliency bias on cross-attention, and local pretrained loading."""
+saliency bias on cross-attention, and local pretrained loading (safetensors only)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from saliency.errors import UserError
+from saliency.infra.errors import UserError
 from vidcap.decoder import CaptionDecoder, DecoderConfig
 
 VOCAB, PAD, BOS, EOS = 12, 0, 1, 2
@@ -155,12 +155,24 @@ def test_visual_bias_is_additive_on_the_cross_attention_logits():
 
 def test_pretrained_path_round_trip_gives_identical_logits(tmp_path):
     decoder = make_decoder(seed=6).eval()
-    decoder.decoder.save_pretrained(tmp_path)
+    decoder.decoder.save_pretrained(tmp_path, safe_serialization=True)
+    assert (tmp_path / "model.safetensors").is_file()
     loaded = make_decoder(DecoderConfig(pretrained_path=str(tmp_path)), seed=7).eval()  # sizes come from the files
     loaded.visual_proj.load_state_dict(decoder.visual_proj.state_dict())
     loaded.visual_position.data.copy_(decoder.visual_position.data)
     ids, mask = batch_of(CAPTIONS)
     assert torch.equal(loaded(visual(), ids, mask)[1], decoder(visual(), ids, mask)[1])
+
+
+def test_pickled_pretrained_weights_are_refused(tmp_path):
+    """A directory as `save_pretrained(safe_serialization=False)` leaves it (transformers 4; 5 always writes
+    safetensors): config.json and a pickled pytorch_model.bin, which could run code when loaded."""
+    language_model = make_decoder().decoder
+    language_model.config.save_pretrained(tmp_path)
+    torch.save(language_model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(UserError, match="must be safetensors") as refused:
+        make_decoder(DecoderConfig(pretrained_path=str(tmp_path)))
+    assert "\n" not in str(refused.value)
 
 
 def test_visual_positions_tell_the_decoder_where_a_token_comes_from():

@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from saliency.rundir import RunDir
-from vidcap.cache import FeatureCache
+from saliency.infra.rundir import RunDir
+from vidcap.data.cache import FeatureCache
 from vidcap.cli import main
 
 pytestmark = pytest.mark.slow
@@ -56,8 +56,8 @@ def test_two_gloo_processes_extract_and_train_what_one_process_does(data, tmp_pa
     one, two = RunDir(tmp_path / "one"), RunDir(tmp_path / "two")
     a, b = one.load_train_state()["model"], two.load_train_state()["model"]
     assert set(a) == set(b) and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
-    assert [e["train_loss"] for e in one.load_metrics()["epochs"]] == pytest.approx(
-        [e["train_loss"] for e in two.load_metrics()["epochs"]], rel=1e-5)
+    assert [e["train"]["loss"] for e in one.load_metrics()["epochs"]] == pytest.approx(
+        [e["train"]["loss"] for e in two.load_metrics()["epochs"]], rel=1e-5)
 
     # each process extracted every other video into shards of its own; rank 0 merged the indexes
     single, parallel = only_cache(tmp_path / "cache1"), only_cache(tmp_path / "cache2")

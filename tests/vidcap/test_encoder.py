@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from saliency.errors import UserError
+from saliency.infra.errors import UserError
 from vidcap.encoder import (
     WEIGHTINGS,
     EncoderConfig,

@@ -6,8 +6,8 @@ import pytest
 
 from saliency.cli import main as saliency_main
 from vidcap.cli import main
-from vidcap.datasets import open_caption_dataset
-from vidcap.train import load_captioner
+from vidcap.data.datasets import open_caption_dataset
+from vidcap.run import load_run
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def words(text: str) -> set[str]:
 
 def test_training_loss_falls_well_below_its_start(trained):
     epochs = json.loads((trained / "none" / "metrics.json").read_text())["epochs"]
-    assert epochs[-1]["train_loss"] < 0.75 * epochs[0]["train_loss"]
+    assert epochs[-1]["train"]["loss"] < 0.75 * epochs[0]["train"]["loss"]
     assert (trained / "none" / "log.csv").read_text().count("\n") == len(epochs) + 1
 
 
@@ -61,7 +61,7 @@ def test_resume_continues_the_run_to_more_epochs(trained, capsys):
 
 
 def test_run_directory_reloads_with_its_tokenizer_and_saliency_model(trained):
-    model, config = load_captioner(trained / "with-student")
+    model, config = load_run(trained / "with-student")
     assert config.captioner.saliency.source == "student" and model.front.saliency_model is not None
     assert (trained / "with-student" / "tokenizer.json").is_file()
 

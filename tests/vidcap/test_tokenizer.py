@@ -8,7 +8,7 @@ import pytest
 import tokenizers
 import torch
 
-from saliency.errors import UserError
+from saliency.infra.errors import UserError
 from vidcap.tokenizer import CaptionTokenizer
 
 CAPTIONS = [

@@ -1,33 +1,27 @@
 """Frames for the captioner: probe a video, choose which frames to show it, decode and resize them.
 
-Decoding is decord's (one batched `get_batch` per clip). A file decord cannot read (an AV1 stream, a
-GIF, a damaged index) is transcoded once by ffmpeg to H.264 and the copy is cached, so a dataset
-with a few odd files costs one transcode per file, not one per epoch. Every failure a user's file
-can cause ends in a one-line `UserError` that names the file.
+Decoding is decord's (one batched `get_batch` per clip), opened through `saliency.infra.media`, which
+transcodes a file decord cannot read once and turns every failure a user's file can cause into a one-line
+`UserError` that names the file.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import ffmpeg
 import numpy as np
 import torch
 import torch.nn.functional as F
-from decord import VideoReader, cpu
+from decord import VideoReader
 
-from saliency.errors import ConfigError, UserError
-from saliency.video_files import DECORD_ERRORS, check_file, decord_reason, quiet_stderr
-from vidcap.binaries import ffmpeg_path, ffprobe_path
+from saliency.infra.config import require, require_positive
+from saliency.infra.errors import ConfigError, UserError
+from saliency.infra.media import (DECORD_ERRORS, check_file, decode_with_fallback, ffmpeg_path, ffmpeg_reason,
+                                  ffprobe_path, open_decord, run_ffmpeg)
 
-TRANSCODE_TIMEOUT_S = 600.0  # an ffmpeg transcode that runs longer is treated as a failure
 PROBE_TIMEOUT_S = 120.0
 
 
@@ -42,16 +36,10 @@ class FrameSamplerConfig:
     resize: Literal["center_crop", "stretch"] = "center_crop"  # short side to size then crop, or squash
 
     def __post_init__(self) -> None:
-        if self.n_frames < 1:
-            raise ConfigError(f"frames.n_frames: must be at least 1, got {self.n_frames}")
-        if self.stride < 1:
-            raise ConfigError(f"frames.stride: must be at least 1, got {self.stride}")
-        if len(self.size) != 2 or min(self.size) < 1:
-            raise ConfigError(f"frames.size: expected two positive integers (H, W), got {self.size!r}")
-        if self.mode not in ("segment", "stride"):
-            raise ConfigError(f"frames.mode: {self.mode!r} is not one of 'segment', 'stride'")
-        if self.resize not in ("center_crop", "stretch"):
-            raise ConfigError(f"frames.resize: {self.resize!r} is not one of 'center_crop', 'stretch'")
+        require_positive(self, "n_frames", "stride")
+        require(len(self.size) == 2 and min(self.size) >= 1, "size", f"expected two positive integers (H, W), got {self.size!r}")
+        require(self.mode in ("segment", "stride"), "mode", f"{self.mode!r} is not one of 'segment', 'stride'")
+        require(self.resize in ("center_crop", "stretch"), "resize", f"{self.resize!r} is not one of 'center_crop', 'stretch'")
         self.size = (int(self.size[0]), int(self.size[1]))
 
 
@@ -96,7 +84,7 @@ def _probe_with_ffprobe(path: str) -> VideoInfo:
         try:
             return ffmpeg.probe(path, cmd=ffprobe_path(), **options)
         except ffmpeg.Error as error:
-            reason = _ffmpeg_reason(error.stderr.decode(errors="replace") if error.stderr else "")
+            reason = ffmpeg_reason(error.stderr.decode(errors="replace") if error.stderr else "")
             raise UserError(f"{path}: not a media file ({reason})") from None
 
     report = run()
@@ -151,9 +139,9 @@ def _probe_with_ffmpeg(path: str) -> VideoInfo:
     # `V` (capital) skips attached pictures, so an mp3 with cover art has no video stream.
     command = [ffmpeg_path(), "-hide_banner", "-nostdin", "-i", path, "-map", "0:V:0", "-c", "copy",
                "-f", "null", "-"]
-    stderr = _run_ffmpeg(command, path, PROBE_TIMEOUT_S, what="probing")[1]
+    stderr = run_ffmpeg(command, path, PROBE_TIMEOUT_S, what="probing")[1]
     if "Input #0" not in stderr:
-        raise UserError(f"{path}: not a media file ({_ffmpeg_reason(stderr)})")
+        raise UserError(f"{path}: not a media file ({ffmpeg_reason(stderr)})")
     lines = [m for m in map(_STREAM_LINE.search, stderr.splitlines()) if m and "attached pic" not in m.group(0)]
     if not lines:
         raise UserError(f"{path}: no video stream (audio only or not a video file)")
@@ -163,7 +151,7 @@ def _probe_with_ffmpeg(path: str) -> VideoInfo:
     counts = _FRAME_COUNT.findall(stderr)
     n_frames = int(counts[-1]) if counts else 0
     if n_frames == 0:
-        raise UserError(f"{path}: the video stream has no readable frames ({_ffmpeg_reason(stderr)})")
+        raise UserError(f"{path}: the video stream has no readable frames ({ffmpeg_reason(stderr)})")
     fps_value = float(fps.group(1)) * (1000 if fps.group(2) else 1) if fps else 0.0
     duration_match = _DURATION.search(stderr)
     if duration_match:
@@ -243,26 +231,15 @@ def read_frames(path: str | Path, config: FrameSamplerConfig | None = None, *, n
 def read_clip(path: str | Path, config: FrameSamplerConfig | None = None, *, num_threads: int = 0) -> VideoFrames:
     """`read_frames` plus the indices and times of the frames; `num_threads=0` lets decord choose."""
     config = config or FrameSamplerConfig()
-    path = check_file(path)
-    try:
-        decoded = _decode(path, path, config, num_threads)
-    except DECORD_ERRORS:  # decord cannot read it: an unsupported codec, a damaged or odd container
-        decoded = None
-    if decoded is None:
-        copy = transcode_to_h264(path)
-        try:
-            decoded = _decode(str(copy), path, config, num_threads)
-        except DECORD_ERRORS as error:
-            raise UserError(f"{path}: not a readable video ({decord_reason(error)})") from None
-    frames, indices, times = decoded
+    name = str(path)
+    frames, indices, times = decode_with_fallback(path, lambda source: _decode(source, name, config, num_threads))
     return VideoFrames(frames=resize_frames(frames, config.size, config.resize), indices=indices, times=times)
 
 
 def _decode(source: str, name: str, config: FrameSamplerConfig,
             num_threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode the sampled frames of `source` (reported as `name`): (N, h, w, 3), indices, times."""
-    with quiet_stderr():  # decord logs "ERROR opening: ..." itself before raising; we say it once
-        reader = VideoReader(source, ctx=cpu(0), num_threads=num_threads)
+    reader = open_decord(source, num_threads=num_threads)
     total = len(reader)
     if total < 1:
         raise UserError(f"{name}: the video stream has no frames")
@@ -271,7 +248,7 @@ def _decode(source: str, name: str, config: FrameSamplerConfig,
     if (decode_height, decode_width) != (height, width):
         # Much larger than needed (4K for a 224 crop): let decord's scaler shrink it while decoding,
         # which saves most of the time and memory; the final antialiased resize does the rest.
-        reader = VideoReader(source, ctx=cpu(0), num_threads=num_threads, width=decode_width,
+        reader = open_decord(source, num_threads=num_threads, width=decode_width,
                              height=decode_height)
     try:
         timestamps = reader.get_frame_timestamp(list(range(total)))  # (N, 2) [start, end] seconds
@@ -291,57 +268,17 @@ def _decode(source: str, name: str, config: FrameSamplerConfig,
 def open_video(path: str | Path, max_side: int | None = None, num_threads: int = 0) -> tuple[VideoReader, float]:
     """A decord reader over every frame of `path` (transcoded once if decord can't read it) and its fps;
     frames are decoded with the longer side at most `max_side`."""
-    path = check_file(path)
-    try:
-        return _open_scaled(path, max_side, num_threads)
-    except DECORD_ERRORS:
-        pass
-    try:
-        return _open_scaled(str(transcode_to_h264(path)), max_side, num_threads)
-    except DECORD_ERRORS as error:
-        raise UserError(f"{path}: not a readable video ({decord_reason(error)})") from None
+    return decode_with_fallback(path, lambda source: _open_scaled(source, max_side, num_threads))
 
 
 def _open_scaled(source: str, max_side: int | None, num_threads: int) -> tuple[VideoReader, float]:
-    with quiet_stderr():
-        reader = VideoReader(source, ctx=cpu(0), num_threads=num_threads)
+    reader = open_decord(source, num_threads=num_threads)
     height, width = reader[0].shape[:2]
     if max_side and max(height, width) > max_side:
         scale = max_side / max(height, width)
-        reader = VideoReader(source, ctx=cpu(0), num_threads=num_threads,
+        reader = open_decord(source, num_threads=num_threads,
                              width=max(2, round(width * scale)), height=max(2, round(height * scale)))
     return reader, float(reader.get_avg_fps())
-
-
-class Mp4Writer:
-    """Streams uint8 RGB frames `[n,H,W,3]` (even H and W) into an H.264/yuv420p mp4 through ffmpeg."""
-
-    def __init__(self, path: str | Path, fps: float):
-        self.path, self.fps, self.process = Path(path), fps, None
-
-    def write(self, frames: np.ndarray) -> None:
-        if self.process is None:
-            height, width = frames.shape[1:3]
-            self.process = (
-                ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", r=self.fps)
-                .output(str(self.path), vcodec="libx264", pix_fmt="yuv420p", preset="veryfast", crf=18,
-                        threads=1, flags="+bitexact", fflags="+bitexact", map_metadata=-1)
-                .global_args("-loglevel", "error")
-                .overwrite_output()
-                .run_async(cmd=ffmpeg_path(), pipe_stdin=True, pipe_stderr=True)
-            )
-        self.process.stdin.write(np.ascontiguousarray(frames, np.uint8).tobytes())
-
-    def __enter__(self) -> "Mp4Writer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.process is None:
-            return
-        self.process.stdin.close()
-        stderr = self.process.stderr.read()
-        if self.process.wait() and exc[0] is None:
-            raise UserError(f"{self.path}: ffmpeg failed writing the video ({stderr.decode(errors='replace').strip()[:200]})")
 
 
 def _resized_shape(shape: tuple[int, int], size: tuple[int, int], resize: str) -> tuple[int, int]:
@@ -372,71 +309,3 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int], resize: str = "cent
         frames = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     top, left = (target_h - out_h) // 2, (target_w - out_w) // 2
     return np.ascontiguousarray(frames[:, top:top + out_h, left:left + out_w])
-
-
-# --------------------------------------------------------------------------------------------------
-# Transcoding fallback
-
-
-def transcode_cache_dir() -> Path:
-    """Where transcoded copies live: $VIDCAP_TRANSCODE_CACHE, else <tmp>/vidcap-transcode."""
-    return Path(os.environ.get("VIDCAP_TRANSCODE_CACHE") or Path(tempfile.gettempdir()) / "vidcap-transcode")
-
-
-def transcode_to_h264(path: str | Path, timeout_s: float = TRANSCODE_TIMEOUT_S) -> Path:
-    """An H.264/yuv420p mp4 copy of `path`'s first video stream, cached per path, mtime and size."""
-    path = check_file(path)
-    stat = os.stat(path)
-    key = hashlib.sha1(f"{os.path.abspath(path)}|{stat.st_mtime_ns}|{stat.st_size}".encode()).hexdigest()
-    cache = transcode_cache_dir()
-    target = cache / f"{key}.mp4"
-    if target.is_file() and target.stat().st_size > 0:
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f"{key}.", suffix=".partial.mp4", dir=cache)
-    os.close(handle)
-    partial = Path(name)
-    command = [ffmpeg_path(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", path,
-               "-map", "0:V:0",  # first real video stream (not cover art); no audio or subtitles
-               "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2",  # yuv420p needs even sides: drop an odd row/column
-               "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
-               "-an", "-sn", "-dn", "-f", "mp4", str(partial)]
-    try:
-        returncode, stderr = _run_ffmpeg(command, path, timeout_s, what="transcoding")
-        if returncode or not partial.is_file() or partial.stat().st_size == 0:
-            raise UserError(f"{path}: not a readable video ({_ffmpeg_reason(stderr)})")
-        os.replace(partial, target)  # atomic: a reader never sees half a file
-    finally:
-        partial.unlink(missing_ok=True)
-    return target
-
-
-# --------------------------------------------------------------------------------------------------
-# Small shared pieces
-
-
-def _run_ffmpeg(command: list[str], path: str, timeout_s: float, what: str) -> tuple[int, str]:
-    """(return code, stderr) of an ffmpeg command, a UserError if it runs past `timeout_s`."""
-    try:
-        done = subprocess.run(command, check=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise UserError(f"{path}: not a readable video (ffmpeg {what} took over {timeout_s:g} s)") from None
-    return done.returncode, done.stderr.decode(errors="replace")
-
-
-_REASONS = ("Invalid data found", "partial file", "moov atom not found", "Permission denied", "No such file",
-            "Decoding error", "Unknown encoder", "Unknown decoder", "does not contain any stream")
-
-
-def _ffmpeg_reason(stderr: str) -> str:
-    """The line of ffmpeg's stderr that says why it failed, without its '[demuxer @ 0x..]' prefix."""
-    lines = [re.sub(r"^(\[[^\]]*\]\s*)+", "", line).strip() for line in stderr.splitlines()]
-    lines = [line for line in lines if line and not line.startswith("frame=")]  # progress lines
-    if any("matches no streams" in line for line in lines):
-        return "no video stream"
-    for reason in _REASONS:
-        for line in lines:
-            if reason in line:
-                return line[:200]
-    return lines[-1][:200] if lines else "ffmpeg failed"

@@ -1,6 +1,6 @@
 """The run directory: config, weights, metrics and resumable training state, all written atomically.
 
-Layout (DESIGN.md): `config.yaml`, `model.safetensors`, `metrics.json`,
+Layout (DESIGN.md): `config.yaml`, `model.safetensors`, `metrics.json`, `log.csv`, `curves.png`,
 `train_state.safetensors` + `train_state.json`. Nothing here unpickles anything.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save as save_tensors_bytes
 
-from saliency.config import dump_yaml, from_dict, read_yaml
-from saliency.errors import UserError
+from saliency.infra.config import dump_yaml, from_dict, read_yaml
+from saliency.infra.errors import UserError
 
 T = TypeVar("T")
 
@@ -26,6 +26,7 @@ METRICS = "metrics.json"
 TRAIN_STATE = "train_state.safetensors"
 TRAIN_STATE_META = "train_state.json"
 CURVES = "curves.png"  # training loss and the validation metric per epoch, drawn by the trainers
+LOG = "log.csv"  # one row per epoch: training loss, validation metrics, learning rate
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

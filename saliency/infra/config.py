@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from saliency.errors import ConfigError
+from saliency.infra.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -42,7 +42,32 @@ def from_dict(cls: type[T], data: dict | None, where: str = "config") -> T:
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})")
     values = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
-    return cls(**values)
+    try:
+        return cls(**values)  # the dataclass's own checks (`__post_init__`) run here
+    except InvalidValue as error:
+        raise ConfigError(f"{where}.{error.key}: {error.problem}") from None
+
+
+class InvalidValue(ConfigError):
+    """Raised by a config dataclass's `__post_init__` for one of its keys; `from_dict` adds the key path, so
+    the user reads `FILE.captioner.sampler.n_frames: must be at least 1, got 0`."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key}: {problem}")
+        self.key, self.problem = key, problem
+
+
+def require(condition: bool, key: str, problem: str) -> None:
+    """`InvalidValue(key, problem)` unless `condition` holds: one line per rule in a `__post_init__`."""
+    if not condition:
+        raise InvalidValue(key, problem)
+
+
+def require_positive(config: Any, *keys: str) -> None:
+    """Each named int field of `config` must be at least 1 (sizes, counts, epochs)."""
+    for key in keys:
+        value = getattr(config, key)
+        require(value is None or value >= 1, key, f"must be at least 1, got {value!r}")
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:

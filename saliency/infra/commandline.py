@@ -1,12 +1,14 @@
-"""Plumbing shared by the `saliency` and `vidcap` commands: one-line errors, exit codes, `--set`."""
+"""Plumbing shared by the `saliency` and `vidcap` commands: one-line errors, exit codes, `--set`, and the
+process-wide settings (log levels, threads) that only a command's `main()` may make."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 
-from saliency.errors import UserError
+from saliency.infra.errors import UserError
 
 EXIT_SKIPPED = 1  # finished, but some inputs were unusable and skipped (each named on stderr)
 EXIT_USER_ERROR = 2
@@ -17,7 +19,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, required: bool = False
     """`--config FILE` and repeatable `--set key=value` overrides."""
     parser.add_argument("--config", required=required, metavar="YAML", help="config preset (YAML); defaults fill the rest")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config value, e.g. --set train.epochs=5 (repeatable)")
+                        help="override one config value, e.g. --set optim.epochs=5 (repeatable)")
 
 
 def add_quiet_flag(commands: argparse._SubParsersAction) -> None:
@@ -56,9 +58,27 @@ def report_skipped(command: str, skipped: Sequence[str], what: str = "input") ->
     return EXIT_SKIPPED
 
 
+def set_torch_threads(threads: int) -> None:
+    """Use `threads` CPU threads for torch (0: leave torch's default, all cores)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def configure_process(quiet: bool = False) -> None:
+    """Once per command: library progress messages to stderr (not with --quiet), decord's FFmpeg log silenced
+    (every failure it describes ends in one UserError line)."""
+    import decord
+
+    decord.logging.set_level(decord.logging.QUIET)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="  %(message)s", stream=sys.stderr)
+
+
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
-    """Parse, dispatch to `args.handler(args)`, and turn user mistakes into one line on stderr."""
+    """Parse, set the process up, dispatch to `args.handler(args)`, and turn user mistakes into one line on stderr."""
     args = parser.parse_args(argv)
+    configure_process(quiet=getattr(args, "quiet", False))
     handler: Callable[[argparse.Namespace], int | None] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

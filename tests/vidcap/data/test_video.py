@@ -1,4 +1,4 @@
-"""vidcap.video: which frames are sampled, how they are resized, and how bad files fail.
+"""vidcap.data.video: which frames are sampled, how they are resized, and how bad files fail.
 
 Test videos are made here by piping numpy frames into ffmpeg; frame k is a flat grey of level 6·k, so
 the grey level of a returned frame says which frame it was.
@@ -14,11 +14,12 @@ import decord
 import numpy as np
 import pytest
 
-from saliency.config import from_dict
-from saliency.errors import ConfigError, UserError
-from vidcap import video
-from vidcap.binaries import ffmpeg_path
-from vidcap.video import FrameSamplerConfig, probe, read_clip, read_frames, resize_frames, sample_indices
+from saliency.infra.config import from_dict
+from saliency.infra.errors import ConfigError, UserError
+from saliency.infra import media
+from saliency.infra.media import ffmpeg_path
+from vidcap.data import video
+from vidcap.data.video import FrameSamplerConfig, probe, read_clip, read_frames, resize_frames, sample_indices
 
 H264 = ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
 LEVEL = 6  # grey level step per frame
@@ -213,13 +214,13 @@ def test_center_crop_keeps_the_middle_and_stretch_keeps_the_whole_frame(portrait
 def test_frames_much_larger_than_needed_are_decoded_at_reduced_size(tmp_path, monkeypatch):
     path = write_video(tmp_path / "large.mp4", grey_frames(4, 720, 1280))
     opened = []
-    real_reader = video.VideoReader
+    real_reader = decord.VideoReader
 
     def spy(*args, **kwargs):
         opened.append(kwargs)
         return real_reader(*args, **kwargs)
 
-    monkeypatch.setattr(video, "VideoReader", spy)
+    monkeypatch.setattr(decord, "VideoReader", spy)
     frames = read_frames(path, FrameSamplerConfig(n_frames=2, size=(112, 112)))
     assert frames.shape == (2, 112, 112, 3) and levels(frames).tolist() == [1, 3]
     # Short side 720 → 112 makes the frame 112×199; decoding happens at twice that.
@@ -244,8 +245,8 @@ def undecodable_clip(tmp_path, kind: str) -> str:
 @pytest.mark.parametrize("kind", ["av1-avi", "gif"])
 def test_a_format_decord_cannot_read_is_transcoded_once_and_cached(tmp_path, transcode_cache, monkeypatch, kind):
     path = undecodable_clip(tmp_path, kind)
-    with pytest.raises(video.DECORD_ERRORS):
-        video.VideoReader(path)  # the premise: decord alone fails
+    with pytest.raises(media.DECORD_ERRORS):
+        decord.VideoReader(path)  # the premise: decord alone fails
     config = FrameSamplerConfig(n_frames=4, size=(32, 32))
     assert levels(read_frames(path, config)).tolist() == [2, 7, 12, 17]
     assert len(list(transcode_cache.glob("*.mp4"))) == 1
@@ -253,39 +254,39 @@ def test_a_format_decord_cannot_read_is_transcoded_once_and_cached(tmp_path, tra
     def no_ffmpeg(*args, **kwargs):
         raise AssertionError("transcoded again")
 
-    monkeypatch.setattr(video.subprocess, "run", no_ffmpeg)
+    monkeypatch.setattr(media.subprocess, "run", no_ffmpeg)
     assert levels(read_frames(path, config)).tolist() == [2, 7, 12, 17]
 
 
 def test_fallback_reads_the_transcoded_copy_when_decord_fails_on_the_original(clips, transcode_cache, monkeypatch):
-    real_reader = video.VideoReader
+    real_reader = decord.VideoReader
 
     def reader_failing_on_original(path, *args, **kwargs):
         if os.path.samefile(path, clips["cfr"]):
             raise decord.DECORDError("cannot find video stream")
         return real_reader(path, *args, **kwargs)
 
-    monkeypatch.setattr(video, "VideoReader", reader_failing_on_original)
+    monkeypatch.setattr(decord, "VideoReader", reader_failing_on_original)
     clip = read_clip(clips["cfr"], FrameSamplerConfig(n_frames=4, size=(32, 32)))
     assert levels(clip.frames).tolist() == [5, 15, 25, 35]
     copies = list(transcode_cache.glob("*.mp4"))
-    assert len(copies) == 1 and video.transcode_to_h264(clips["cfr"]) == copies[0]
+    assert len(copies) == 1 and media.transcode_to_h264(clips["cfr"]) == copies[0]
 
 
 def test_a_changed_source_is_transcoded_anew(tmp_path, transcode_cache):
     path = write_video(tmp_path / "clip.mp4", grey_frames(4))
-    first = video.transcode_to_h264(path)
+    first = media.transcode_to_h264(path)
     os.utime(path, ns=(0, os.stat(path).st_mtime_ns + 10**9))
-    assert video.transcode_to_h264(path) != first
+    assert media.transcode_to_h264(path) != first
 
 
 def test_a_transcode_that_hangs_is_stopped_with_a_user_error(clips, transcode_cache, monkeypatch):
     def hang(command, **kwargs):
         raise subprocess.TimeoutExpired(command, kwargs.get("timeout"))
 
-    monkeypatch.setattr(video.subprocess, "run", hang)
+    monkeypatch.setattr(media.subprocess, "run", hang)
     with pytest.raises(UserError, match=r"cfr\.mp4: .*took over 5 s"):
-        video.transcode_to_h264(clips["cfr"], timeout_s=5)
+        media.transcode_to_h264(clips["cfr"], timeout_s=5)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from saliency.errors import DatasetError
-from vidcap import synthetic
-from vidcap.datasets import (
+from saliency.infra.errors import DatasetError
+from vidcap.data import synthetic
+from vidcap.data.datasets import (
     FolderCaptionDataset,
     MsrVttDataset,
     MsvdDataset,

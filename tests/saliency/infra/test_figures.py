@@ -3,7 +3,7 @@ import io
 
 from PIL import Image
 
-from saliency.figures import metric_bars_png, training_curves_png
+from saliency.infra.figures import metric_bars_png, training_curves_png
 
 
 def test_training_curves_are_a_wide_png():

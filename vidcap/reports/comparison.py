@@ -6,14 +6,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from saliency.errors import UserError
-from saliency.rundir import atomic_write_json
-from vidcap.datasets import open_caption_dataset
-from vidcap.document import Block, Figure, Heading, Paragraph, Table, write_report
+from saliency.infra.errors import UserError
+from saliency.infra.rundir import atomic_write_json
+from vidcap.data.datasets import open_caption_dataset
+from vidcap.reports.document import Block, Figure, Heading, Paragraph, Table, write_report
 from vidcap.evaluate import METRIC_KEYS
-from saliency.figures import metric_bars_png
-from vidcap.report import METRIC_LABELS, STAGES, metric_row, sample_ids, stage_seconds
-from vidcap.train import VidcapRunConfig, captioner_run
+from saliency.infra.figures import metric_bars_png
+from vidcap.reports.evaluation import METRIC_LABELS, STAGES, metric_row, sample_ids, stage_seconds
+from vidcap.run import VidcapRunConfig, captioner_run
 
 SAMPLE_CAPTIONS = 6
 

@@ -4,8 +4,8 @@ from typing import Literal, Optional
 
 import pytest
 
-from saliency.config import apply_overrides, dump_yaml, from_dict, load_config, to_dict
-from saliency.errors import ConfigError
+from saliency.infra.config import apply_overrides, dump_yaml, from_dict, load_config, to_dict
+from saliency.infra.errors import ConfigError
 
 
 @dataclass

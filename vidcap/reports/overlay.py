@@ -7,10 +7,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from saliency.errors import UserError
-from saliency.predict import colour_overlay
+from saliency.infra.errors import UserError
+from saliency import colour_overlay
 from vidcap.captioner import VisualFrontEnd, frames_to_tensor
-from vidcap.video import Mp4Writer, open_video
+from saliency.infra.media import Mp4Writer
+from vidcap.data.video import open_video
 
 CHUNK = 32  # frames per saliency batch
 

@@ -2,8 +2,11 @@
 
 Training epochs then read tokens instead of decoding videos. The fingerprint hashes everything that
 shapes the tokens (sampler, encoder, weighting, saliency source and its weights), so changing any of
-them misses the cache instead of silently reusing stale features. Under `torchrun` every process extracts
-its share of the videos into shards of its own, and rank 0 merges their indexes at the end.
+them misses the cache instead of silently reusing stale features. Tokens are stored in float32, the precision
+the decoder trains and infers in, so training sees exactly the tokens `Captioner.caption_files` computes. Shards
+are memory-mapped and read one tensor at a time, so a cache larger than RAM (MSR-VTT) can be trained on. Under
+`torchrun` every process extracts its share of the videos into shards of its own, and rank 0 merges their
+indexes at the end.
 """
 from __future__ import annotations
 
@@ -17,14 +20,15 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
-from saliency import distributed
-from saliency.config import to_dict
-from saliency.errors import UserError
-from saliency.rundir import atomic_write_json, save_safetensors
+from saliency.infra import distributed
+from saliency.infra.config import to_dict
+from saliency.infra.errors import UserError
+from saliency.infra.rundir import atomic_write_json, save_safetensors
 from vidcap.captioner import CaptionerConfig, VisualFrontEnd, frames_to_tensor
-from vidcap.video import read_frames
+from vidcap.data.video import read_frames
 
 SHARD_SIZE = 64  # videos per shard file
+DTYPE = torch.float32  # stored token precision: the decoder's, in training and at inference
 
 
 def file_digest(path: str | Path) -> str:
@@ -37,9 +41,11 @@ def file_digest(path: str | Path) -> str:
 
 
 def extractor_fingerprint(config: CaptionerConfig, encoder_state: dict[str, torch.Tensor]) -> str:
-    """Hash of the front end: its configs, the saliency weights and the (frozen) encoder weights."""
+    """Hash of the front end: its configs, the saliency weights, the (frozen) encoder weights and the stored
+    precision (a cache written in another precision, like the float16 ones of old, is a miss)."""
     digest = hashlib.sha1(json.dumps({"sampler": to_dict(config.sampler), "encoder": to_dict(config.encoder),
-                                      "saliency": to_dict(config.saliency)}, sort_keys=True).encode())
+                                      "saliency": to_dict(config.saliency), "dtype": str(DTYPE)},
+                                     sort_keys=True).encode())
     if config.saliency.source != "none" and config.saliency.run:
         digest.update(file_digest(Path(config.saliency.run) / "model.safetensors").encode())
     for name in sorted(encoder_state):
@@ -50,14 +56,15 @@ def extractor_fingerprint(config: CaptionerConfig, encoder_state: dict[str, torc
 
 class FeatureCache:
     """`<root>/<fingerprint>/`: `extractor.json`, `index.json` (video id → shard) and `shard_*.safetensors`;
-    while several processes extract, also one `index-rank<R>.json` each (their shards, not yet merged)."""
+    while several processes extract, also one `index-rank<R>.json` each (their shards, not yet merged).
+    Shards are opened on first use and kept open (memory-mapped); `get` copies out only the tensors it returns."""
 
     def __init__(self, root: str | Path, fingerprint: str):
         self.folder = Path(root) / fingerprint
         self.index_path = self.folder / "index.json"
         self.index: dict[str, str] = {}
         self.reload()
-        self._open: dict[str, dict[str, torch.Tensor]] = {}
+        self._open: dict[str, safe_open] = {}  # shard name → its open, memory-mapped file
         self._written: dict[str, str] = {}  # this process's entries (video id → shard) since it opened the cache
 
     def reload(self) -> None:
@@ -71,28 +78,27 @@ class FeatureCache:
         return [v for v in video_ids if v not in self.index]
 
     def get(self, video_id: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Tokens `[M,C]` (float32) and the prior bias `[M]` or None."""
+        """Tokens `[M,C]` and the prior bias `[M]` or None, as stored (float32); read from the shard on demand."""
         shard = self.index.get(video_id)
         if shard is None:
             raise KeyError(video_id)
-        if shard not in self._open:
-            with safe_open(str(self.folder / shard), framework="pt") as handle:
-                self._open[shard] = {k: handle.get_tensor(k) for k in handle.keys()}
-        tensors = self._open[shard]
-        bias = tensors.get(f"{video_id}/bias")
-        return tensors[f"{video_id}/tokens"].float(), None if bias is None else bias.float()
+        if shard not in self._open:  # shard files are never rewritten, so an open one stays valid
+            self._open[shard] = safe_open(str(self.folder / shard), framework="pt")
+        handle = self._open[shard]
+        bias = f"{video_id}/bias"
+        return handle.get_tensor(f"{video_id}/tokens"), handle.get_tensor(bias) if bias in handle.keys() else None
 
     def write_shard(self, entries: dict[str, tuple[torch.Tensor, torch.Tensor | None]], extractor: dict,
                     rank: int | None = None) -> None:
-        """Write one shard (float16) and then the index that points at it: a crash leaves the old index valid.
+        """Write one shard (float32) and then the index that points at it: a crash leaves the old index valid.
         A process of several (`rank`) names its shards after its rank and writes its own partial index."""
         suffix = "" if rank is None else f"-rank{rank}"
         name = f"shard_{len(set(self.index.values())):05d}{suffix}.safetensors"  # numbers only grow: never reused
         tensors = {}
         for video_id, (tokens, bias) in entries.items():
-            tensors[f"{video_id}/tokens"] = tokens.to(torch.float16)
+            tensors[f"{video_id}/tokens"] = tokens.to(DTYPE)
             if bias is not None:
-                tensors[f"{video_id}/bias"] = bias.to(torch.float16)
+                tensors[f"{video_id}/bias"] = bias.to(DTYPE)
         save_safetensors(tensors, self.folder / name)
         self.index.update({video_id: name for video_id in entries})
         self._written.update({video_id: name for video_id in entries})

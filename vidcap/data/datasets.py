@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from saliency.errors import DatasetError
+from saliency.infra.errors import DatasetError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv")  # earlier wins when one name has several
 SPLITS = ("train", "val", "test")

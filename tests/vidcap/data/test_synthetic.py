@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from saliency import synthetic as world
-from saliency.errors import UserError
-from vidcap import synthetic
-from vidcap.binaries import ffmpeg_path, ffprobe_path
+from saliency.infra.errors import UserError
+from vidcap.data import synthetic
+from saliency.infra.media import ffmpeg_path, ffprobe_path
 
 H, W, FRAMES, N = 48, 64, 8, 10
 VIDEO_KEYS = {"category", "url", "video_id", "start time", "end time", "split", "id"}

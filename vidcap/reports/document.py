@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from saliency.rundir import atomic_write_bytes, atomic_write_text
+from saliency.infra.rundir import atomic_write_bytes, atomic_write_text
 
 
 @dataclass

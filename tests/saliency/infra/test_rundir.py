@@ -5,8 +5,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from saliency.errors import UserError
-from saliency.rundir import RunDir, atomic_write_text, flatten_state, unflatten_state
+from saliency.infra.errors import UserError
+from saliency.infra.rundir import RunDir, atomic_write_text, flatten_state, unflatten_state
 
 
 @dataclass

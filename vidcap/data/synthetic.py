@@ -15,9 +15,9 @@ import numpy as np
 from tqdm import tqdm
 
 from saliency import synthetic as world
-from saliency.errors import UserError
-from vidcap.binaries import ffmpeg_path
-from vidcap.video import Mp4Writer
+from saliency.infra.errors import UserError
+from saliency.infra.media import ffmpeg_path
+from saliency.infra.media import Mp4Writer
 
 SHAPE_WORDS = {
     "circle": ("circle", "ball", "disc", "dot"),
@@ -160,7 +160,7 @@ def write_msrvtt(out: str | Path, n: int = 50, seed: int = 0, size: tuple[int, i
         world.write_json(out / name, {"info": info,
                                       "videos": [v for v in videos if keep(v["video_id"])],
                                       "sentences": [s for s in sentences if keep(s["video_id"])]})
-    common = {"generator": "vidcap.synthetic", "seed": seed, "size": [height, width]}
+    common = {"generator": "vidcap.data.synthetic", "seed": seed, "size": [height, width]}
     world.write_json(out / world.META_NAME, {**common, "n_frames": n_frames, "fps": fps,
                                              "videos": video_meta})
     world.write_json(out / "saliency" / world.META_NAME, {

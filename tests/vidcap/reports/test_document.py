@@ -3,7 +3,7 @@ import io
 
 from PIL import Image
 
-from vidcap.document import BulletList, Figure, Heading, Paragraph, Table, to_html, to_markdown, write_report
+from vidcap.reports.document import BulletList, Figure, Heading, Paragraph, Table, to_html, to_markdown, write_report
 
 
 def png(colour=(200, 30, 30), size=(8, 6)) -> bytes:

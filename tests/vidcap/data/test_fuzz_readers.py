@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from saliency.config import from_dict
-from saliency.errors import ConfigError, DatasetError, UserError
-from vidcap.datasets import (read_folder_captions, read_msrvtt_annotations, read_msvd_csv, read_msvd_txt,
+from saliency.infra.config import from_dict
+from saliency.infra.errors import ConfigError, DatasetError, UserError
+from vidcap.data.datasets import (read_folder_captions, read_msrvtt_annotations, read_msvd_csv, read_msvd_txt,
                              read_youtube_mapping)
-from vidcap.video import FrameSamplerConfig, sample_indices
+from vidcap.data.video import FrameSamplerConfig, sample_indices
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

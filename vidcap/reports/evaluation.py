@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from saliency.errors import UserError
-from saliency.rundir import CURVES
+from saliency.infra.errors import UserError
+from saliency.infra.rundir import CURVES
 from vidcap.captioner import CaptionerConfig, VisualFrontEnd
-from vidcap.document import Block, BulletList, Figure, Heading, Paragraph, Table, write_report
+from vidcap.reports.document import Block, BulletList, Figure, Heading, Paragraph, Table, write_report
 from vidcap.evaluate import METRIC_KEYS
-from vidcap.overlay import saliency_overlays
-from vidcap.video import read_frames
+from vidcap.reports.overlay import saliency_overlays
+from vidcap.data.video import read_frames
 
 METRIC_LABELS = {"Bleu_1": "BLEU-1", "Bleu_2": "BLEU-2", "Bleu_3": "BLEU-3", "Bleu_4": "BLEU-4",
                  "METEOR": "METEOR", "ROUGE_L": "ROUGE-L", "CIDEr": "CIDEr"}

@@ -1,0 +1,142 @@
+"""What every trainer shares: seeding, the random generators' state, the LR schedule, and bringing a run
+directory to its configured number of epochs."""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from saliency.infra.figures import training_curves_png
+from saliency.infra.rundir import CURVES, LOG, WEIGHTS, RunDir, atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """This process's global generators (torch, numpy, Python `random`), storable in a train state."""
+    _, keys, position, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+            "python": random.getstate()}
+
+
+def restore_rng_state(state: dict, rank: int = 0) -> None:
+    """Set the generators from a train state's per-process list `state["rng"]`, the entry of this `rank`;
+    a rank the state lacks (resuming with more processes) keeps its freshly seeded generators."""
+    saved = state.get("rng") or [{"torch": state["torch_rng"]}]  # train states written before the per-process list
+    if rank >= len(saved):
+        return
+    torch.set_rng_state(saved[rank]["torch"])
+    if "numpy" in saved[rank]:
+        keys, position, has_gauss, gauss = saved[rank]["numpy"]
+        np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+        version, internal, gauss_next = saved[rank]["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+
+
+def continue_training(trainer_class, config, out: str | Path, progress: bool = True) -> dict:
+    """Bring run `out` to `config.optim.epochs`: start it, continue it from its last checkpoint, or, when it
+    is finished, leave it alone. `trainer_class` is SaliencyTrainer or vidcap's CaptionTrainer; returns the
+    run's metrics."""
+    run = RunDir(out)
+    if run.completed_epochs() >= config.optim.epochs and run.file(WEIGHTS).is_file():
+        log.info("%s: already trained, skipped", out)
+        return run.load_metrics()
+    return trainer_class(config, str(out), resume=run.exists() or run.has_train_state(), progress=progress).fit()
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    """LR multiplier: linear warm-up, then cosine decay to 5% of the peak."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+class Checkpoint:
+    """Everything a trainer needs to continue exactly: named `parts` (objects with `state_dict()` and a strict
+    `load_state_dict()`: model, optimiser, scheduler, ...), every process's random generators and the
+    trainer's progress, in one atomic `train_state.safetensors` written by rank 0."""
+
+    def __init__(self, run: RunDir, world, **parts):
+        self.run, self.world, self.parts = run, world, parts
+
+    def save(self, progress: dict, summary: dict) -> None:
+        """Write the parts, the generators of every process and `progress` (epoch, history, ...);
+        `summary` is the readable train_state.json beside it."""
+        rng = self.world.gather(rng_state())
+        if not self.world.is_main:
+            return
+        state = {name: part.state_dict() for name, part in self.parts.items()}
+        self.run.save_train_state({**state, "rng": rng, "progress": progress}, summary)
+
+    def restore(self) -> dict:
+        """Load every part strictly and this process's generators; returns the saved progress."""
+        if self.world.is_main:
+            self.run.discard_partial_writes()
+        state = self.run.load_train_state()
+        for name, part in self.parts.items():
+            part.load_state_dict(state[name])
+        restore_rng_state(state, self.world.rank)
+        return state["progress"]
+
+
+class EpochLog:
+    """Per-epoch records and the best epoch by one validation metric; writes `metrics.json` (one shape for
+    every trainer), `log.csv` and `curves.png` into the run directory."""
+
+    def __init__(self, run: RunDir, select_by: str, higher_is_better: bool = True):
+        self.run, self.select_by, self.higher_is_better = run, select_by, higher_is_better
+        self.history: list[dict] = []
+        self.best = -math.inf  # the best epoch's validation score, oriented so that higher is better
+
+    def score(self, val: dict[str, float]) -> float:
+        return val[self.select_by] if self.higher_is_better else -val[self.select_by]
+
+    def add(self, record: dict) -> bool:
+        """Append `{"epoch", "train": {"loss", ...}, "val": {...}, "lr"}`; True when it is the best epoch so far."""
+        self.history.append(record)
+        score = self.score(record["val"])
+        if score > self.best:
+            self.best = score
+            return True
+        return False
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history, self.best = state["history"], state["best"]
+
+    def metrics(self, seconds: float, **extra) -> dict:
+        """What metrics.json holds: the best epoch's validation scores, every epoch's record, and `extra`."""
+        best = max(self.history, key=lambda record: self.score(record["val"]))
+        return {"final": best["val"], "best_epoch": best["epoch"], "select_by": self.select_by,
+                "epochs": self.history, **extra, "train_seconds_this_session": seconds}
+
+    def write(self, metrics: dict) -> None:
+        """metrics.json, log.csv (epoch, training loss, every validation metric, lr) and curves.png."""
+        self.run.save_metrics(metrics)
+        names = list(self.history[0]["val"])
+        rows = [["epoch", "train_loss", *(f"val_{name}" for name in names), "lr"]]
+        rows += [[r["epoch"], f"{r['train']['loss']:.5f}", *(f"{r['val'][n]:.5f}" for n in names), f"{r['lr']:.3g}"]
+                 for r in self.history]
+        text = io.StringIO()
+        csv.writer(text).writerows(rows)
+        atomic_write_text(self.run.file(LOG), text.getvalue())
+        atomic_write_bytes(self.run.file(CURVES), training_curves_png(
+            [r["epoch"] for r in self.history], [r["train"]["loss"] for r in self.history], self.select_by,
+            [r["val"][self.select_by] for r in self.history], self.higher_is_better, title=self.run.path.name))

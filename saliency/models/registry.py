@@ -1,0 +1,67 @@
+"""The saliency model registry: every family registers its variants here, and `build`/`load` are the one
+way to make a model by name or to open a trained one."""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+from saliency.infra.errors import UserError
+from saliency.infra.rundir import CONFIG, WEIGHTS, RunDir
+from saliency.infra.weights import load_state_strictly
+from saliency.models.components import SaliencyNet
+
+_REGISTRY: dict[str, Callable[..., SaliencyNet]] = {}
+
+
+def register_model(name: str) -> Callable:
+    """Decorator: register a builder `fn(**options) -> SaliencyNet` under `name`."""
+    def decorate(fn: Callable[..., SaliencyNet]) -> Callable[..., SaliencyNet]:
+        assert name not in _REGISTRY, f"model {name!r} registered twice"
+        _REGISTRY[name] = fn
+        return fn
+    return decorate
+
+
+def available_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build(name: str, **options) -> SaliencyNet:
+    """Build registered model `name`; `model.spec` records the name and every option (defaults
+    included) so a run config can rebuild it."""
+    if name not in _REGISTRY:
+        raise UserError(f"unknown model {name!r} (known: {', '.join(available_models())})")
+    signature = inspect.signature(_REGISTRY[name])
+    unknown = sorted(set(options) - set(signature.parameters))
+    if unknown:
+        raise UserError(f"model {name!r} has no option {unknown[0]!r} (options: {', '.join(signature.parameters)})")
+    bound = signature.bind(**options)
+    bound.apply_defaults()
+    model = _REGISTRY[name](**bound.arguments)
+    model.spec = {"name": name, "options": dict(bound.arguments)}
+    return model
+
+
+def build_untrained(name: str, **options) -> SaliencyNet:
+    """`build` with random weights everywhere: no ImageNet file is read for models that would load one
+    (what `load` fills with a run's weights, and what speed measurements time)."""
+    if name in _REGISTRY and "pretrained" in inspect.signature(_REGISTRY[name]).parameters:
+        options = {**options, "pretrained": False}
+    return build(name, **options)
+
+
+def load(run_dir: str | Path) -> SaliencyNet:
+    """Rebuild the model a run directory describes and load its weights strictly; returned in eval mode."""
+    run = RunDir(run_dir).require()
+    where = run.file(CONFIG)
+    spec = run.config_dict().get("model")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise UserError(f"{where}: no valid 'model' section, so not a saliency run "
+                        f"(expected model: {{name: ..., options: {{...}}}})")
+    options = spec.get("options") or {}
+    if not isinstance(options, dict):
+        raise UserError(f"{where}: model.options must be a mapping")
+    model = build_untrained(spec["name"], **options)
+    load_state_strictly(model, run.load_weights(), run.file(WEIGHTS), spec["name"])
+    return model.eval()

@@ -1,0 +1,85 @@
+"""A captioner run: its config (the dataclasses `vidcap train` writes to config.yaml) and `vidcap.load`, the
+one way a trained captioner is opened, mirroring `saliency.load`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from saliency.infra.errors import UserError
+from saliency.infra.rundir import WEIGHTS, RunDir
+from saliency.infra.weights import load_state_strictly
+from vidcap.captioner import Captioner, CaptionerConfig, load_saliency_source
+from vidcap.tokenizer import TOKENIZER_FILE, CaptionTokenizer
+
+SALIENCY_PREFIX = "front.saliency_model."  # the saliency model's weights live in its own run directory
+
+
+@dataclass
+class CaptionDataConfig:
+    root: str = "data/generated/msrvtt"  # MSR-VTT, MSVD or a folder + captions.json
+    kind: str = "auto"
+    train_split: str = "train"
+    val_split: str = "val"
+    cache_dir: str = "runs/feature-cache"  # shared by runs: the fingerprint keeps extractors apart
+    limit: Optional[int] = None  # use only the first N training videos
+
+
+@dataclass
+class CaptionOptimConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    val_beams: int = 1  # greedy validation decoding is fast and ranks epochs like beam search
+    captions_per_video: Optional[int] = None  # (video, caption) pairs per video per epoch; None: all captions
+
+
+@dataclass
+class VidcapRunConfig:
+    """Everything that defines one captioner training run (written to the run's config.yaml)."""
+    data: CaptionDataConfig = field(default_factory=CaptionDataConfig)
+    captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
+    optim: CaptionOptimConfig = field(default_factory=CaptionOptimConfig)
+    seed: int = 0
+    threads: int = 0  # torch CPU threads, set by the CLI; 0 = all cores
+
+
+class CaptionerWeights:
+    """The captioner's own weights (everything but the saliency model's) as one state dict, loaded strictly."""
+
+    def __init__(self, model: Captioner):
+        self.model = model
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.model.state_dict().items() if not k.startswith(SALIENCY_PREFIX)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], where: str | Path = "train state") -> None:
+        load_state_strictly(self.model, state, where, "this captioner", skip_prefix=SALIENCY_PREFIX)
+
+
+def captioner_run(run_dir: str | Path) -> RunDir:
+    """The run directory of a trained captioner, or a one-line UserError saying why it is not one."""
+    run = RunDir(run_dir).require()
+    if not run.file(TOKENIZER_FILE).is_file():
+        raise UserError(f"{run.path}: not a captioner run directory (no {TOKENIZER_FILE}; a saliency run?)")
+    return run
+
+
+def load_run(run_dir: str | Path) -> tuple[Captioner, VidcapRunConfig]:
+    """The trained captioner of a run directory (config, tokenizer, weights) in eval mode, and its config."""
+    run = captioner_run(run_dir)
+    config = run.load_config(VidcapRunConfig)
+    tokenizer = CaptionTokenizer.load(run.file(TOKENIZER_FILE))
+    model = Captioner(config.captioner, tokenizer, load_saliency_source(config.captioner.saliency))
+    CaptionerWeights(model).load_state_dict(run.load_weights(), run.file(WEIGHTS))
+    return model.eval(), config
+
+
+def load(run_dir: str | Path) -> Captioner:
+    """Rebuild a trained captioner from its run directory; strict keys and shapes, safetensors only."""
+    return load_run(run_dir)[0]
