@@ -25,13 +25,13 @@ class SeedRun(Demo):
     """The demo with its captioners trained from another seed, in their own folders."""
 
     def __init__(self, config: DemoConfig, seed: int):
-        self.demo_seed = config.captioner.seed
-        config.captioner.seed = seed
+        self.demo_seed = config.captioning.seed
+        config.captioning.seed = seed
         super().__init__(config, progress=False)
 
     def run_dir(self, name: str) -> Path:
-        if name.startswith("captioner-") and self.config.captioner.seed != self.demo_seed:
-            return self.out / "seeds" / f"seed{self.config.captioner.seed}" / name
+        if name.startswith("captioner-") and self.config.captioning.seed != self.demo_seed:
+            return self.out / "seeds" / f"seed{self.config.captioning.seed}" / name
         return super().run_dir(name)
 
 

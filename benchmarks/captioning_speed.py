@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from saliency.infra.config import load_config
-from saliency.models import build
+from saliency.models import build_untrained
 from saliency.infra.rundir import atomic_write_json
-from vidcap.captioner import Captioner
+from vidcap.captioner import Captioner, with_saliency
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.reports.evaluation import STAGES
 from vidcap.data.synthetic import write_msrvtt, write_test_pattern
@@ -33,12 +33,11 @@ SALIENCY = ["none", "teacher-vgg16", "teacher-resnet50", "teacher-densenet121", 
 
 def captioner(config: VidcapRunConfig, tokenizer: CaptionTokenizer, saliency: str) -> Captioner:
     """The preset captioner with `saliency` maps (a registry name, random weights) or none."""
-    captioner_config = config.captioner
-    captioner_config.encoder.pretrained = False
-    captioner_config.encoder.weighting = "none" if saliency == "none" else "residual"
-    captioner_config.saliency.source = "none" if saliency == "none" else ("student" if saliency == "student" else "teacher")
+    config.captioner.encoder.pretrained = False
+    source = "none" if saliency == "none" else ("student" if saliency == "student" else "teacher")
+    captioner_config = with_saliency(config.captioner, source, weighting="residual")
     torch.manual_seed(0)  # the same encoder and decoder weights in every row
-    model = build(saliency).eval() if saliency != "none" else None
+    model = build_untrained(saliency).eval() if saliency != "none" else None
     return Captioner(captioner_config, tokenizer, model).eval()
 
 
@@ -76,7 +75,7 @@ def main() -> None:
         write_msrvtt(Path(folder) / "synthetic", n=max(10, args.videos), size=(120, 160), n_frames=32, progress=False)
         data = open_caption_dataset(Path(folder) / "synthetic", split="train")
         tokenizer = CaptionTokenizer.build([c for item in data.items for c in item.captions], min_count=1,
-                                           max_length=config.captioner.tokenizer.max_length)
+                                           max_length=config.captioner.max_length)
         clips = {"synthetic 120x160, 32 frames": [item.path for item in data.items[:args.videos]],
                  f"generated 720p, {args.seconds:.0f} s": [write_test_pattern(Path(folder) / "clip720p.mp4", (720, 1280),
                                                                               args.seconds, 30.0)]}

@@ -83,7 +83,9 @@ def _predict(args: argparse.Namespace) -> int:
 
     model, size = _model_and_size(args)
     skipped = predict_paths(model, args.inputs, args.out, size, every=args.every, max_frames=args.max_frames, progress=not args.quiet)
-    return report_skipped("saliency predict", skipped)
+    for _, reason in skipped:
+        print(f"saliency predict: skipped {reason}", file=sys.stderr)
+    return report_skipped("saliency predict", [path for path, _ in skipped])
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from saliency.infra.config import require, require_positive
 from saliency.infra.errors import ConfigError
 
 
@@ -168,6 +169,18 @@ class DistillConfig:
     # structure (Johnson–Lindenstrauss). None matches the full teacher width.
     matched_width: Optional[int] = 256
 
+    def __post_init__(self) -> None:
+        for term in (*TERMS, "ground_truth"):
+            require(getattr(self, term) >= 0, term, f"weight must be >= 0, got {getattr(self, term)}")
+        require(self.second_order in ("gram", "covariance"), "second_order",
+                f"{self.second_order!r} is not 'gram' or 'covariance'")
+        require(len(set(self.stages)) == len(self.stages), "stages", f"repeated stage in {self.stages}")
+        require(bool(self.stages) or not any(getattr(self, t) != 0 for t in FEATURE_TERMS), "stages",
+                "empty, but feature terms are switched on")
+        require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        require(min(self.similarity_size) >= 1, "similarity_size", f"must be positive, got {self.similarity_size}")
+        require_positive(self, "matched_width")
+
     @classmethod
     def preset(cls, name: str) -> "DistillConfig":
         """A named ablation: "statistics" (first + second order + output, the default), "first-order",
@@ -221,24 +234,8 @@ class Distiller(nn.Module):
             raise ConfigError(
                 f"distill.stages: unknown stage {bad[0]} (valid: 0..{len(teacher_channels) - 1})"
             )
-        if len(set(config.stages)) != len(config.stages):
-            raise ConfigError(f"distill.stages: repeated stage in {config.stages}")
-        weights = {t: getattr(config, t) for t in (*TERMS, "ground_truth")}
-        negative = [t for t, w in weights.items() if w < 0]
-        if negative:
-            raise ConfigError(f"distill.{negative[0]}: weight must be >= 0, got {weights[negative[0]]}")
-        if config.second_order not in ("gram", "covariance"):
-            raise ConfigError(f"distill.second_order: {config.second_order!r} is not 'gram' or 'covariance'")
-        if config.temperature <= 0:
-            raise ConfigError(f"distill.temperature: must be > 0, got {config.temperature}")
-        if min(config.similarity_size) < 1:
-            raise ConfigError(f"distill.similarity_size: must be positive, got {config.similarity_size}")
-        if self.needs_features and not config.stages:
-            raise ConfigError("distill.stages: empty, but feature terms are switched on")
         self.student_channels = list(student_channels)
         self.teacher_channels = list(teacher_channels)
-        if config.matched_width is not None and config.matched_width < 1:
-            raise ConfigError(f"distill.matched_width: must be positive or null, got {config.matched_width}")
         needs_adapter = any(getattr(config, t) != 0 for t in ADAPTED_TERMS)
         stages = config.stages if needs_adapter else []
         widths = {s: min(teacher_channels[s], config.matched_width or teacher_channels[s]) for s in stages}
@@ -321,8 +318,3 @@ class Distiller(nn.Module):
         widths = [f.shape[1] for f in features]
         if widths != channels:
             raise ValueError(f"{who} feature widths {widths} != the {channels} this Distiller was built for")
-
-    @staticmethod
-    def total(parts: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Sum of the weighted terms returned by `forward` (a 0-d zero when there are none)."""
-        return sum(parts.values(), torch.zeros(()))

@@ -1,7 +1,6 @@
 """Saliency maps for images, folders and videos: a grayscale PNG map and a colour overlay per image or frame."""
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,10 +81,10 @@ def write_outputs(image: np.ndarray, probability: np.ndarray, stem: Path) -> Non
 
 
 def predict_paths(model: torch.nn.Module, inputs: list[str], out: str | Path, size: tuple[int, int],
-                  every: int = 1, max_frames: int | None = None, progress: bool = True) -> list[str]:
-    """Write maps for every input; returns the inputs skipped (each reported on stderr in one line)."""
+                  every: int = 1, max_frames: int | None = None, progress: bool = True) -> list[tuple[str, str]]:
+    """Write maps for every input; returns (input, one-line reason) for each input skipped."""
     out = Path(out)
-    skipped: list[str] = []
+    skipped: list[tuple[str, str]] = []
     model.eval()
     for path in tqdm(expand_inputs(inputs), desc="predicting", disable=not progress):
         try:
@@ -98,6 +97,5 @@ def predict_paths(model: torch.nn.Module, inputs: list[str], out: str | Path, si
                 image = read_image(path)
                 write_outputs(image, predict_maps(model, [image], size)[0], out / path.stem)
         except UserError as error:
-            print(f"saliency predict: skipped {error}", file=sys.stderr)
-            skipped.append(str(path))
+            skipped.append((str(path), str(error)))
     return skipped

@@ -18,13 +18,14 @@ from tqdm import tqdm
 from saliency.infra import distributed
 from saliency.data import SaliencyTorchDataset, SaliencyTransform, open_dataset
 from saliency.distill import DistillConfig, Distiller
+from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
 from saliency.evaluate import evaluate_model
 from saliency.losses import LossConfig, SaliencyLoss
 from saliency.metrics import METRICS
 from saliency.models import build, load
 from saliency.infra.rundir import RunDir
-from saliency.infra.training import Checkpoint, EpochLog, seed_everything, warmup_cosine
+from saliency.infra.training import Checkpoint, EpochLog, seed_everything, validate_optimiser, warmup_cosine
 
 
 @dataclass
@@ -47,6 +48,13 @@ class DataConfig:
     workers: int = 0
     limit: Optional[int] = None  # use only the first N training images (quick experiments)
 
+    def __post_init__(self) -> None:
+        require_positive(self, "batch_size", "limit")
+        require(len(self.size) == 2 and min(self.size) >= 1, "size", f"expected two positive integers (H, W), got {self.size!r}")
+        require(0 <= self.hflip <= 1, "hflip", f"a probability in [0, 1], got {self.hflip}")
+        require(self.scale_jitter >= 0, "scale_jitter", f"must be >= 0, got {self.scale_jitter}")
+        require(self.workers >= 0, "workers", f"must be >= 0, got {self.workers}")
+
 
 @dataclass
 class OptimConfig:
@@ -55,6 +63,9 @@ class OptimConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     grad_clip: float = 5.0
+
+    def __post_init__(self) -> None:
+        validate_optimiser(self)
 
 
 @dataclass
@@ -70,6 +81,11 @@ class SaliencyRunConfig:
     threads: int = 0  # torch CPU threads; 0 = all cores
     val_metrics: list[str] = field(default_factory=lambda: ["CC", "KLD", "NSS", "SIM", "AUC_Judd"])
     select_by: str = "CC"  # validation metric that picks model.safetensors
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.val_metrics if name not in METRICS]
+        require(not unknown, "val_metrics", f"unknown metric {unknown[0] if unknown else ''!r} (known: {', '.join(METRICS)})")
+        require(self.select_by in self.val_metrics, "select_by", f"{self.select_by!r} must be one of val_metrics {self.val_metrics}")
 
 
 def open_split(config: SaliencyRunConfig, split: str):
@@ -114,8 +130,6 @@ class SaliencyTrainer:
         self.world = distributed.current()
         self.progress = progress and self.world.is_main
         resume = self.run.prepare(resume)
-        if config.select_by not in config.val_metrics:
-            raise UserError(f"select_by {config.select_by!r} must be one of val_metrics {config.val_metrics}")
         seed_everything(config.seed)
         device = self.world.device
         self.model = build(config.model.name, **config.model.options).to(device)

@@ -1,5 +1,6 @@
-"""Fixtures shared by the saliency and vidcap tests: one torch thread for tiny models, and a folder of
-good, odd and broken media files."""
+"""Fixtures shared by the saliency and vidcap tests: one torch thread for tiny models, a folder of good,
+odd and broken media files, a training run that SIGKILLs itself after a checkpoint, and a command-line
+runner with its one-line-error check."""
 from __future__ import annotations
 
 import json
@@ -7,14 +8,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from importlib import import_module
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from vidcap.binaries import ffmpeg_path
+from saliency.infra.media import ffmpeg_path
+from saliency.infra.rundir import TRAIN_STATE_META, RunDir
 
 H264 = ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
 
@@ -28,25 +30,79 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _train_and_kill(module: str, args: list[str], out, epochs: int) -> None:
-    """Run `python -m <module> train ARGS --out OUT` and SIGKILL it once its first epoch's checkpoint is on disk."""
-    process = subprocess.Popen([sys.executable, "-m", module, "train", *map(str, args), "--out", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    summary, deadline = out / "train_state.json", time.monotonic() + 300
-    while not (summary.is_file() and json.loads(summary.read_text())["epoch"] >= 1):
-        assert process.poll() is None, process.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
-    assert json.loads(summary.read_text())["epoch"] < epochs  # it was killed mid-run
+# The child that the SIGKILL tests run: `python -c KILL_DRIVER MODULE N ARGS...` is `python -m MODULE ARGS...`,
+# except that the process SIGKILLs itself the moment its Nth checkpoint is on disk. Both trainers checkpoint
+# through `Checkpoint.save` → `RunDir.save_train_state`, so the kill lands at the same point on any machine,
+# however fast: no polling, no race with the end of the run.
+KILL_DRIVER = """
+import os, signal, sys
+from importlib import import_module
+from saliency.infra.rundir import RunDir
+
+module, checkpoints, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+save_train_state, saved = RunDir.save_train_state, []
+
+def save_then_die(self, *args, **kwargs):
+    save_train_state(self, *args, **kwargs)
+    saved.append(None)
+    if len(saved) == checkpoints:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+RunDir.save_train_state = save_then_die
+sys.exit(import_module(module).main(argv))
+"""
+
+
+def _train_and_kill(module: str, args: list[str], out, epochs: int, checkpoints: int = 1) -> None:
+    """Run `<module> train ARGS --out OUT` (module: `saliency.cli` or `vidcap.cli`) in a child process that
+    SIGKILLs itself right after writing its `checkpoints`-th checkpoint (epoch `checkpoints` of `epochs`)."""
+    assert 1 <= checkpoints < epochs, "the kill must come before the run ends"
+    command = [sys.executable, "-c", KILL_DRIVER, module, str(checkpoints), "train", *map(str, args), "--out", str(out)]
+    # The timeout only guards against a hang; it is no speed figure.
+    process = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert process.returncode == -signal.SIGKILL, (process.returncode, process.stderr.decode()[-2000:])
+    assert json.loads((out / TRAIN_STATE_META).read_text())["epoch"] == checkpoints
+    assert RunDir(out).load_train_state()["progress"]["epoch"] == checkpoints  # killed mid-run, checkpoint whole
 
 
 @pytest.fixture
 def kill_after_first_checkpoint():
-    """`(module, args, out, epochs)`: the real training command, SIGKILLed right after its first checkpoint."""
+    """`(module, args, out, epochs, checkpoints=1)`: the real training command, SIGKILLed by itself right
+    after its first (or `checkpoints`-th) checkpoint, before `epochs` are done."""
     return _train_and_kill
+
+
+class Cli:
+    """`PROGRAM ARGS` run in this process through `PROGRAM.cli.main`, its output captured by capsys."""
+
+    def __init__(self, program: str, capsys, preceded_by: tuple[str, ...] = ()):
+        self.program, self.capsys, self.preceded_by = program, capsys, tuple(preceded_by)
+        self.main = import_module(f"{program}.cli").main
+
+    def __call__(self, *args) -> tuple[int, str, str]:
+        """Exit status, stdout and stderr of `PROGRAM ARGS`; a traceback on stderr fails the test."""
+        self.capsys.readouterr()
+        code = self.main([str(arg) for arg in args])
+        out, err = self.capsys.readouterr()
+        assert "Traceback" not in err
+        return code, out, err
+
+    def assert_one_line_error(self, err: str, *parts: str) -> None:
+        """stderr ends in a single `PROGRAM: error: ...` line holding every part; any line before it must start
+        with one of the `preceded_by` prefixes (none allowed by default: the error is all of stderr)."""
+        lines = err.strip().splitlines()
+        assert lines, "nothing on stderr"
+        *before, error = lines
+        assert error.startswith(f"{self.program}: error: ") and all(part in error for part in parts), (parts, err)
+        assert all(any(line.startswith(prefix) for prefix in self.preceded_by) for line in before), err
+
+
+@pytest.fixture
+def cli(capsys):
+    """`cli(program, preceded_by=())` → a `Cli`: `run(*args)` gives (exit status, stdout, stderr) of
+    `program ARGS` in this process, `run.assert_one_line_error(err, *parts)` checks a one-line error."""
+    return lambda program, preceded_by=(): Cli(program, capsys, preceded_by)
 
 
 def encode(path, frames: np.ndarray, codec=H264, fps: int = 8) -> None:

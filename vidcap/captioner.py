@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from saliency.infra.config import require_positive
 from saliency.infra.errors import UserError
 from saliency import load as load_saliency_model
 from vidcap.decoder import CaptionDecoder, DecoderConfig
@@ -31,8 +32,10 @@ class SaliencySourceConfig:
 
 @dataclass
 class TokenizerConfig:
-    min_count: int = 2
-    max_length: int = 20
+    min_count: int = 2  # words seen fewer times in the training captions become [UNK]
+
+    def __post_init__(self) -> None:
+        require_positive(self, "min_count")
 
 
 @dataclass
@@ -43,8 +46,32 @@ class CaptionerConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     num_beams: int = 3
-    max_length: int = 20
+    max_length: int = 20  # longest caption in words: training captions are cut there, generation stops there
     length_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        require_positive(self, "num_beams", "max_length")
+
+    @property
+    def max_positions(self) -> int:
+        """Decoder positions a caption needs: BOS, `max_length` words, EOS."""
+        return self.max_length + 2
+
+
+def with_saliency(config: CaptionerConfig, source: str, run: str | None = None,
+                  weighting: str | None = None) -> CaptionerConfig:
+    """`config` taking its maps from `source` (a saliency `run` directory for teacher/student), weighted by
+    `weighting` (default: the config's). The one rule: source `none` means weighting `none`; any other source
+    needs a weighting that uses the maps."""
+    if source == "none":
+        return replace(config, saliency=replace(config.saliency, source="none", run=None),
+                       encoder=replace(config.encoder, weighting="none"))
+    weighting = weighting or config.encoder.weighting
+    if weighting == "none":
+        raise UserError(f"saliency {source} with encoder.weighting=none would ignore the maps; "
+                        "pick multiply, residual, pool or prior")
+    return replace(config, saliency=replace(config.saliency, source=source, run=run or config.saliency.run),
+                   encoder=replace(config.encoder, weighting=weighting))
 
 
 def frames_to_tensor(frames) -> Tensor:
@@ -114,14 +141,15 @@ class Captioner(nn.Module):
         self.tokenizer = tokenizer
         self.front = VisualFrontEnd(config, saliency_model)
         self.decoder = CaptionDecoder(config.decoder, vocab_size=tokenizer.vocab_size, visual_dim=self.front.out_channels,
-                                      pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
+                                      pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
+                                      max_positions=config.max_positions)
 
     @torch.no_grad()
     def generate(self, tokens: Tensor, bias: Tensor | None, num_beams: int | None = None, **generate_kwargs) -> list[str]:
         """Captions for visual tokens `[B,M,C]` by beam search (`num_beams=1`: greedy); `generate_kwargs` go to
         HF `generate()` (benchmarks pass `min_new_tokens` so every caption costs the same)."""
         ids = self.decoder.generate(tokens, visual_bias=bias, num_beams=num_beams or self.config.num_beams,
-                                    max_length=self.config.max_length + 2, length_penalty=self.config.length_penalty,
+                                    max_length=self.config.max_length + 1, length_penalty=self.config.length_penalty,
                                     **generate_kwargs)
         return [self.tokenizer.decode(row.tolist()) for row in ids]
 

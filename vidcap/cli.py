@@ -22,22 +22,16 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _run_config(args: argparse.Namespace):
     """Preset ← `--set` overrides ← `--saliency`/`--saliency-model` (resume: the run's own config)."""
+    from dataclasses import replace
+
     from saliency.infra.config import load_config
+    from vidcap.captioner import with_saliency
     from vidcap.run import VidcapRunConfig
 
     resuming = getattr(args, "resume", False) and not args.config and (Path(args.out) / "config.yaml").is_file()
     config = load_config(VidcapRunConfig, Path(args.out) / "config.yaml" if resuming else args.config, args.overrides)
-    saliency = config.captioner.saliency
-    if args.saliency:
-        saliency.source = args.saliency
-    if args.saliency_model:
-        saliency.run = args.saliency_model
-    if saliency.source == "none":
-        config.captioner.encoder.weighting = "none"
-    elif config.captioner.encoder.weighting == "none":
-        raise UserError(f"--saliency {saliency.source} with encoder.weighting=none would ignore the maps; "
-                        "pick multiply, residual, pool or prior")
-    return config
+    source = args.saliency or config.captioner.saliency.source
+    return replace(config, captioner=with_saliency(config.captioner, source, args.saliency_model))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -51,44 +45,30 @@ def _train(args: argparse.Namespace) -> int:
         metrics = trainer.fit()
     if world.is_main:
         print(json.dumps({"run": args.out, "best_epoch": metrics["best_epoch"], "val": metrics["final"]}, indent=2))
-    skipped = [video for video, _ in trainer.skipped]
-    if not world.is_main:  # the same exit status everywhere, the list printed once
-        return EXIT_SKIPPED if skipped else 0
-    return report_skipped("vidcap train", skipped, "video")
+    if not world.is_main:  # the same exit status everywhere, the lists printed once
+        return EXIT_SKIPPED if trainer.skipped else 0
+    return _report_skipped_videos("vidcap train", trainer.skipped)
 
 
 def _extract(args: argparse.Namespace) -> int:
     from saliency.infra import distributed
-    from vidcap.data.cache import FeatureCache, extract_features, extractor_fingerprint
-    from vidcap.captioner import VisualFrontEnd, load_saliency_source
-    from vidcap.data.datasets import open_caption_dataset
-
-    import torch
+    from vidcap.data.cache import extract_splits
 
     config = _run_config(args)
     set_torch_threads(config.threads)
     with distributed.session() as world:  # under torchrun: each process extracts its share of the videos
-        torch.manual_seed(config.seed)  # a randomly initialised encoder is then the one `vidcap train` builds
-        front = VisualFrontEnd(config.captioner, load_saliency_source(config.captioner.saliency)).to(world.device)
-        fingerprint = extractor_fingerprint(config.captioner, front.encoder.state_dict())
-        cache = FeatureCache(config.data.cache_dir, fingerprint)
-        skipped, cached_before, listed = [], len(cache.index), 0
-        for split in args.splits.split(","):
-            dataset = open_caption_dataset(config.data.root, kind=config.data.kind, split=split)
-            listed += len(dataset.items)
-            if world.is_main:
-                print(dataset.report())
-            skipped += extract_features(front, {i.video_id: i.path for i in dataset.items}, cache,
-                                        {"fingerprint": fingerprint}, progress=not args.quiet)
-    if not listed:
-        raise UserError(f"{config.data.root}: no usable videos in the {args.splits} split(s)")
-    if world.is_main:
-        print(f"feature cache {cache.folder}: {len(cache.index)} videos ({len(cache.index) - cached_before} newly extracted)")
-    if skipped:
-        if world.is_main:
-            print(f"vidcap extract: {len(skipped)} video(s) skipped: {', '.join(v for v, _ in skipped)}")
-        return 1
-    return 0
+        result = extract_splits(config, args.splits.split(","), progress=not args.quiet)
+    if not world.is_main:  # the same exit status everywhere, the lists printed once
+        return EXIT_SKIPPED if result.skipped else 0
+    print(f"feature cache {result.folder}: {result.videos} videos ({result.new} newly extracted)")
+    return _report_skipped_videos("vidcap extract", result.skipped)
+
+
+def _report_skipped_videos(command: str, skipped: list[tuple[str, str]]) -> int:
+    """One line per video a command could not read, then the closing list; the exit status."""
+    for _, reason in skipped:
+        print(f"{command}: skipped {reason}", file=sys.stderr)
+    return report_skipped(command, [video for video, _ in skipped], "video")
 
 
 def _caption(args: argparse.Namespace) -> int:
@@ -120,6 +100,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     metrics = evaluate_split(args.model, args.split, predictions_file=args.predictions, per_video=args.per_video,
                              data_root=args.data, progress=not args.quiet)
+    for entry in metrics["skipped"]:
+        if entry["reason"] != "no prediction":
+            print(f"vidcap eval: skipped {entry['reason']}", file=sys.stderr)
     print(format_metrics(metrics))
     print(f"wrote {Path(args.model) / 'eval' / args.split}/")
     return report_skipped("vidcap eval", [entry["video_id"] for entry in metrics["skipped"]], "video")
@@ -137,10 +120,13 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from saliency.infra.config import load_config
-    from vidcap.demo import DemoConfig, run_demo
+    from vidcap.demo import Demo, DemoConfig, format_summary
 
     config = load_config(DemoConfig, args.config, args.overrides)
-    run_demo(config, skip=tuple(args.skip.split(",")) if args.skip else (), progress=not args.quiet)
+    summary = Demo(config, skip=tuple(args.skip.split(",")) if args.skip else (), progress=not args.quiet).run()
+    print(format_summary(summary))
+    print(f"total {summary['seconds_this_run']['total'] / 60:.1f} min; wrote {Path(config.out) / 'summary.json'} and "
+          f"{Path(config.out) / 'report.html'}")
     return 0
 
 

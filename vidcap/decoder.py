@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoConfig, GPT2Config, GPT2LMHeadModel
 
+from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
 
 IGNORE = -100  # target id that cross-entropy skips
@@ -35,19 +36,24 @@ class DecoderConfig:
     heads: int = 4  # attention heads; must divide hidden_size
     intermediate_size: int = 1024  # MLP width
     dropout: float = 0.1  # on embeddings, residuals and attention weights
-    max_positions: int = 32  # learned positions: BOS + the longest caption must fit
     visual_positions: int = 1024  # learned positions of the visual tokens (frame-major, then row, column)
     pretrained_path: str | None = None  # local `save_pretrained` directory; overrides the sizes above
     label_smoothing: float = 0.1  # of the teacher-forcing cross-entropy
 
+    def __post_init__(self) -> None:
+        require_positive(self, "hidden_size", "layers", "heads", "intermediate_size", "visual_positions")
+        require(self.pretrained_path is not None or self.hidden_size % self.heads == 0, "hidden_size",
+                f"{self.hidden_size} is not a multiple of heads {self.heads}")
+        require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
 
-def build_language_model(config: DecoderConfig, vocab_size: int, bos_id: int, eos_id: int) -> GPT2LMHeadModel:
-    """A GPT-2 LM with cross-attention: from `config` (random init) or from `config.pretrained_path`
-    (local safetensors files only; cross-attention layers it lacks are freshly initialised)."""
+
+def build_language_model(config: DecoderConfig, vocab_size: int, bos_id: int, eos_id: int,
+                         max_positions: int) -> GPT2LMHeadModel:
+    """A GPT-2 LM with cross-attention and `max_positions` learned positions: from `config` (random init) or
+    from `config.pretrained_path` (local safetensors files only; cross-attention layers it lacks are freshly
+    initialised; it must have at least `max_positions` positions)."""
     if config.pretrained_path is None:
-        if config.hidden_size % config.heads:
-            raise UserError(f"decoder hidden_size {config.hidden_size} is not a multiple of heads {config.heads}")
-        gpt = GPT2Config(vocab_size=vocab_size, n_positions=config.max_positions, n_embd=config.hidden_size,
+        gpt = GPT2Config(vocab_size=vocab_size, n_positions=max_positions, n_embd=config.hidden_size,
                          n_layer=config.layers, n_head=config.heads, n_inner=config.intermediate_size,
                          resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
                          add_cross_attention=True, bos_token_id=bos_id, eos_token_id=eos_id)
@@ -70,6 +76,9 @@ def build_language_model(config: DecoderConfig, vocab_size: int, bos_id: int, eo
         raise UserError(f"{path}: cannot load the decoder ({str(error).splitlines()[0]})") from None
     if gpt.vocab_size != vocab_size:
         raise UserError(f"{path}: decoder vocabulary has {gpt.vocab_size} tokens, the tokenizer {vocab_size}")
+    if gpt.n_positions < max_positions:
+        raise UserError(f"{path}: decoder has {gpt.n_positions} positions, captions need {max_positions} "
+                        f"(captioner.max_length + 2)")
     return model
 
 
@@ -80,11 +89,11 @@ class CaptionDecoder(nn.Module):
     """
 
     def __init__(self, config: DecoderConfig, vocab_size: int, visual_dim: int, pad_id: int, bos_id: int,
-                 eos_id: int):
+                 eos_id: int, max_positions: int):
         super().__init__()
         self.config = config
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
-        self.decoder = build_language_model(config, vocab_size, bos_id, eos_id)
+        self.decoder = build_language_model(config, vocab_size, bos_id, eos_id, max_positions)
         width = self.decoder.config.n_embd
         self.visual_proj = nn.Sequential(nn.Linear(visual_dim, width), nn.LayerNorm(width))
         # Cross-attention is blind to order: without these the decoder could not tell which frame or

@@ -8,6 +8,7 @@ interrupted training run from its last checkpoint, so the demo can be stopped an
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,10 @@ from vidcap.reports.evaluation import METRIC_LABELS
 from vidcap.split_evaluation import evaluate_split
 from vidcap.data.synthetic import write_msrvtt
 from vidcap.run import VidcapRunConfig, load_run
+from vidcap.captioner import with_saliency
 from vidcap.train import CaptionTrainer
+
+log = logging.getLogger(__name__)
 
 SALIENCY_SOURCES = ("none", "teacher", "student")
 STAGES = ("world", "teacher", "student", "student-no-kd", "captioners", "evaluate", "report")
@@ -48,7 +52,7 @@ class DemoConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     teacher: SaliencyRunConfig = field(default_factory=SaliencyRunConfig)
     student: SaliencyRunConfig = field(default_factory=SaliencyRunConfig)  # distilled from the teacher
-    captioner: VidcapRunConfig = field(default_factory=VidcapRunConfig)  # shared by all three; saliency set per run
+    captioning: VidcapRunConfig = field(default_factory=VidcapRunConfig)  # shared by all three; saliency set per run
     weighting: str = "residual"  # encoder.weighting of the captioners that use saliency
     eval_split: str = "test"
 
@@ -75,27 +79,25 @@ class Demo:
         return config
 
     def captioner_config(self, source: str) -> VidcapRunConfig:
-        config = copy.deepcopy(self.config.captioner)
+        config = copy.deepcopy(self.config.captioning)
         config.data.root = str(self.data)
         config.data.cache_dir = str(self.out / "feature-cache")
-        config.captioner.saliency.source = source
-        config.captioner.saliency.run = None if source == "none" else str(self.run_dir(source))
-        config.captioner.encoder.weighting = "none" if source == "none" else self.config.weighting
+        config.captioner = with_saliency(config.captioner, source, str(self.run_dir(source)), self.config.weighting)
         return config
 
     def stage(self, name: str, work: Callable[[], None]) -> None:
         index = STAGES.index(name) + 1
         if name in self.skip:
-            print(f"[{index}/{len(STAGES)}] {name}: skipped (--skip)")
+            log.info("[%d/%d] %s: skipped (--skip)", index, len(STAGES), name)
             return
-        print(f"[{index}/{len(STAGES)}] {name}")
+        log.info("[%d/%d] %s", index, len(STAGES), name)
         started = time.perf_counter()
         work()
         self.seconds[name] = time.perf_counter() - started
 
     def world(self) -> None:
         if (self.data / "synthetic_meta.json").is_file():
-            print(f"  {self.data}: already generated, skipped")
+            log.info("%s: already generated, skipped", self.data)
             return
         world = self.config.world
         write_msrvtt(self.data, n=world.videos, seed=world.seed, size=tuple(world.size), n_frames=world.frames,
@@ -121,12 +123,12 @@ class Demo:
             run = self.run_dir(f"captioner-{source}")
             metrics = evaluate_split(run, self.config.eval_split, progress=self.progress)
             scores = "  ".join(f"{METRIC_LABELS[k]} {100 * metrics['metrics'][k]:.1f}" for k in ("Bleu_4", "METEOR", "CIDEr"))
-            print(f"  captioner-{source}: {scores}")
+            log.info("captioner-%s: %s", source, scores)
 
     def report(self) -> None:
         compare_runs([self.run_dir(f"captioner-{s}") for s in SALIENCY_SOURCES], self.config.eval_split, self.out,
                      names=list(SALIENCY_SOURCES))
-        print(f"  {self.out / 'report.html'}")
+        log.info("%s", self.out / "report.html")
 
     def saliency_scores(self) -> dict[str, dict[str, float]]:
         """All seven saliency metrics of teacher, student and undistilled student on the held-out frames."""
@@ -174,7 +176,6 @@ class Demo:
         return {"captioners": self.caption_scores(), "saliency": self.saliency_scores()}
 
 
-
 def format_summary(summary: dict) -> str:
     """The closing tables: caption metrics ×100 and time per video; saliency metrics of the three models."""
     lines = [f"{'captioner':<12}{'BLEU-4':>8}{'METEOR':>8}{'ROUGE-L':>9}{'CIDEr':>8}{'s/video':>9}"]
@@ -188,11 +189,3 @@ def format_summary(summary: dict) -> str:
     if "example" in summary:
         lines += ["", f"{summary['example']['video']}: {summary['example']['caption']}"]
     return "\n".join(lines)
-
-
-def run_demo(config: DemoConfig, skip: tuple[str, ...] = (), progress: bool = True) -> dict:
-    summary = Demo(config, skip, progress).run()
-    print(format_summary(summary))
-    print(f"total {summary['seconds_this_run']['total'] / 60:.1f} min; wrote {Path(config.out) / 'summary.json'} and "
-          f"{Path(config.out) / 'report.html'}")
-    return summary

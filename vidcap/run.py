@@ -8,7 +8,9 @@ from typing import Optional
 
 import torch
 
+from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
+from saliency.infra.training import validate_optimiser
 from saliency.infra.rundir import WEIGHTS, RunDir
 from saliency.infra.weights import load_state_strictly
 from vidcap.captioner import Captioner, CaptionerConfig, load_saliency_source
@@ -26,6 +28,9 @@ class CaptionDataConfig:
     cache_dir: str = "runs/feature-cache"  # shared by runs: the fingerprint keeps extractors apart
     limit: Optional[int] = None  # use only the first N training videos
 
+    def __post_init__(self) -> None:
+        require_positive(self, "limit")
+
 
 @dataclass
 class CaptionOptimConfig:
@@ -38,6 +43,10 @@ class CaptionOptimConfig:
     val_beams: int = 1  # greedy validation decoding is fast and ranks epochs like beam search
     captions_per_video: Optional[int] = None  # (video, caption) pairs per video per epoch; None: all captions
 
+    def __post_init__(self) -> None:
+        validate_optimiser(self)
+        require_positive(self, "batch_size", "val_beams", "captions_per_video")
+
 
 @dataclass
 class VidcapRunConfig:
@@ -47,6 +56,10 @@ class VidcapRunConfig:
     optim: CaptionOptimConfig = field(default_factory=CaptionOptimConfig)
     seed: int = 0
     threads: int = 0  # torch CPU threads, set by the CLI; 0 = all cores
+
+    def __post_init__(self) -> None:
+        require(not self.captioner.encoder.trainable, "captioner.encoder.trainable",
+                "must be false: the trainer learns the decoder on cached features of a frozen encoder")
 
 
 class CaptionerWeights:

@@ -7,7 +7,6 @@ sorted worst CIDEr first.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -53,7 +52,6 @@ def caption_split(model: Captioner, items, progress: bool = True) -> tuple[dict[
         try:
             captions[item.video_id] = model.caption_files([item.path], timings=timings)[0]
         except UserError as error:
-            print(f"vidcap eval: skipped {error}", file=sys.stderr)
             skipped.append((item.video_id, str(error)))
     return captions, timings, skipped
 

@@ -32,9 +32,6 @@ class CaptionTrainer:
         self.config, self.run, self.world = config, RunDir(out), distributed.current()
         self.progress = progress and self.world.is_main
         resume = self.run.prepare(resume)
-        if config.captioner.encoder.trainable:
-            raise UserError("captioner.encoder.trainable=true: this trainer learns the decoder on cached features "
-                            "of a frozen encoder; set it to false")
         seed_everything(config.seed)
         self.train_set = open_caption_dataset(config.data.root, kind=config.data.kind, split=config.data.train_split)
         self.val_set = open_caption_dataset(config.data.root, kind=config.data.kind, split=config.data.val_split)
@@ -49,7 +46,7 @@ class CaptionTrainer:
         else:
             tokenizer = CaptionTokenizer.build((c for item in train_items for c in item.captions),
                                                min_count=config.captioner.tokenizer.min_count,
-                                               max_length=config.captioner.tokenizer.max_length)
+                                               max_length=config.captioner.max_length)
         saliency_model = load_saliency_source(config.captioner.saliency)
         self.model = Captioner(config.captioner, tokenizer, saliency_model).to(self.world.device)
         if self.world.rank:  # rank 0 continues the single-process random stream (dropout); the others branch off it

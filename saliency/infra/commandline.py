@@ -66,19 +66,38 @@ def set_torch_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def configure_process(quiet: bool = False) -> None:
-    """Once per command: library progress messages to stderr (not with --quiet), decord's FFmpeg log silenced
-    (every failure it describes ends in one UserError line)."""
+class _CurrentStderr(logging.StreamHandler):
+    """A handler that writes to whatever `sys.stderr` is when a record arrives (commands run in-process by
+    tests see their captured stderr)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
+def configure_process() -> None:
+    """Once per command: the packages' messages (logging, INFO and up) to stderr, and decord's FFmpeg log
+    silenced (every failure it describes ends in one UserError line)."""
     import decord
 
     decord.logging.set_level(decord.logging.QUIET)
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="  %(message)s", stream=sys.stderr)
+    for package in ("saliency", "vidcap"):  # our messages only; other libraries keep their own settings
+        logger = logging.getLogger(package)
+        if not any(isinstance(handler, _CurrentStderr) for handler in logger.handlers):
+            handler = _CurrentStderr()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse, set the process up, dispatch to `args.handler(args)`, and turn user mistakes into one line on stderr."""
     args = parser.parse_args(argv)
-    configure_process(quiet=getattr(args, "quiet", False))
+    configure_process()
     handler: Callable[[argparse.Namespace], int | None] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

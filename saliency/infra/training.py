@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from saliency.infra.config import require, require_positive
 from saliency.infra.figures import training_curves_png
 from saliency.infra.rundir import CURVES, LOG, WEIGHTS, RunDir, atomic_write_bytes, atomic_write_text
 
@@ -54,6 +55,15 @@ def continue_training(trainer_class, config, out: str | Path, progress: bool = T
         log.info("%s: already trained, skipped", out)
         return run.load_metrics()
     return trainer_class(config, str(out), resume=run.exists() or run.has_train_state(), progress=progress).fit()
+
+
+def validate_optimiser(optim) -> None:
+    """The checks every trainer's optimiser config shares (epochs, lr, warm-up, clipping), as `InvalidValue`s."""
+    require_positive(optim, "epochs")
+    require(optim.lr > 0, "lr", f"must be > 0, got {optim.lr}")
+    require(optim.weight_decay >= 0, "weight_decay", f"must be >= 0, got {optim.weight_decay}")
+    require(optim.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {optim.warmup_steps}")
+    require(optim.grad_clip > 0, "grad_clip", f"must be > 0, got {optim.grad_clip}")
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from saliency import rundir
+from saliency.infra import rundir
 from saliency.cli import main
 from saliency.losses import SaliencyLoss
-from saliency.rundir import RunDir
+from saliency.infra.rundir import RunDir
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def assert_same_run(a, b) -> None:
     """Bit for bit the same final weights, best weights and per-epoch metrics."""
     first, second = RunDir(a), RunDir(b)
     state_a, state_b = first.load_train_state(), second.load_train_state()
-    assert state_a["epoch"] == state_b["epoch"] == EPOCHS
+    assert state_a["progress"]["epoch"] == state_b["progress"]["epoch"] == EPOCHS
     for name, tensor in state_a["model"].items():
         assert torch.equal(tensor, state_b["model"][name]), name
     best_a, best_b = first.load_weights(), second.load_weights()
@@ -86,7 +86,7 @@ def test_a_crash_while_saving_keeps_the_last_checkpoint_and_its_temp_file_is_nev
     out = tmp_path / "crashed"
     assert train("--set", f"data.root={data}", *TINY, "--out", str(out)) == 130  # interrupted
     monkeypatch.undo()
-    assert RunDir(out).load_train_state()["epoch"] == 1  # the last good checkpoint, whole
+    assert RunDir(out).load_train_state()["progress"]["epoch"] == 1  # the last good checkpoint, whole
     assert (out / ".train_state.safetensors.crash.tmp").is_file()
 
     assert train("--out", str(out), "--resume", "--quiet") == 0

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from saliency.models import build
-from saliency.rundir import RunDir
+from saliency.infra.rundir import RunDir
 from saliency.train import SaliencyRunConfig
 from vidcap import split_evaluation
 from vidcap.cli import main
@@ -56,20 +56,12 @@ def no_java(monkeypatch):
     monkeypatch.setattr(split_evaluation, "score", lambda gts, res: {key: 0.5 for key in METRIC_KEYS})
 
 
-def run(capsys, *args) -> tuple[int, str, str]:
-    """Exit status, stdout and stderr of `vidcap ARGS`; a traceback on stderr fails the test."""
-    capsys.readouterr()
-    code = main([str(arg) for arg in args])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
-
-
-def assert_one_line_error(err: str, *parts: str) -> None:
-    """stderr ends in a single `vidcap: error: ...` line holding every part, with nothing else but skip lines."""
-    lines = err.strip().splitlines()
-    assert lines[-1].startswith("vidcap: error: ") and all(part in lines[-1] for part in parts), (parts, err)
-    assert all(line.startswith("feature extraction: skipped ") for line in lines[:-1]), err
+@pytest.fixture
+def run(cli):
+    """`run(*args)`: exit status, stdout and stderr of `vidcap ARGS` (never a traceback);
+    `run.assert_one_line_error(err, *parts)`: stderr ends in a single `vidcap: error: ...` line holding every
+    part, with nothing else but feature-extraction skip lines."""
+    return cli("vidcap", preceded_by=("vidcap extract: skipped ", "vidcap train: skipped "))
 
 
 def copy_data(world, tmp_path):
@@ -93,9 +85,9 @@ BAD_VIDEOS = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD_VIDEOS))
-def test_caption_skips_a_bad_video_names_it_and_captions_the_rest(world, media, capsys, name):
+def test_caption_skips_a_bad_video_names_it_and_captions_the_rest(world, media, run, name):
     bad, good = media[name], media["clip.mp4"]
-    code, out, err = run(capsys, "caption", bad, good, "--model", world / "captioner", "--json")
+    code, out, err = run("caption", bad, good, "--model", world / "captioner", "--json")
     assert code == 1
     skipped, summary = err.strip().splitlines()
     assert skipped.startswith(f"vidcap caption: skipped {bad}: {BAD_VIDEOS[name]}") and "\n" not in skipped
@@ -103,9 +95,9 @@ def test_caption_skips_a_bad_video_names_it_and_captions_the_rest(world, media, 
     assert [result["video"] for result in json.loads(out)] == [str(good)]
 
 
-def test_one_frame_4k_grayscale_and_rgba_inputs_are_captioned(world, media, capsys):
+def test_one_frame_4k_grayscale_and_rgba_inputs_are_captioned(world, media, run):
     inputs = [str(media[name]) for name in ("one.mp4", "4k.mp4", "gray.mp4", "rgba.mov", "gray.png", "rgba.png")]
-    code, out, err = run(capsys, "caption", *inputs, "--model", world / "captioner", "--json")
+    code, out, err = run("caption", *inputs, "--model", world / "captioner", "--json")
     assert code == 0 and err == ""
     results = json.loads(out)
     assert [result["video"] for result in results] == inputs and all(isinstance(r["caption"], str) for r in results)
@@ -159,25 +151,25 @@ RUN_PROBLEMS = [pickled, weights_of_another_captioner, a_saliency_run, unknown_c
 
 @pytest.mark.parametrize("command", ["caption", "eval"])
 @pytest.mark.parametrize("damage", RUN_PROBLEMS, ids=lambda damage: damage.__name__)
-def test_a_bad_model_run_stops_with_one_line_naming_the_file(world, media, tmp_path, capsys, command, damage):
+def test_a_bad_model_run_stops_with_one_line_naming_the_file(world, media, tmp_path, run, command, damage):
     model = tmp_path / "run"
     shutil.copytree(world / "captioner", model)
     path, problem = damage(model)
     target = [media["clip.mp4"]] if command == "caption" else ["--quiet"]
-    code, out, err = run(capsys, command, *target, "--model", model)
+    code, out, err = run(command, *target, "--model", model)
     assert code == 2 and out == ""
-    assert_one_line_error(err, str(path), problem)
+    run.assert_one_line_error(err, str(path), problem)
 
 
 # --------------------------------------------------------------------------------------------------
 # vidcap eval: the split and the predictions
 
 
-def test_eval_skips_an_unreadable_video_and_scores_the_rest(world, tmp_path, capsys, no_java):
+def test_eval_skips_an_unreadable_video_and_scores_the_rest(world, tmp_path, run, no_java):
     data = copy_data(world, tmp_path)
     bad = sorted((data / "TestVideo").glob("*.mp4"))[0]
     bad.write_bytes(b"\x00" * 100)
-    code, out, err = run(capsys, "eval", "--model", world / "captioner", "--data", data, "--quiet")
+    code, out, err = run("eval", "--model", world / "captioner", "--data", data, "--quiet")
     assert code == 1
     skipped, summary = err.strip().splitlines()
     assert skipped.startswith(f"vidcap eval: skipped {bad}: not a readable video (")
@@ -186,11 +178,11 @@ def test_eval_skips_an_unreadable_video_and_scores_the_rest(world, tmp_path, cap
     assert metrics["videos"] == 1 and [entry["video_id"] for entry in metrics["skipped"]] == [bad.stem]
 
 
-def test_eval_scores_an_empty_predicted_caption(world, tmp_path, capsys, no_java):
+def test_eval_scores_an_empty_predicted_caption(world, tmp_path, run, no_java):
     test_ids = [video["video_id"] for video in json.loads((world / "data" / "test_videodatainfo.json").read_text())["videos"]]
     predictions = tmp_path / "predictions.json"
     predictions.write_text(json.dumps([{"video_id": video, "caption": ""} for video in test_ids]))
-    code, _, err = run(capsys, "eval", "--model", world / "captioner", "--predictions", predictions, "--quiet")
+    code, _, err = run("eval", "--model", world / "captioner", "--predictions", predictions, "--quiet")
     assert code == 0 and err == ""
     written = json.loads((world / "captioner" / "eval" / "test" / "predictions.json").read_text())
     assert sorted(entry["video_id"] for entry in written) == sorted(test_ids) and {e["caption"] for e in written} == {""}
@@ -201,12 +193,12 @@ def test_eval_scores_an_empty_predicted_caption(world, tmp_path, capsys, no_java
     ('{"video5": "a caption"}', 'predictions.json: expected a list of {"video_id", "caption"} objects'),
     ('[{"video_id": "video5", "caption": null}]', 'predictions.json: entry 0 is not {"video_id": str, "caption": str}'),
 ])
-def test_eval_refuses_a_malformed_predictions_file(world, tmp_path, capsys, content, problem):
+def test_eval_refuses_a_malformed_predictions_file(world, tmp_path, run, content, problem):
     predictions = tmp_path / "predictions.json"
     predictions.write_text(content)
-    code, _, err = run(capsys, "eval", "--model", world / "captioner", "--predictions", predictions, "--quiet")
+    code, _, err = run("eval", "--model", world / "captioner", "--predictions", predictions, "--quiet")
     assert code == 2
-    assert_one_line_error(err, str(predictions.parent), problem)
+    run.assert_one_line_error(err, str(predictions.parent), problem)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,7 +237,7 @@ DATA_PROBLEMS = [corrupt_msrvtt_json, corrupt_msvd_csv, no_videos, not_a_dataset
 
 @pytest.mark.parametrize("command", ["extract", "train", "eval"])
 @pytest.mark.parametrize("damage", DATA_PROBLEMS, ids=lambda damage: damage.__name__)
-def test_a_broken_dataset_stops_with_one_line_naming_the_file(world, tmp_path, capsys, command, damage):
+def test_a_broken_dataset_stops_with_one_line_naming_the_file(world, tmp_path, run, command, damage):
     data = copy_data(world, tmp_path)
     path, problem = damage(data)
     problem = problem[command] if isinstance(problem, dict) else problem
@@ -253,35 +245,35 @@ def test_a_broken_dataset_stops_with_one_line_naming_the_file(world, tmp_path, c
         args = ["eval", "--model", world / "captioner", "--data", data, "--quiet"]
     else:
         args = [command, *on(data, tmp_path / "cache"), *(["--out", tmp_path / "run"] if command == "train" else [])]
-    code, _, err = run(capsys, *args)
+    code, _, err = run(*args)
     assert code == 2
-    assert_one_line_error(err, str(path), problem)
+    run.assert_one_line_error(err, str(path), problem)
     assert not (tmp_path / "run").exists()
 
 
-def test_training_without_a_single_non_empty_caption_stops(world, tmp_path, capsys):
+def test_training_without_a_single_non_empty_caption_stops(world, tmp_path, run):
     data = copy_data(world, tmp_path)
     info = json.loads((data / "train_val_videodatainfo.json").read_text())
     for sentence in info["sentences"]:
         sentence["caption"] = " " if sentence["sen_id"] % 2 else ""
     (data / "train_val_videodatainfo.json").write_text(json.dumps(info))
-    code, _, err = run(capsys, "train", *on(data, tmp_path / "cache"), "--out", tmp_path / "run")
+    code, _, err = run("train", *on(data, tmp_path / "cache"), "--out", tmp_path / "run")
     assert code == 2
-    assert_one_line_error(err, f"no usable training videos: MSR-VTT train at {data}: 0 videos, 7 missing",
-                          "only empty captions")
+    run.assert_one_line_error(err, f"no usable training videos: MSR-VTT train at {data}: 0 videos, 7 missing",
+                              "only empty captions")
 
 
-def test_extract_and_train_skip_an_unreadable_video_and_list_it(world, tmp_path, capsys):
+def test_extract_and_train_skip_an_unreadable_video_and_list_it(world, tmp_path, run):
     data = copy_data(world, tmp_path)
     bad = data / "TrainValVideo" / "video0.mp4"
     bad.write_bytes(b"")
-    code, out, err = run(capsys, "extract", *on(data, tmp_path / "cache"))
+    code, out, err = run("extract", *on(data, tmp_path / "cache"))
     assert code == 1 and re.search(r"\d+ videos \(9 newly extracted\)", out)
-    assert err.strip().splitlines() == [f"feature extraction: skipped {bad}: empty file (0 bytes)"]
-    assert "vidcap extract: 1 video(s) skipped: video0" in out
-    code, out, err = run(capsys, "train", *on(data, tmp_path / "cache"), "--out", tmp_path / "run")
+    assert err.strip().splitlines() == [f"vidcap extract: skipped {bad}: empty file (0 bytes)",
+                                        "vidcap extract: 1 video(s) skipped: video0"]
+    code, out, err = run("train", *on(data, tmp_path / "cache"), "--out", tmp_path / "run")
     assert code == 1 and json.loads(out)["best_epoch"] == 1
-    assert err.strip().splitlines() == [f"feature extraction: skipped {bad}: empty file (0 bytes)",
+    assert err.strip().splitlines() == [f"vidcap train: skipped {bad}: empty file (0 bytes)",
                                         "vidcap train: 1 video(s) skipped: video0"]
     assert RunDir(tmp_path / "run").require().load_metrics()["train_videos"] == 6
 
@@ -294,29 +286,29 @@ def test_extract_and_train_skip_an_unreadable_video_and_list_it(world, tmp_path,
 @pytest.mark.parametrize("setting, problem", [
     ("optim:\n  epoks: 3\n", "bad.yaml.optim: unknown key 'epoks' (known: batch_size,"),
     ("optim:\n  epochs: three\n", "bad.yaml.optim.epochs: expected int, got 'three'"),
-    ("captioner:\n  sampler: {n_frames: 0}\n", "frames.n_frames: must be at least 1, got 0"),
+    ("captioner:\n  sampler: {n_frames: 0}\n", "captioner.sampler.n_frames: must be at least 1, got 0"),
     ("optim: [\n", "bad.yaml: not valid YAML"),
 ])
-def test_a_bad_config_stops_with_one_line_naming_the_key(tmp_path, capsys, command, setting, problem):
+def test_a_bad_config_stops_with_one_line_naming_the_key(tmp_path, run, command, setting, problem):
     config = tmp_path / "bad.yaml"
     config.write_text(setting)
-    code, _, err = run(capsys, command, "--config", config, *(["--out", tmp_path / "run"] if command == "train" else []))
+    code, _, err = run(command, "--config", config, *(["--out", tmp_path / "run"] if command == "train" else []))
     assert code == 2
-    assert_one_line_error(err, problem)
+    run.assert_one_line_error(err, problem)
 
 
-def test_a_bad_override_is_named(world, tmp_path, capsys):
-    code, _, err = run(capsys, "train", *on(world / "data", tmp_path / "cache"), "--set", "optim.lr=fast",
-                       "--out", tmp_path / "run")
+def test_a_bad_override_is_named(world, tmp_path, run):
+    code, _, err = run("train", *on(world / "data", tmp_path / "cache"), "--set", "optim.lr=fast",
+                     "--out", tmp_path / "run")
     assert code == 2
-    assert_one_line_error(err, "optim.lr: expected float, got 'fast'")
+    run.assert_one_line_error(err, "optim.lr: expected float, got 'fast'")
 
 
-def test_a_pickled_saliency_checkpoint_is_refused(world, tmp_path, capsys):
+def test_a_pickled_saliency_checkpoint_is_refused(world, tmp_path, run):
     saliency = tmp_path / "saliency"
     shutil.copytree(world / "saliency", saliency)
     torch.save(build("student").state_dict(), saliency / "model.safetensors")
-    code, _, err = run(capsys, "train", *on(world / "data", tmp_path / "cache"), "--saliency", "student",
-                       "--saliency-model", saliency, "--out", tmp_path / "run")
+    code, _, err = run("train", *on(world / "data", tmp_path / "cache"), "--saliency", "student",
+                     "--saliency-model", saliency, "--out", tmp_path / "run")
     assert code == 2
-    assert_one_line_error(err, f"{saliency / 'model.safetensors'}: this is a pickled checkpoint")
+    run.assert_one_line_error(err, f"{saliency / 'model.safetensors'}: this is a pickled checkpoint")

@@ -13,7 +13,8 @@ from vidcap.decoder import CaptionDecoder, DecoderConfig
 
 VOCAB, PAD, BOS, EOS = 12, 0, 1, 2
 VISUAL_DIM, M = 8, 6
-TINY = DecoderConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64, dropout=0.0, max_positions=16)
+TINY = DecoderConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64, dropout=0.0)
+POSITIONS = 16
 CAPTIONS = [[3, 4, 5], [6, 7, 8, 9, 10]]  # video 0 and video 1, without BOS/EOS
 
 
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def make_decoder(config: DecoderConfig = TINY, seed: int = 0) -> CaptionDecoder:
     torch.manual_seed(seed)
-    return CaptionDecoder(config, vocab_size=VOCAB, visual_dim=VISUAL_DIM, pad_id=PAD, bos_id=BOS, eos_id=EOS)
+    return CaptionDecoder(config, vocab_size=VOCAB, visual_dim=VISUAL_DIM, pad_id=PAD, bos_id=BOS, eos_id=EOS,
+                          max_positions=POSITIONS)
 
 
 def visual(batch: int = 2, seed: int = 1) -> torch.Tensor:
@@ -104,7 +106,7 @@ def test_max_length_is_respected(overfit):
     for beams in (1, 3):
         assert decoder.generate(visual(), num_beams=beams, max_length=2).tolist() == [[3, 4], [6, 7]]
     with pytest.raises(UserError, match="max_positions"):
-        decoder.generate(visual(), max_length=TINY.max_positions)
+        decoder.generate(visual(), max_length=POSITIONS)
 
 
 def test_num_beams_1_is_greedy_decoding_of_the_forward_pass():
@@ -198,9 +200,10 @@ def test_bad_pretrained_paths_and_sizes_are_user_errors(tmp_path):
     make_decoder().decoder.save_pretrained(tmp_path)
     with pytest.raises(UserError, match="vocabulary"):
         CaptionDecoder(DecoderConfig(pretrained_path=str(tmp_path)), vocab_size=VOCAB + 1, visual_dim=VISUAL_DIM,
-                       pad_id=PAD, bos_id=BOS, eos_id=EOS)
+                       pad_id=PAD, bos_id=BOS, eos_id=EOS,
+                       max_positions=POSITIONS)
     with pytest.raises(UserError, match="multiple of heads"):
         make_decoder(replace(TINY, heads=3))
     with pytest.raises(UserError, match="max_positions"):
-        ids = torch.full((1, TINY.max_positions + 1), 3)
+        ids = torch.full((1, POSITIONS + 1), 3)
         make_decoder()(visual(batch=1), ids, torch.ones_like(ids))

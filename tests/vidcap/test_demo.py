@@ -10,8 +10,8 @@ pytestmark = pytest.mark.slow
 
 TINY = ["--set", "world.videos=20", "--set", "world.size=[48, 64]", "--set", "world.frames=8",
         "--set", "teacher.optim.epochs=1", "--set", "student.optim.epochs=1",
-        "--set", "captioner.optim.epochs=2", "--set", "captioner.captioner.sampler.n_frames=4",
-        "--set", "captioner.captioner.sampler.size=[48, 64]", "--set", "captioner.captioner.num_beams=1"]
+        "--set", "captioning.optim.epochs=2", "--set", "captioning.captioner.sampler.n_frames=4",
+        "--set", "captioning.captioner.sampler.size=[48, 64]", "--set", "captioning.captioner.num_beams=1"]
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +50,9 @@ def test_report_compares_the_three_captioners(demo):
 
 def test_running_again_skips_finished_stages(demo, capsys):
     assert main(["demo", "--config", "configs/demo.yaml", "--set", f"out={demo}", *TINY, "--skip", "evaluate", "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert out.count("already trained, skipped") == 6 and "already generated, skipped" in out
-    assert "evaluate: skipped (--skip)" in out
+    err = capsys.readouterr().err  # progress messages go to stderr, through logging
+    assert err.count("already trained, skipped") == 6 and "already generated, skipped" in err
+    assert "evaluate: skipped (--skip)" in err
 
 
 def test_unknown_stage_is_one_line_error(tmp_path, capsys):

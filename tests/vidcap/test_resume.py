@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from saliency.rundir import RunDir
+from saliency.infra.rundir import RunDir
 from vidcap.cli import main
 from vidcap.decoder import CaptionDecoder
 
@@ -16,7 +16,7 @@ TINY = ["--config", "configs/vidcap/synthetic.yaml", "--saliency", "none", "--qu
         "--set", "captioner.sampler={n_frames: 4, mode: segment, size: [32, 64], resize: stretch}",
         "--set", "captioner.encoder.grid=2", "--set", "threads=1",
         "--set", "captioner.decoder={hidden_size: 32, layers: 1, heads: 2, intermediate_size: 64, dropout: 0.1, "
-                 "max_positions: 24, visual_positions: 64}",
+                 "visual_positions: 64}",
         "--set", f"optim.epochs={EPOCHS}", "--set", "optim.batch_size=8", "--set", "optim.captions_per_video=3"]
 
 
@@ -47,7 +47,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(wo
     assert train("--out", str(out), "--resume", "--quiet") == 0  # the run's own config.yaml
     expected, resumed = RunDir(root / "uninterrupted"), RunDir(out)
     a, b = expected.load_train_state(), resumed.load_train_state()
-    assert a["epoch"] == b["epoch"] == EPOCHS
+    assert a["progress"]["epoch"] == b["progress"]["epoch"] == EPOCHS
     assert all(torch.equal(tensor, b["model"][name]) for name, tensor in a["model"].items())
     assert expected.load_metrics()["epochs"] == resumed.load_metrics()["epochs"]
 

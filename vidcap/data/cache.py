@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
+import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,8 +25,11 @@ from saliency.infra import distributed
 from saliency.infra.config import to_dict
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import atomic_write_json, save_safetensors
-from vidcap.captioner import CaptionerConfig, VisualFrontEnd, frames_to_tensor
+from vidcap.captioner import CaptionerConfig, VisualFrontEnd, frames_to_tensor, load_saliency_source
+from vidcap.data.datasets import open_caption_dataset
 from vidcap.data.video import read_frames
+
+log = logging.getLogger(__name__)
 
 SHARD_SIZE = 64  # videos per shard file
 DTYPE = torch.float32  # stored token precision: the decoder's, in training and at inference
@@ -137,7 +141,6 @@ def extract_features(front: VisualFrontEnd, videos: dict[str, Path], cache: Feat
         try:
             frames = frames_to_tensor(read_frames(videos[video_id], front.config.sampler))[None]  # (1, T, 3, H, W)
         except UserError as error:
-            print(f"feature extraction: skipped {error}", file=sys.stderr)
             skipped.append((video_id, str(error)))
             continue
         tokens, bias = front(frames.to(device))
@@ -161,3 +164,33 @@ def _merge_on_main(cache: FeatureCache, world: distributed.World) -> None:
         cache.merge_partial_indexes()
     world.barrier()
     cache.reload()
+
+
+@dataclass
+class Extraction:
+    """What `extract_splits` did: the cache folder, the videos it holds, how many were new, what was skipped."""
+    folder: Path
+    videos: int
+    new: int
+    skipped: list[tuple[str, str]]  # (video id, one-line reason)
+
+
+def extract_splits(config, splits: list[str], progress: bool = True) -> Extraction:
+    """Fill the feature cache of run config `config` (a `VidcapRunConfig`) with the videos of `splits`: the
+    front end `vidcap train` builds from the same config and seed, so training then finds every video cached."""
+    torch.manual_seed(config.seed)  # a randomly initialised encoder is then the one `vidcap train` builds
+    device = distributed.current().device
+    front = VisualFrontEnd(config.captioner, load_saliency_source(config.captioner.saliency)).to(device)
+    fingerprint = extractor_fingerprint(config.captioner, front.encoder.state_dict())
+    cache = FeatureCache(config.data.cache_dir, fingerprint)
+    before, listed, skipped = len(cache.index), 0, []
+    for split in splits:
+        dataset = open_caption_dataset(config.data.root, kind=config.data.kind, split=split)
+        listed += len(dataset.items)
+        if progress:
+            log.info(dataset.report())
+        skipped += extract_features(front, {item.video_id: item.path for item in dataset.items}, cache,
+                                    {"fingerprint": fingerprint}, progress=progress)
+    if not listed:
+        raise UserError(f"{config.data.root}: no usable videos in the {','.join(splits)} split(s)")
+    return Extraction(cache.folder, len(cache.index), len(cache.index) - before, skipped)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import sys
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,8 @@ from vidcap.reports.document import Block, BulletList, Figure, Heading, Paragrap
 from vidcap.evaluate import METRIC_KEYS
 from vidcap.reports.overlay import saliency_overlays
 from vidcap.data.video import read_frames
+
+log = logging.getLogger(__name__)
 
 METRIC_LABELS = {"Bleu_1": "BLEU-1", "Bleu_2": "BLEU-2", "Bleu_3": "BLEU-3", "Bleu_4": "BLEU-4",
                  "METEOR": "METEOR", "ROUGE_L": "ROUGE-L", "CIDEr": "CIDEr"}
@@ -116,7 +118,7 @@ def write_eval_report(run_dir: str | Path, config: CaptionerConfig, metrics: dic
         try:
             strip = thumbnail_strip(by_id[video_id].path, config, front)
         except UserError as error:
-            print(f"vidcap eval: no thumbnails for {error}", file=sys.stderr)
+            log.warning("no thumbnails for %s", error)
             continue
         samples.append({"video_id": video_id, "caption": captions[video_id], "strip": strip,
                         "references": by_id[video_id].captions[:max_references]})
