@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from saliency.infra.commandline import (add_config_arguments, add_quiet_flag, parse_size, positive_int, report_skipped,
-                                  run_command, set_torch_threads)
+from saliency.infra.commandline import (add_command, add_config_arguments, add_synth_arguments, parse_size,
+                                        positive_int, report_skipped, run_command, set_torch_threads)
 from saliency.infra.errors import UserError
 
 
@@ -117,16 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saliency", description="Train, distil, evaluate, benchmark and export saliency-prediction models.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    synth = commands.add_parser("synth", help="generate the synthetic saliency world in the SALICON layout")
-    synth.add_argument("out", help="output folder (SALICON layout: images/, maps/, fixations/)")
-    synth.add_argument("--n", type=int, default=200, help="number of images over all splits (default 200)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, identical annotations")
-    synth.add_argument("--size", type=parse_size, default=(240, 320), help="image size HxW (default 240x320)")
+    synth = add_command(commands, "synth", help="generate the synthetic saliency world in the SALICON layout")
+    add_synth_arguments(synth, "SALICON layout: images/, maps/, fixations/", "images over all splits", 200, (240, 320))
     synth.set_defaults(handler=_synth)
 
     for name, text in (("train", "train a teacher or a student from ground-truth maps and fixations"),
                        ("distill", "distil a teacher run into a student by feature statistics")):
-        command = commands.add_parser(name, help=text, description=text)
+        command = add_command(commands, name, help=text, description=text)
         add_config_arguments(command)
         if name == "distill":
             command.add_argument("--teacher", required=True, metavar="RUN", help="trained teacher run directory")
@@ -134,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
         command.set_defaults(handler=_train)
 
-    evaluate = commands.add_parser("eval", help="score a model with CC, KLD, NSS, SIM, AUC-Judd, AUC-Borji, sAUC")
+    evaluate = add_command(commands, "eval", help="score a model with CC, KLD, NSS, SIM, AUC-Judd, AUC-Borji, sAUC")
     evaluate.add_argument("--model", required=True, metavar="RUN", help="trained run directory")
     evaluate.add_argument("--data", required=True, metavar="DIR", help="dataset root (SALICON, MIT1003, CAT2000 or images/+maps/ folder)")
     evaluate.add_argument("--split", default="val", help="split to score (default val)")
@@ -144,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
     evaluate.set_defaults(handler=_eval)
 
-    predict = commands.add_parser("predict", help="write saliency maps and overlays for images, folders and videos")
+    predict = add_command(commands, "predict", help="write saliency maps and overlays for images, folders and videos")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, video files or folders")
     predict.add_argument("--model", required=True, metavar="RUN", help="trained run directory")
     predict.add_argument("--out", required=True, metavar="DIR", help="output folder for <name>.png maps and <name>_overlay.jpg")
@@ -153,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--max-frames", type=positive_int, help="videos: at most this many frames each")
     predict.set_defaults(handler=_predict)
 
-    bench = commands.add_parser("bench", help="params, MB, GFLOPs and ms/image of several models side by side")
+    bench = add_command(commands, "bench", help="params, MB, GFLOPs and ms/image of several models side by side")
     bench.add_argument("--models", required=True, help="comma-separated registry names or run directories; ratios are to the first")
     bench.add_argument("--size", type=parse_size, default=(288, 384), help="input HxW (default 288x384)")
     bench.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
@@ -162,13 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     bench.set_defaults(handler=_bench)
 
-    export = commands.add_parser("export", help="export a trained model to ONNX, checked against onnxruntime")
+    export = add_command(commands, "export", help="export a trained model to ONNX, checked against onnxruntime")
     export.add_argument("--model", required=True, metavar="RUN", help="trained run directory")
     export.add_argument("--onnx", required=True, metavar="FILE", help="output .onnx file")
     export.add_argument("--size", type=parse_size, help="input HxW (default: the run's training size)")
     export.set_defaults(handler=_export)
 
-    add_quiet_flag(commands)
     return parser
 
 

@@ -72,11 +72,11 @@ class OptimConfig:
 class SaliencyRunConfig:
     """Everything that defines one saliency training run (written to the run's config.yaml)."""
     model: ModelSpec = field(default_factory=ModelSpec)
+    teacher: Optional[str] = None  # teacher run directory; set by `saliency distill`
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
-    teacher: Optional[str] = None  # teacher run directory; set by `saliency distill`
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = all cores
     val_metrics: list[str] = field(default_factory=lambda: ["CC", "KLD", "NSS", "SIM", "AUC_Judd"])

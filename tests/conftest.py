@@ -21,6 +21,14 @@ from saliency.infra.rundir import TRAIN_STATE_META, RunDir
 H264 = ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """A command run in-process sets torch's thread count (`threads` in its config): put it back after each test."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny tensors: with several threads on a busy machine, synchronisation costs 100× the work."""

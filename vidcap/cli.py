@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from saliency.infra.commandline import (EXIT_SKIPPED, add_config_arguments, add_quiet_flag, parse_size, positive_int,
-                                  report_skipped, run_command, set_torch_threads)
+from saliency.infra.commandline import (EXIT_SKIPPED, add_command, add_config_arguments, add_synth_arguments,
+                                        parse_size, positive_int, report_skipped, run_command, set_torch_threads)
 from saliency.infra.errors import UserError
 
 
@@ -140,18 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidcap", description="Caption videos with saliency-weighted features.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    synth = commands.add_parser("synth", help="generate synthetic captioned videos in the MSR-VTT layout")
-    synth.add_argument("out", help="output folder (TrainValVideo/, TestVideo/, *_videodatainfo.json, saliency/)")
-    synth.add_argument("--n", type=int, default=50, help="number of videos (default 50)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, identical annotations")
-    synth.add_argument("--size", type=parse_size, default=(120, 160), help="frame size HxW (default 120x160)")
+    synth = add_command(commands, "synth", help="generate synthetic captioned videos in the MSR-VTT layout")
+    add_synth_arguments(synth, "TrainValVideo/, TestVideo/, *_videodatainfo.json, saliency/", "videos", 50, (120, 160))
     synth.add_argument("--frames", type=int, default=32, help="frames per video (default 32)")
     synth.add_argument("--fps", type=int, default=8, help="frame rate (default 8)")
     synth.set_defaults(handler=_synth)
 
     for name, text in (("train", "train a captioner (decoder on cached, saliency-weighted visual tokens)"),
                        ("extract", "precompute the weighted visual tokens of a dataset into the feature cache")):
-        command = commands.add_parser(name, help=text, description=text)
+        command = add_command(commands, name, help=text, description=text)
         add_config_arguments(command)
         command.add_argument("--saliency", choices=["none", "teacher", "student"],
                              help="where the saliency maps come from (default: the config's captioner.saliency.source)")
@@ -163,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--splits", default="train,val,test", help="comma-separated splits (default train,val,test)")
         command.set_defaults(handler=_train if name == "train" else _extract)
 
-    caption = commands.add_parser("caption", help="caption video files with a trained captioner")
+    caption = add_command(commands, "caption", help="caption video files with a trained captioner")
     caption.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (any format ffmpeg reads)")
     caption.add_argument("--model", required=True, metavar="RUN", help="trained captioner run directory")
     caption.add_argument("--json", action="store_true", help='print [{"video": path, "caption": text}]')
@@ -171,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--overlay", metavar="OUT.mp4", help="also write the video with its saliency map blended in")
     caption.set_defaults(handler=_caption)
 
-    evaluate = commands.add_parser("eval", help="caption a whole split and score it (BLEU-1..4, METEOR, ROUGE-L, CIDEr)")
+    evaluate = add_command(commands, "eval", help="caption a whole split and score it (BLEU-1..4, METEOR, ROUGE-L, CIDEr)")
     evaluate.add_argument("--model", required=True, metavar="RUN", help="trained captioner run directory")
     evaluate.add_argument("--split", default="test", help="split to score, always whole (default test)")
     evaluate.add_argument("--data", metavar="DIR", help="dataset root (default: the run's data.root)")
@@ -180,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--per-video", action="store_true", help="also write per_video.json (worst CIDEr first)")
     evaluate.set_defaults(handler=_eval)
 
-    compare = commands.add_parser("compare", help="put evaluated runs side by side: Markdown, HTML and a bar chart",
+    compare = add_command(commands, "compare", help="put evaluated runs side by side: Markdown, HTML and a bar chart",
                                   description="Compare runs already scored with `vidcap eval` on the same split; "
                                               "differences are to the first run.")
     compare.add_argument("runs", nargs="+", metavar="RUN", help="captioner run directories, the baseline first")
@@ -189,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--names", help="comma-separated display names, one per run (default: folder names)")
     compare.set_defaults(handler=_compare)
 
-    demo = commands.add_parser("demo", help="the whole job on synthetic data: saliency teacher → student → three "
+    demo = add_command(commands, "demo", help="the whole job on synthetic data: saliency teacher → student → three "
                                             "captioners → evaluation → report.html",
                                description="Generate the synthetic world, train a saliency teacher, distil a student "
                                            "(and train one without distillation), train captioners with saliency none / "
@@ -197,11 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
                                            "Finished stages are skipped and interrupted ones resumed when run again.")
     add_config_arguments(demo)
     demo.set_defaults(config="configs/demo.yaml")
+    demo.set_defaults(handler=_demo)
     demo.add_argument("--skip", metavar="STAGES", help="comma-separated stages not to run (their outputs must exist): "
                                                       "world, teacher, student, student-no-kd, captioners, evaluate, report")
-    demo.set_defaults(handler=_demo)
 
-    add_quiet_flag(commands)
     return parser
 
 

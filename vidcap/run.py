@@ -27,15 +27,15 @@ class CaptionDataConfig:
     val_split: str = "val"
     cache_dir: str = "runs/feature-cache"  # shared by runs: the fingerprint keeps extractors apart
     limit: Optional[int] = None  # use only the first N training videos
+    batch_size: int = 32  # (video, caption) pairs per optimiser step, over all processes
 
     def __post_init__(self) -> None:
-        require_positive(self, "limit")
+        require_positive(self, "limit", "batch_size")
 
 
 @dataclass
 class CaptionOptimConfig:
     epochs: int = 10
-    batch_size: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.01
     warmup_steps: int = 100
@@ -45,7 +45,7 @@ class CaptionOptimConfig:
 
     def __post_init__(self) -> None:
         validate_optimiser(self)
-        require_positive(self, "batch_size", "val_beams", "captions_per_video")
+        require_positive(self, "val_beams", "captions_per_video")
 
 
 @dataclass

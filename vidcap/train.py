@@ -59,7 +59,7 @@ class CaptionTrainer:
             raise UserError(f"{config.data.root}: no readable videos in the train or validation split")
         self.decoder = distributed.data_parallel(self.model.decoder, self.world)  # what training passes go through
         self.optimizer = torch.optim.AdamW(self.model.decoder.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-        steps_per_epoch = math.ceil(len(self._epoch_pairs(np.random.default_rng(0))) / config.optim.batch_size)
+        steps_per_epoch = math.ceil(len(self._epoch_pairs(np.random.default_rng(0))) / config.data.batch_size)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(config.optim.warmup_steps, config.optim.epochs * steps_per_epoch))
         self.rng = np.random.default_rng(config.seed)
@@ -123,7 +123,7 @@ class CaptionTrainer:
         """Greedy captions for the validation split and their CIDEr-D (what picks the best epoch)."""
         self.model.eval()
         res, gts = {}, {}
-        size = self.config.optim.batch_size
+        size = self.config.data.batch_size
         for start in range(0, len(self.val_items), size):
             items = self.val_items[start:start + size]
             tokens, bias = self._batch(items)
@@ -138,7 +138,7 @@ class CaptionTrainer:
             self.run.save_config(config)
             self.model.tokenizer.save(self.run.file(TOKENIZER_FILE))
         started = time.perf_counter()
-        size = config.optim.batch_size
+        size = config.data.batch_size
         while self.epoch < config.optim.epochs:
             self.model.train()
             pairs = self._epoch_pairs(self.rng)

@@ -22,10 +22,21 @@ def add_config_arguments(parser: argparse.ArgumentParser, required: bool = False
                         help="override one config value, e.g. --set optim.epochs=5 (repeatable)")
 
 
-def add_quiet_flag(commands: argparse._SubParsersAction) -> None:
-    """`--quiet` (no progress bars) on every subcommand."""
-    for command in commands.choices.values():
-        command.add_argument("--quiet", action="store_true", help="no progress bars")
+def add_command(commands: argparse._SubParsersAction, name: str, **options) -> argparse.ArgumentParser:
+    """A subcommand (`options` as `add_parser` takes them) with the flags every command has: `--quiet`."""
+    command = commands.add_parser(name, **options)
+    command.add_argument("--quiet", action="store_true", help="no progress bars")
+    return command
+
+
+def add_synth_arguments(command: argparse.ArgumentParser, layout: str, items: str, n: int,
+                        size: tuple[int, int]) -> None:
+    """The arguments of both `synth` commands: the output folder (its `layout`), how many `items`, the seed
+    and the frame size."""
+    command.add_argument("out", help=f"output folder ({layout})")
+    command.add_argument("--n", type=int, default=n, help=f"number of {items} (default {n})")
+    command.add_argument("--seed", type=int, default=0, help="random seed; same seed, identical annotations")
+    command.add_argument("--size", type=parse_size, default=size, help=f"image size HxW (default {size[0]}x{size[1]})")
 
 
 def parse_size(text: str) -> tuple[int, int]:

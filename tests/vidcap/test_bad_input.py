@@ -284,7 +284,7 @@ def test_extract_and_train_skip_an_unreadable_video_and_list_it(world, tmp_path,
 
 @pytest.mark.parametrize("command", ["extract", "train"])
 @pytest.mark.parametrize("setting, problem", [
-    ("optim:\n  epoks: 3\n", "bad.yaml.optim: unknown key 'epoks' (known: batch_size,"),
+    ("optim:\n  epoks: 3\n", "bad.yaml.optim: unknown key 'epoks' (known: captions_per_video,"),
     ("optim:\n  epochs: three\n", "bad.yaml.optim.epochs: expected int, got 'three'"),
     ("captioner:\n  sampler: {n_frames: 0}\n", "captioner.sampler.n_frames: must be at least 1, got 0"),
     ("optim: [\n", "bad.yaml: not valid YAML"),

@@ -17,7 +17,7 @@ TINY = ["--config", "configs/vidcap/synthetic.yaml", "--saliency", "none", "--qu
         "--set", "captioner.encoder.grid=2", "--set", "threads=1",
         "--set", "captioner.decoder={hidden_size: 32, layers: 1, heads: 2, intermediate_size: 64, dropout: 0.0, "
                  "visual_positions: 64}",  # no dropout: each process draws its own masks
-        "--set", "optim.epochs=2", "--set", "optim.batch_size=8", "--set", "optim.captions_per_video=3"]
+        "--set", "optim.epochs=2", "--set", "data.batch_size=8", "--set", "optim.captions_per_video=3"]
 # AdamW with gradients clipped far below its eps steps along the gradient (see tests/saliency/test_distributed.py)
 LINEAR_STEPS = ["--set", "optim.lr=1.0", "--set", "optim.grad_clip=1e-10", "--set", "optim.warmup_steps=1"]
 
