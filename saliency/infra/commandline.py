@@ -69,14 +69,6 @@ def report_skipped(command: str, skipped: Sequence[str], what: str = "input") ->
     return EXIT_SKIPPED
 
 
-def set_torch_threads(threads: int) -> None:
-    """Use `threads` CPU threads for torch (0: leave torch's default, all cores)."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 class _CurrentStderr(logging.StreamHandler):
     """A handler that writes to whatever `sys.stderr` is when a record arrives (commands run in-process by
     tests see their captured stderr)."""
