@@ -3,8 +3,11 @@ import json
 import re
 
 import pytest
+import torch
 
+import vidcap
 from saliency.cli import main as saliency_main
+from saliency.infra.errors import UserError
 from vidcap.cli import main
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.run import load_run
@@ -64,6 +67,14 @@ def test_run_directory_reloads_with_its_tokenizer_and_saliency_model(trained):
     model, config = load_run(trained / "with-student")
     assert config.captioner.saliency.source == "student" and model.front.saliency_model is not None
     assert (trained / "with-student" / "tokenizer.json").is_file()
+    public = vidcap.load(trained / "with-student")  # the public loader: the same weights, in eval mode
+    assert not public.training and public.tokenizer.vocab_size == model.tokenizer.vocab_size
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in public.state_dict().items())
+
+
+def test_vidcap_load_refuses_a_saliency_run(trained):
+    with pytest.raises(UserError, match="not a captioner run directory"):
+        vidcap.load(trained / "student")
 
 
 def test_caption_skips_bad_files_with_one_line_each(trained, tmp_path, capsys):
