@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from saliency.infra.commandline import (EXIT_SKIPPED, add_command, add_config_arguments, add_synth_arguments,
-                                        parse_size, positive_int, report_skipped, run_command)
+                                        positive_int, report_skipped, run_command)
 from saliency.infra.errors import UserError
 
 

@@ -59,15 +59,43 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadat
     atomic_write_bytes(path, save_tensors_bytes(plain, metadata=metadata))
 
 
+SAFETENSORS_MAX_HEADER = 100_000_000  # bytes; the safetensors library refuses longer headers too
+PICKLE_MAGIC = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))  # pickle protocols 2–5 (torch.save)
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default zip container, which holds a pickle
+
+
+def safetensors_problem(path: str | Path) -> str | None:
+    """None when `path` is laid out as safetensors defines it (a little-endian u64 header length N with
+    8 + N within the file, then N bytes of a JSON object), else what it is instead: a pickle, a zip-wrapped
+    torch checkpoint, or a damaged file. Decided by parsing, so no header length is mistaken for magic."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        size = os.fstat(handle.fileno()).st_size
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if 2 <= length <= min(size - 8, SAFETENSORS_MAX_HEADER):
+            try:
+                header = json.loads(handle.read(length))
+            except (UnicodeDecodeError, ValueError):
+                header = None
+            if isinstance(header, dict):
+                return None
+    if head.startswith(PICKLE_MAGIC) or head.startswith(ZIP_MAGIC):
+        return "this is a pickled checkpoint; only safetensors weights are loaded (pickles can run code)"
+    if len(head) < 8:
+        return f"not a valid safetensors file (only {size} bytes)"
+    if not 2 <= length <= size - 8:
+        return f"not a valid safetensors file (its header length {length} does not fit in {size} bytes: cut short?)"
+    return "not a valid safetensors file (its header is not a JSON object)"
+
+
 def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a safetensors file; a pickle or a damaged file is refused with a one-line error."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: weights file not found")
-    with open(path, "rb") as handle:
-        head = handle.read(2)
-    if head[:1] == b"\x80" or head == b"PK":
-        raise UserError(f"{path}: this is a pickled checkpoint; only safetensors weights are loaded (pickles can run code)")
+    problem = safetensors_problem(path)
+    if problem:
+        raise UserError(f"{path}: {problem}")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
