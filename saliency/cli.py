@@ -30,6 +30,7 @@ def _run_config(args: argparse.Namespace):
 
 def _train(args: argparse.Namespace) -> int:
     from saliency.infra import distributed
+    from saliency.infra.rundir import RunDir
     from saliency.train import SaliencyTrainer
 
     config = _run_config(args)
@@ -38,7 +39,7 @@ def _train(args: argparse.Namespace) -> int:
     if config.teacher and args.command == "train":
         raise UserError("`saliency train` learns from ground truth; use `saliency distill --teacher RUN` to distil")
     set_torch_threads(config.threads)
-    with distributed.session() as world:  # under torchrun: one process of several
+    with distributed.session() as world, RunDir(args.out).lock(world):  # under torchrun: one process of several
         metrics = SaliencyTrainer(config, args.out, resume=args.resume, progress=not args.quiet).fit()
     if world.is_main:
         print(json.dumps({"run": args.out, "best_epoch": metrics["best_epoch"], "val": metrics["final"]}, indent=2))
@@ -79,8 +80,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from saliency.infra.rundir import require_writable
     from saliency.predict import predict_paths
 
+    require_writable(args.out)
     model, size = _model_and_size(args)
     skipped = predict_paths(model, args.inputs, args.out, size, every=args.every, max_frames=args.max_frames, progress=not args.quiet)
     for _, reason in skipped:

@@ -1,6 +1,7 @@
 """Saliency maps for images, folders and videos: a grayscale PNG map and a colour overlay per image or frame."""
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,9 +11,10 @@ from matplotlib import colormaps
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from saliency.infra.errors import UserError
+from saliency.infra.errors import OutputError, UserError
 from saliency.evaluate import predict_maps
 from saliency.infra.media import DECORD_ERRORS, check_file, decord_reason, open_reader
+from saliency.infra.rundir import atomic_write_bytes
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -72,12 +74,19 @@ def video_frames(path: Path, every: int, max_frames: int | None) -> Iterator[tup
         yield from zip(chunk, frames)
 
 
+def encoded(pixels: np.ndarray, **options) -> bytes:
+    """An image file's bytes (`options` as `PIL.Image.save` takes them: format, quality)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, **options)
+    return buffer.getvalue()
+
+
 def write_outputs(image: np.ndarray, probability: np.ndarray, stem: Path) -> None:
-    """`<stem>.png` (8-bit map) and `<stem>_overlay.jpg`."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
+    """`<stem>.png` (8-bit map) and `<stem>_overlay.jpg`, each written atomically."""
     unit = to_unit_range(probability)
-    Image.fromarray((unit * 255).round().astype(np.uint8)).save(stem.with_suffix(".png"))
-    Image.fromarray(colour_overlay(image, unit)).save(stem.parent / f"{stem.name}_overlay.jpg", quality=90)
+    atomic_write_bytes(stem.with_suffix(".png"), encoded((unit * 255).round().astype(np.uint8), format="PNG"))
+    atomic_write_bytes(stem.parent / f"{stem.name}_overlay.jpg",
+                       encoded(colour_overlay(image, unit), format="JPEG", quality=90))
 
 
 def predict_paths(model: torch.nn.Module, inputs: list[str], out: str | Path, size: tuple[int, int],
@@ -96,6 +105,8 @@ def predict_paths(model: torch.nn.Module, inputs: list[str], out: str | Path, si
             else:
                 image = read_image(path)
                 write_outputs(image, predict_maps(model, [image], size)[0], out / path.stem)
+        except OutputError:
+            raise  # the output folder failed (disk full, read-only): every later map would fail too
         except UserError as error:
             skipped.append((str(path), str(error)))
     return skipped

@@ -211,11 +211,12 @@ class SaliencyTrainer:
                       "lr": self.scheduler.get_last_lr()[0]}
             if self.log.add(record) and main:
                 self.run.save_weights(self.model.state_dict(), {"model": config.model.name})
+            if main:
+                self.log.write(self._metrics(time.perf_counter() - started))
+            # The checkpoint is the epoch's last write: a run killed before it redoes the epoch, files included.
             self.checkpoint.save({"epoch": self.epoch, "log": self.log.state_dict(),
                                   "loader_rng": self.train_loader.generator.get_state()},
                                  {"epoch": self.epoch, "best_" + config.select_by: self.log.best})
-            if main:
-                self.log.write(self._metrics(time.perf_counter() - started))
             if self.progress:
                 shown = "  ".join(f"{k} {v:.3f}" for k, v in val.items())
                 tqdm.write(f"epoch {self.epoch}/{config.optim.epochs}  loss {record['train']['loss']:.4f}  val {shown}")

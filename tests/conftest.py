@@ -4,10 +4,8 @@ runner with its one-line-error check."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from importlib import import_module
 
 import numpy as np
@@ -15,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from saliency.infra.faults import run_child
 from saliency.infra.media import ffmpeg_path
 from saliency.infra.rundir import TRAIN_STATE_META, RunDir
 
@@ -38,38 +37,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-# The child that the SIGKILL tests run: `python -c KILL_DRIVER MODULE N ARGS...` is `python -m MODULE ARGS...`,
-# except that the process SIGKILLs itself the moment its Nth checkpoint is on disk. Both trainers checkpoint
-# through `Checkpoint.save` → `RunDir.save_train_state`, so the kill lands at the same point on any machine,
-# however fast: no polling, no race with the end of the run.
-KILL_DRIVER = """
-import os, signal, sys
-from importlib import import_module
-from saliency.infra.rundir import RunDir
-
-module, checkpoints, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-save_train_state, saved = RunDir.save_train_state, []
-
-def save_then_die(self, *args, **kwargs):
-    save_train_state(self, *args, **kwargs)
-    saved.append(None)
-    if len(saved) == checkpoints:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-RunDir.save_train_state = save_then_die
-sys.exit(import_module(module).main(argv))
-"""
-
-
 def _train_and_kill(module: str, args: list[str], out, epochs: int, checkpoints: int = 1) -> None:
     """Run `<module> train ARGS --out OUT` (module: `saliency.cli` or `vidcap.cli`) in a child process that
-    SIGKILLs itself right after writing its `checkpoints`-th checkpoint (epoch `checkpoints` of `epochs`)."""
+    SIGKILLs itself right after writing its `checkpoints`-th checkpoint (epoch `checkpoints` of `epochs`): the
+    kill lands at the same point on any machine, however fast (`saliency.infra.faults`)."""
     assert 1 <= checkpoints < epochs, "the kill must come before the run ends"
-    command = [sys.executable, "-c", KILL_DRIVER, module, str(checkpoints), "train", *map(str, args), "--out", str(out)]
-    # The timeout only guards against a hang; it is no speed figure.
-    process = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert process.returncode == -signal.SIGKILL, (process.returncode, process.stderr.decode()[-2000:])
+    process = run_child(module, ["train", *args, "--out", out], kill_at=checkpoints, kind="checkpoint")
+    assert process.returncode == -signal.SIGKILL, (process.returncode, process.stderr[-2000:])
     assert json.loads((out / TRAIN_STATE_META).read_text())["epoch"] == checkpoints
     assert RunDir(out).load_train_state()["progress"]["epoch"] == checkpoints  # killed mid-run, checkpoint whole
 

@@ -36,11 +36,12 @@ def _run_config(args: argparse.Namespace):
 
 def _train(args: argparse.Namespace) -> int:
     from saliency.infra import distributed
+    from saliency.infra.rundir import RunDir
     from vidcap.train import CaptionTrainer
 
     config = _run_config(args)
     set_torch_threads(config.threads)
-    with distributed.session() as world:  # under torchrun: one process of several
+    with distributed.session() as world, RunDir(args.out).lock(world):  # under torchrun: one process of several
         trainer = CaptionTrainer(config, args.out, resume=args.resume, progress=not args.quiet)
         metrics = trainer.fit()
     if world.is_main:

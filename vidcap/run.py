@@ -88,8 +88,10 @@ def load_run(run_dir: str | Path) -> tuple[Captioner, VidcapRunConfig]:
     run = captioner_run(run_dir)
     config = run.load_config(VidcapRunConfig)
     tokenizer = CaptionTokenizer.load(run.file(TOKENIZER_FILE))
+    weights = run.load_weights()
+    run.check_unchanged_since(WEIGHTS)  # config.yaml and tokenizer.json, once each has been checked on its own
     model = Captioner(config.captioner, tokenizer, load_saliency_source(config.captioner.saliency))
-    CaptionerWeights(model).load_state_dict(run.load_weights(), run.file(WEIGHTS))
+    CaptionerWeights(model).load_state_dict(weights, run.file(WEIGHTS))
     return model.eval(), config
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from saliency.infra.errors import UserError
-from saliency.infra.rundir import atomic_write_json
+from saliency.infra.rundir import atomic_write_json, require_writable
 from vidcap.captioner import Captioner
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.evaluate import METRIC_KEYS, score, score_and_per_item
@@ -60,6 +60,8 @@ def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: s
                    per_video: bool = False, data_root: str | None = None, progress: bool = True) -> dict:
     """Score the run's captions (or `predictions_file`) on the whole split; returns what metrics.json holds."""
     run = captioner_run(run_dir)
+    out = Path(run_dir) / "eval" / split
+    require_writable(out)  # before captioning a whole split
     config = run.load_config(VidcapRunConfig)
     root = data_root or config.data.root
     dataset = open_caption_dataset(root, kind=config.data.kind, split=split)
@@ -86,7 +88,6 @@ def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: s
         corpus, per_item = score_and_per_item(gts, res)
     else:
         corpus, per_item = score(gts, res), None
-    out = Path(run_dir) / "eval" / split
     atomic_write_json(out / "predictions.json", [{"video_id": v, "caption": c} for v, c in res.items()])
     captioned = len(res)
     metrics = {

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from saliency.infra import distributed
 from saliency.infra.errors import UserError
-from saliency.infra.rundir import RunDir
+from saliency.infra.rundir import RunDir, require_writable
 from saliency.infra.training import Checkpoint, EpochLog, seed_everything, warmup_cosine
 from vidcap.data.cache import FeatureCache, extract_features, extractor_fingerprint
 from vidcap.captioner import Captioner, load_saliency_source
@@ -32,6 +32,7 @@ class CaptionTrainer:
         self.config, self.run, self.world = config, RunDir(out), distributed.current()
         self.progress = progress and self.world.is_main
         resume = self.run.prepare(resume)
+        require_writable(config.data.cache_dir)  # before any work: the features are written there
         seed_everything(config.seed)
         self.train_set = open_caption_dataset(config.data.root, kind=config.data.kind, split=config.data.train_split)
         self.val_set = open_caption_dataset(config.data.root, kind=config.data.kind, split=config.data.val_split)
@@ -154,10 +155,11 @@ class CaptionTrainer:
                       "lr": self.scheduler.get_last_lr()[0]}
             if self.log.add(record) and main:
                 self.run.save_weights(CaptionerWeights(self.model).state_dict())
-            self.checkpoint.save({"epoch": self.epoch, "log": self.log.state_dict(), "numpy_rng": self.rng.bit_generator.state},
-                                 {"epoch": self.epoch, "best_val_CIDEr": self.log.best})
             if main:
                 self.log.write(self._metrics(time.perf_counter() - started))
+            # The checkpoint is the epoch's last write: a run killed before it redoes the epoch, files included.
+            self.checkpoint.save({"epoch": self.epoch, "log": self.log.state_dict(), "numpy_rng": self.rng.bit_generator.state},
+                                 {"epoch": self.epoch, "best_val_CIDEr": self.log.best})
             if self.progress:
                 tqdm.write(f"epoch {self.epoch}/{config.optim.epochs}  loss {record['train']['loss']:.3f}  "
                            f"val CIDEr {val['CIDEr']:.3f}")

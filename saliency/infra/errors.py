@@ -11,3 +11,8 @@ class DatasetError(UserError):
 
 class ConfigError(UserError):
     """A config file or `--set` override is malformed, unknown or of the wrong type."""
+
+
+class OutputError(UserError):
+    """A file or folder we write could not be written (disk full, read-only, no permission). Commands that
+    skip a bad input and go on stop at this instead: every later output would fail the same way."""

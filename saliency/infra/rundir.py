@@ -1,22 +1,30 @@
 """The run directory: config, weights, metrics and resumable training state, all written atomically.
 
 Layout (DESIGN.md): `config.yaml`, `model.safetensors`, `metrics.json`, `log.csv`, `curves.png`,
-`train_state.safetensors` + `train_state.json`. Nothing here unpickles anything.
+`train_state.safetensors` + `train_state.json`, and `.lock`, held by the process training into it. Nothing here
+unpickles anything.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save as save_tensors_bytes
 
 from saliency.infra.config import dump_yaml, from_dict, read_yaml
-from saliency.infra.errors import UserError
+from saliency.infra.errors import OutputError, UserError
+
+if TYPE_CHECKING:
+    from saliency.infra.distributed import World
 
 T = TypeVar("T")
 
@@ -27,22 +35,45 @@ TRAIN_STATE = "train_state.safetensors"
 TRAIN_STATE_META = "train_state.json"
 CURVES = "curves.png"  # training loss and the validation metric per epoch, drawn by the trainers
 LOG = "log.csv"  # one row per epoch: training loss, validation metrics, learning rate
+LOCK = ".lock"  # flock-ed by the process training into the run directory, which writes its pid into it
+DESCRIPTION = (CONFIG, "tokenizer.json")  # the files that say what the weights mean (tokenizer.json: a captioner's)
+CHECKSUM = "sha256"  # the entry of a safetensors file's metadata, or of a JSON file, that holds a digest of the rest
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: readers see old or new, never half."""
+    """Write to a temp file in the same folder, fsync, then rename: readers see old or new, never half. A write
+    that fails (disk full, I/O error, read-only folder) removes its temp file, leaves the old file as it was and
+    raises a one-line `OutputError` naming the file and the reason."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise OutputError(f"{path}: could not be written ({error.strerror or error})") from None
         raise
+
+
+def require_writable(folder: str | Path) -> None:
+    """Make and remove a temp file in `folder` or, while it does not exist, in the nearest folder above it, so that
+    an output folder that cannot be written (read-only, no permission) stops a command with one line before any
+    work rather than after it. Creates nothing."""
+    folder = Path(folder)
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check.", suffix=".tmp"):
+            pass
+    except OSError as error:
+        raise OutputError(f"{folder}: not writable ({error.strerror or error})") from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -53,10 +84,59 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def _json_digest(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data).encode()).hexdigest()
+
+
+def _is_digest(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def atomic_write_checked_json(path: str | Path, data: dict) -> None:
+    """`atomic_write_json` of `data` and a last entry `"sha256"`, the digest of the rest (`load_checked_json`)."""
+    atomic_write_json(path, {**data, CHECKSUM: _json_digest(data)})
+
+
+def load_checked_json(path: str | Path) -> dict:
+    """The object `atomic_write_checked_json` wrote, without its checksum; a one-line UserError naming the file
+    when it is not a JSON object or its content no longer matches the checksum. The checksum is the last entry,
+    known by its key or by its value (64 hex digits), so one damaged byte in either is caught too; files written
+    before checksums have neither and load unchecked."""
+    try:
+        data = json.loads(Path(path).read_bytes())
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise UserError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a JSON object")
+    if data:
+        key, value = next(reversed(data.items()))
+        if key == CHECKSUM or _is_digest(value):
+            del data[key]
+            if value != _json_digest(data):
+                raise UserError(f"{path}: damaged (its content does not match the checksum it was written with)")
+    return data
+
+
 def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Atomically save contiguous CPU copies of `tensors` (shared storage is fine)."""
+    """Atomically save contiguous CPU copies of `tensors` (shared storage is fine), with a checksum of the header
+    and the tensor data in the metadata: `safetensors_problem` then notices a flipped byte anywhere in the file."""
     plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    atomic_write_bytes(path, save_tensors_bytes(plain, metadata=metadata))
+    unchecked = save_tensors_bytes(plain, metadata=metadata)
+    start = 8 + int.from_bytes(unchecked[:8], "little")
+    checksum = _checksum(json.loads(unchecked[8:start]), [memoryview(unchecked)[start:]])
+    atomic_write_bytes(path, save_tensors_bytes(plain, metadata={**(metadata or {}), CHECKSUM: checksum}))
+
+
+def _checksum(header: dict, data: Iterable[bytes]) -> str:
+    """sha256 of a safetensors header (less its checksum entry) and of the tensor data after it. The tensors'
+    offsets are relative to the data, so adding the checksum to the header leaves them as they were."""
+    metadata = header.get("__metadata__")
+    rest = {**header, "__metadata__": {k: v for k, v in (metadata if isinstance(metadata, dict) else {}).items()
+                                       if k != CHECKSUM}}
+    digest = hashlib.sha256(json.dumps(rest, sort_keys=True).encode())
+    for block in data:
+        digest.update(block)
+    return digest.hexdigest()
 
 
 SAFETENSORS_MAX_HEADER = 100_000_000  # bytes; the safetensors library refuses longer headers too
@@ -64,10 +144,10 @@ PICKLE_MAGIC = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))  # pic
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default zip container, which holds a pickle
 
 
-def safetensors_problem(path: str | Path) -> str | None:
-    """None when `path` is laid out as safetensors defines it (a little-endian u64 header length N with
-    8 + N within the file, then N bytes of a JSON object), else what it is instead: a pickle, a zip-wrapped
-    torch checkpoint, or a damaged file. Decided by parsing, so no header length is mistaken for magic."""
+def safetensors_header(path: str | Path) -> dict | None:
+    """The header of a file laid out as safetensors defines it (a little-endian u64 header length N with
+    8 + N within the file, then N bytes of a JSON object whose entries, but `__metadata__`, describe tensors),
+    else None. (A damaged `__metadata__` key, which would hide the checksum, describes no tensor.)"""
     with open(path, "rb") as handle:
         head = handle.read(8)
         size = os.fstat(handle.fileno()).st_size
@@ -76,16 +156,41 @@ def safetensors_problem(path: str | Path) -> str | None:
             try:
                 header = json.loads(handle.read(length))
             except (UnicodeDecodeError, ValueError):
-                header = None
-            if isinstance(header, dict):
                 return None
+            if not isinstance(header, dict):
+                return None
+            tensors = (entry for name, entry in header.items() if name != "__metadata__")
+            if all(isinstance(entry, dict) and {"dtype", "shape", "data_offsets"} <= entry.keys() for entry in tensors):
+                return header
+    return None
+
+
+def safetensors_problem(path: str | Path) -> str | None:
+    """None when `path` is laid out as safetensors defines it and matches the checksum in its metadata (files
+    written before checksums have none), else what it is instead: a pickle, a zip-wrapped torch checkpoint, or a
+    damaged file. Decided by parsing, so no header length is mistaken for magic. Reads the whole file once."""
+    header = safetensors_header(path)
+    if header is not None:
+        metadata = header.get("__metadata__")
+        expected = metadata.get(CHECKSUM) if isinstance(metadata, dict) else None
+        if expected is None:
+            return None
+        with open(path, "rb") as handle:
+            handle.seek(8 + int.from_bytes(handle.read(8), "little"))
+            if _checksum(header, iter(lambda: handle.read(1 << 20), b"")) == expected:
+                return None
+        return "damaged (its bytes do not match the checksum they were written with)"
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        size = os.fstat(handle.fileno()).st_size
+    length = int.from_bytes(head, "little") if len(head) == 8 else -1
     if head.startswith(PICKLE_MAGIC) or head.startswith(ZIP_MAGIC):
         return "this is a pickled checkpoint; only safetensors weights are loaded (pickles can run code)"
     if len(head) < 8:
         return f"not a valid safetensors file (only {size} bytes)"
     if not 2 <= length <= size - 8:
         return f"not a valid safetensors file (its header length {length} does not fit in {size} bytes: cut short?)"
-    return "not a valid safetensors file (its header is not a JSON object)"
+    return "not a valid safetensors file (its header is not a JSON object describing tensors)"
 
 
 def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -171,17 +276,25 @@ class RunDir:
         return from_dict(cls, self.config_dict(), str(self.file(CONFIG)))
 
     def save_weights(self, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-        save_safetensors(state_dict, self.file(WEIGHTS), metadata)
+        """model.safetensors, recording the digests of config.yaml (and tokenizer.json) as they are now."""
+        save_safetensors(state_dict, self.file(WEIGHTS), {**(metadata or {}), **self._description_digests()})
 
     def load_weights(self) -> dict[str, torch.Tensor]:
         return load_safetensors(self.file(WEIGHTS))
 
     def save_metrics(self, metrics: dict) -> None:
-        atomic_write_json(self.file(METRICS), metrics)
+        atomic_write_checked_json(self.file(METRICS), metrics)
 
     def load_metrics(self) -> dict:
+        """metrics.json ({} when there is none yet); a one-line UserError when it is damaged or not a run's metrics."""
         path = self.file(METRICS)
-        return json.loads(path.read_text()) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        metrics = load_checked_json(path)
+        missing = [key for key in ("final", "best_epoch", "select_by", "epochs") if key not in metrics]
+        if missing:
+            raise UserError(f"{path}: not the metrics of a training run (no {missing[0]!r})")
+        return metrics
 
     def has_train_state(self) -> bool:
         return self.file(TRAIN_STATE).is_file()
@@ -189,7 +302,29 @@ class RunDir:
     def completed_epochs(self) -> int:
         """Epochs the last checkpoint holds (0 when there is none), from the readable train-state summary."""
         summary = self.file(TRAIN_STATE_META)
-        return json.loads(summary.read_text()).get("epoch", 0) if summary.is_file() else 0
+        if not summary.is_file():
+            return 0
+        epoch = load_checked_json(summary).get("epoch")
+        if type(epoch) is not int or epoch < 0:
+            raise UserError(f"{summary}: not a train-state summary (no epoch count)")
+        return epoch
+
+    def _description_digests(self) -> dict[str, str]:
+        """sha256 of config.yaml (and tokenizer.json) as they are now, as safetensors metadata."""
+        return {f"{CHECKSUM}:{name}": hashlib.sha256(self.file(name).read_bytes()).hexdigest()
+                for name in DESCRIPTION if self.file(name).is_file()}
+
+    def check_unchanged_since(self, source: str) -> None:
+        """A one-line UserError naming config.yaml or tokenizer.json when its bytes differ from those `source`
+        (model.safetensors, train_state.safetensors) was written beside: a flipped byte there can change a value
+        and so what the weights compute. Call it once the config has been parsed and checked, so that a
+        malformed config gets its own message. Files written before these digests have none to compare."""
+        recorded = (safetensors_header(self.file(source)) or {}).get("__metadata__")
+        current = self._description_digests()
+        for key, digest in (recorded if isinstance(recorded, dict) else {}).items():
+            if key.startswith(f"{CHECKSUM}:") and current.get(key) != digest:
+                raise UserError(f"{self.file(key.split(':', 1)[1])}: not the file {source} was saved with "
+                                f"(damaged or edited since, or {source} comes from another run)")
 
     def prepare(self, resume: bool) -> bool:
         """Check `--resume` against the folder; True when there is a train state to continue from. A run
@@ -201,6 +336,47 @@ class RunDir:
             raise UserError(f"{self.path}: nothing to resume (no config.yaml or train_state.safetensors)")
         return resume and self.has_train_state()
 
+    @contextlib.contextmanager
+    def lock(self, world: World) -> Iterator[None]:
+        """Check that the folder can be written, then hold `RUN/.lock` (`fcntl.flock`) while training into it: a
+        second process training into the same folder is refused with one line instead of interleaving its
+        checkpoints with ours. The OS drops an flock when its holder exits or is killed, so no lock outlives its
+        process. A run that stops before writing anything (bad data, say) removes the folder it made. Under
+        torchrun only rank 0 writes the run directory, so only it locks; every rank raises."""
+        handle, made = None, False
+
+        def take() -> str | None:  # rank 0: None, or why the run cannot start
+            nonlocal handle, made
+            try:
+                require_writable(self.path)
+            except OutputError as error:
+                return str(error)
+            made = not self.path.exists()
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.file(LOCK), "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                return (f"{self.path}: another process (pid {handle.read().strip() or '?'}) is training into this "
+                        "run directory")
+            handle.truncate(0)
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            return None
+
+        try:
+            refusal = world.from_main(take)
+            if refusal:
+                raise UserError(refusal)
+            yield
+        finally:
+            if handle is not None:
+                if made and os.listdir(self.path) == [LOCK]:
+                    self.file(LOCK).unlink()
+                    self.path.rmdir()
+                handle.close()
+
     def discard_partial_writes(self) -> list[Path]:
         """Delete the temp files of writes a killed process never finished (they are never read); returns them."""
         partial = [p for p in self.path.glob(".*.tmp") if p.is_file()]
@@ -211,8 +387,19 @@ class RunDir:
     def save_train_state(self, state: dict, summary: dict | None = None) -> None:
         """One atomic safetensors file holds tensors and skeleton; the JSON beside it is a readable summary."""
         skeleton, tensors = flatten_state(state)
-        save_safetensors(tensors, self.file(TRAIN_STATE), {"skeleton": json.dumps(skeleton)})
-        atomic_write_json(self.file(TRAIN_STATE_META), summary or {})
+        save_safetensors(tensors, self.file(TRAIN_STATE), {"skeleton": json.dumps(skeleton),
+                                                           "summary": json.dumps(summary or {}),
+                                                           **self._description_digests()})
+        atomic_write_checked_json(self.file(TRAIN_STATE_META), summary or {})
+
+    def rewrite_train_state_summary(self) -> None:
+        """train_state.json from the summary inside train_state.safetensors: a process killed between writing
+        the two leaves the JSON an epoch behind, and a resumed run that has nothing left to train would
+        otherwise never rewrite it."""
+        with safe_open(str(self.file(TRAIN_STATE)), framework="pt") as handle:
+            summary = (handle.metadata() or {}).get("summary")
+        if summary is not None:
+            atomic_write_checked_json(self.file(TRAIN_STATE_META), json.loads(summary))
 
     def load_train_state(self) -> dict:
         path = self.file(TRAIN_STATE)
@@ -221,4 +408,5 @@ class RunDir:
             metadata = handle.metadata() or {}
         if "skeleton" not in metadata:
             raise UserError(f"{path}: not a train state written by this package")
+        self.check_unchanged_since(TRAIN_STATE)
         return unflatten_state(json.loads(metadata["skeleton"]), tensors)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from saliency.infra import distributed
 from saliency.infra.config import require, require_positive
 from saliency.infra.figures import training_curves_png
 from saliency.infra.rundir import CURVES, LOG, WEIGHTS, RunDir, atomic_write_bytes, atomic_write_text
@@ -54,7 +55,8 @@ def continue_training(trainer_class, config, out: str | Path, progress: bool = T
     if run.completed_epochs() >= config.optim.epochs and run.file(WEIGHTS).is_file():
         log.info("%s: already trained, skipped", out)
         return run.load_metrics()
-    return trainer_class(config, str(out), resume=run.exists() or run.has_train_state(), progress=progress).fit()
+    with run.lock(distributed.current()):
+        return trainer_class(config, str(out), resume=run.exists() or run.has_train_state(), progress=progress).fit()
 
 
 def validate_optimiser(optim) -> None:
@@ -95,9 +97,10 @@ class Checkpoint:
 
     def restore(self) -> dict:
         """Load every part strictly and this process's generators; returns the saved progress."""
+        state = self.run.load_train_state()
         if self.world.is_main:
             self.run.discard_partial_writes()
-        state = self.run.load_train_state()
+            self.run.rewrite_train_state_summary()
         for name, part in self.parts.items():
             part.load_state_dict(state[name])
         restore_rng_state(state, self.world.rank)

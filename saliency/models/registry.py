@@ -52,7 +52,10 @@ def build_untrained(name: str, **options) -> SaliencyNet:
 
 
 def load(run_dir: str | Path) -> SaliencyNet:
-    """Rebuild the model a run directory describes and load its weights strictly; returned in eval mode."""
+    """Rebuild the model a run directory describes and load its weights strictly; returned in eval mode. The
+    whole config is checked first, then that it is the config the weights were saved with."""
+    from saliency.train import SaliencyRunConfig  # saliency.train imports this module
+
     run = RunDir(run_dir).require()
     where = run.file(CONFIG)
     spec = run.config_dict().get("model")
@@ -62,6 +65,12 @@ def load(run_dir: str | Path) -> SaliencyNet:
     options = spec.get("options") or {}
     if not isinstance(options, dict):
         raise UserError(f"{where}: model.options must be a mapping")
-    model = build_untrained(spec["name"], **options)
-    load_state_strictly(model, run.load_weights(), run.file(WEIGHTS), spec["name"])
+    run.load_config(SaliencyRunConfig)
+    weights = run.load_weights()
+    run.check_unchanged_since(WEIGHTS)
+    try:
+        model = build_untrained(spec["name"], **options)
+    except UserError as error:  # an unknown model or option: the config names it
+        raise UserError(f"{where}: {error}") from None
+    load_state_strictly(model, weights, run.file(WEIGHTS), spec["name"])
     return model.eval()

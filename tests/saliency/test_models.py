@@ -125,16 +125,18 @@ def test_teacher_loads_from_its_run_without_looking_for_imagenet_weights(tmp_pat
 
 
 def test_weights_of_another_model_are_refused(tmp_path, models):
-    run = save_run(tmp_path / "run", models["student"])
+    run = RunDir(tmp_path / "run")  # weights saved beside a config of another model
     run.save_config({"model": {"name": "teacher-mobilenetv2", "options": {}}})
+    run.save_weights(models["student"].state_dict())
     expected = r"model.safetensors: weights do not fit teacher-mobilenetv2 \(missing \d+ keys"
     with pytest.raises(UserError, match=expected):
         load(run.path)
 
 
 def test_weights_of_another_width_report_the_shape_mismatch(tmp_path, models):
-    run = save_run(tmp_path / "run", models["student"])
+    run = RunDir(tmp_path / "run")
     run.save_config({"model": {"name": "student", "options": {"width": 8}}})
+    run.save_weights(models["student"].state_dict())
     with pytest.raises(UserError, match="weights do not fit student.*shape mismatch at"):
         load(run.path)
 

@@ -6,14 +6,18 @@ them misses the cache instead of silently reusing stale features. Tokens are sto
 the decoder trains and infers in, so training sees exactly the tokens `Captioner.caption_files` computes. Shards
 are memory-mapped and read one tensor at a time, so a cache larger than RAM (MSR-VTT) can be trained on. Under
 `torchrun` every process extracts its share of the videos into shards of its own, and rank 0 merges their
-indexes at the end.
+indexes at the end. Damage is never read: each shard carries a checksum, checked (streamed, once per process)
+before extraction, and the videos of a damaged shard or index entry are extracted again, with a warning.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+import secrets
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +28,8 @@ from tqdm import tqdm
 from saliency.infra import distributed
 from saliency.infra.config import to_dict
 from saliency.infra.errors import UserError
-from saliency.infra.rundir import atomic_write_json, save_safetensors
+from saliency.infra.rundir import (atomic_write_json, require_writable, safetensors_header, safetensors_problem,
+                                   save_safetensors)
 from vidcap.captioner import CaptionerConfig, VisualFrontEnd, frames_to_tensor, load_saliency_source
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.data.video import read_frames
@@ -60,20 +65,43 @@ def extractor_fingerprint(config: CaptionerConfig, encoder_state: dict[str, torc
 
 class FeatureCache:
     """`<root>/<fingerprint>/`: `extractor.json`, `index.json` (video id → shard) and `shard_*.safetensors`;
-    while several processes extract, also one `index-rank<R>.json` each (their shards, not yet merged).
-    Shards are opened on first use and kept open (memory-mapped); `get` copies out only the tensors it returns."""
+    while processes extract, also one `index-<writer>[-rank<R>].json` each (their shards, not yet merged), and
+    `.lock`, held by every change to the index. Shards are opened on first use and kept open (memory-mapped); `get`
+    copies out only the tensors it returns."""
 
     def __init__(self, root: str | Path, fingerprint: str):
         self.folder = Path(root) / fingerprint
         self.index_path = self.folder / "index.json"
         self.index: dict[str, str] = {}
+        self._shard_keys: dict[str, set[str]] = {}  # shards `drop_damaged` checked → their tensors (none: damaged)
         self.reload()
         self._open: dict[str, safe_open] = {}  # shard name → its open, memory-mapped file
         self._written: dict[str, str] = {}  # this process's entries (video id → shard) since it opened the cache
+        self._writer = secrets.token_hex(4)  # names this process's shards: two jobs extracting at once never share one
 
     def reload(self) -> None:
-        """Read index.json again (after another process has merged into it)."""
-        self.index = json.loads(self.index_path.read_text()) if self.index_path.is_file() else {}
+        """Read index.json again (after another process has merged into it), less the entries found damaged."""
+        self.index = {video_id: shard for video_id, shard in _read_index(self.index_path).items()
+                      if not self._damaged(video_id, shard)}
+
+    def _damaged(self, video_id: str, shard: str) -> bool:
+        return shard in self._shard_keys and f"{video_id}/tokens" not in self._shard_keys[shard]
+
+    def drop_damaged(self) -> list[str]:
+        """Drop the entries whose shard is damaged (missing, cut short, failing its checksum) or lacks their tokens,
+        so that they count as missing and are extracted again; returns their video ids, and those of the videos
+        the shards hold but the index no longer lists (a damaged entry of the index). Each shard is checked once per
+        process, streamed through its checksum rather than held in memory."""
+        for shard in set(self.index.values()) - self._shard_keys.keys():
+            path = self.folder / shard
+            intact = path.is_file() and safetensors_problem(path) is None
+            self._shard_keys[shard] = set(safetensors_header(path)) if intact else set()
+        damaged = [video_id for video_id, shard in self.index.items() if self._damaged(video_id, shard)]
+        for video_id in damaged:
+            del self.index[video_id]
+        held = {key.rsplit("/", 1)[0] for shard in set(self.index.values()) for key in self._shard_keys[shard]
+                if key.endswith("/tokens")}
+        return damaged + sorted(held - self.index.keys())
 
     def __contains__(self, video_id: str) -> bool:
         return video_id in self.index
@@ -95,9 +123,9 @@ class FeatureCache:
     def write_shard(self, entries: dict[str, tuple[torch.Tensor, torch.Tensor | None]], extractor: dict,
                     rank: int | None = None) -> None:
         """Write one shard (float32) and then the index that points at it: a crash leaves the old index valid.
-        A process of several (`rank`) names its shards after its rank and writes its own partial index."""
+        A process of several (`rank`) names its shards after its rank too and writes its own partial index."""
         suffix = "" if rank is None else f"-rank{rank}"
-        name = f"shard_{len(set(self.index.values())):05d}{suffix}.safetensors"  # numbers only grow: never reused
+        name = f"shard_{self._writer}-{len(set(self._written.values())):05d}{suffix}.safetensors"
         tensors = {}
         for video_id, (tokens, bias) in entries.items():
             tensors[f"{video_id}/tokens"] = tokens.to(DTYPE)
@@ -107,21 +135,52 @@ class FeatureCache:
         self.index.update({video_id: name for video_id in entries})
         self._written.update({video_id: name for video_id in entries})
         atomic_write_json(self.folder / "extractor.json", extractor)
-        if rank is None:
-            atomic_write_json(self.index_path, self.index)
-        else:
-            atomic_write_json(self.folder / f"index-rank{rank}.json", self._written)
+        with self._locked():  # index.json as it is now, not as this process read it: another job may share the cache
+            if rank is None:
+                self.reload()
+                self.index.update(self._written)
+                atomic_write_json(self.index_path, self.index)
+            else:
+                atomic_write_json(self.folder / f"index-{self._writer}{suffix}.json", self._written)
 
     def merge_partial_indexes(self) -> None:
-        """Fold the partial indexes of processes that extracted in parallel into index.json, then delete them."""
-        parts = sorted(self.folder.glob("index-rank*.json"))
-        if not parts:
-            return
-        for part in parts:
-            self.index.update(json.loads(part.read_text()))
-        atomic_write_json(self.index_path, self.index)
-        for part in parts:
-            part.unlink()
+        """Fold the partial indexes of processes that extracted in parallel (of this job or of another one
+        extracting into the same cache) into index.json, then delete them."""
+        with self._locked():
+            parts = sorted(self.folder.glob("index-*.json"))
+            if not parts:
+                return
+            self.reload()
+            for part in parts:
+                self.index.update(_read_index(part))
+            atomic_write_json(self.index_path, self.index)
+            for part in parts:
+                part.unlink()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the cache's `.lock` (`fcntl.flock`, waiting for it), so that the read-modify-writes of the index by
+        concurrent extractions take turns; the OS releases it if its holder dies."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+
+def _read_index(path: Path) -> dict[str, str]:
+    """An index file (video id → shard name), or {} when there is none; a damaged one is logged and read as {},
+    so that its videos are extracted again."""
+    if not path.is_file():
+        return {}
+    try:
+        index = json.loads(path.read_bytes())
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        index = None
+    if isinstance(index, dict) and all(isinstance(shard, str) for shard in index.values()):
+        return index
+    log.warning("%s: damaged (not a JSON index of video ids to shards), read as empty: its videos are extracted again",
+                path)
+    return {}
 
 
 @torch.no_grad()
@@ -131,6 +190,7 @@ def extract_features(front: VisualFrontEnd, videos: dict[str, Path], cache: Feat
     Under `torchrun` each process takes every N-th missing video; all of them return the whole result."""
     world = distributed.current()
     _merge_on_main(cache, world)  # shards an interrupted parallel extraction left behind count too
+    _drop_damaged(cache, world)
     front.eval()
     device = next(front.parameters()).device
     rank = world.rank if world.distributed else None
@@ -152,6 +212,14 @@ def extract_features(front: VisualFrontEnd, videos: dict[str, Path], cache: Feat
         cache.write_shard(pending, extractor, rank)
     _merge_on_main(cache, world)
     return [entry for part in world.gather(skipped) for entry in part]
+
+
+def _drop_damaged(cache: FeatureCache, world: distributed.World) -> None:
+    """Drop the cache's damaged entries, so that they count as missing and are extracted again, and say so."""
+    damaged = cache.drop_damaged()
+    if damaged and world.is_main:
+        log.warning("%s: %d cached video(s) damaged (%s%s): extracted again", cache.folder, len(damaged),
+                    ", ".join(damaged[:5]), ", ..." if len(damaged) > 5 else "")
 
 
 def _merge_on_main(cache: FeatureCache, world: distributed.World) -> None:
@@ -178,11 +246,13 @@ class Extraction:
 def extract_splits(config, splits: list[str], progress: bool = True) -> Extraction:
     """Fill the feature cache of run config `config` (a `VidcapRunConfig`) with the videos of `splits`: the
     front end `vidcap train` builds from the same config and seed, so training then finds every video cached."""
+    require_writable(config.data.cache_dir)  # before any work
     torch.manual_seed(config.seed)  # a randomly initialised encoder is then the one `vidcap train` builds
     device = distributed.current().device
     front = VisualFrontEnd(config.captioner, load_saliency_source(config.captioner.saliency)).to(device)
     fingerprint = extractor_fingerprint(config.captioner, front.encoder.state_dict())
     cache = FeatureCache(config.data.cache_dir, fingerprint)
+    _drop_damaged(cache, distributed.current())  # before counting: damaged entries extracted again are new
     before, listed, skipped = len(cache.index), 0, []
     for split in splits:
         dataset = open_caption_dataset(config.data.root, kind=config.data.kind, split=split)

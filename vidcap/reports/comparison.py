@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saliency.infra.errors import UserError
-from saliency.infra.rundir import atomic_write_json
+from saliency.infra.rundir import atomic_write_json, require_writable
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.reports.document import Block, Figure, Heading, Paragraph, Table, write_report
 from vidcap.evaluate import METRIC_KEYS
@@ -101,6 +101,8 @@ def compare_runs(paths: list[str | Path], split: str = "test", out: str | Path |
     """Write the comparison of `paths` (each already evaluated on `split`) into `out`; returns (md, html)."""
     if names and len(names) != len(paths):
         raise UserError(f"--names gives {len(names)} names for {len(paths)} runs")
+    out = Path(out) if out else Path(paths[0]).resolve().parent / "compare"
+    require_writable(out)
     runs = [load_evaluated_run(path, split, name) for path, name in zip(paths, names or [None] * len(paths))]
     if len({run.name for run in runs}) < len(runs):
         raise UserError("two runs have the same name; tell them apart with --names")
@@ -109,7 +111,6 @@ def compare_runs(paths: list[str | Path], split: str = "test", out: str | Path |
         raise UserError(f"the runs were evaluated on different data: {sorted(splits)}; compare like with like")
     dataset = open_caption_dataset(runs[0].metrics["data"], kind=runs[0].config.data.kind, split=split)
     references = {item.video_id: item.captions for item in dataset.items}
-    out = Path(out) if out else Path(paths[0]).resolve().parent / "compare"
     atomic_write_json(out / "compare.json", {
         "split": split, "data": runs[0].metrics["data"],
         "runs": [{"name": run.name, "path": str(run.path), "saliency": run.saliency, "metrics": run.metrics["metrics"],

@@ -127,3 +127,15 @@ def test_unreadable_video_is_skipped_and_reported(videos, tmp_path):
     skipped = extract_features(front, {"video0": videos["video0"], "broken": bad}, cache, {}, progress=False)
     assert [video for video, _ in skipped] == ["broken"] and "broken.mp4" in skipped[0][1]
     assert "video0" in cache and "broken" not in cache
+
+
+@pytest.mark.parametrize("rank", [None, 0], ids=["one process each", "rank 0 of torchrun jobs"])
+def test_two_jobs_writing_one_cache_at_once_keep_each_others_videos(tmp_path, rank):
+    """Both opened the cache before either wrote: neither reuses the other's shard name nor drops its index entries."""
+    first, second = FeatureCache(tmp_path, "x"), FeatureCache(tmp_path, "x")
+    first.write_shard({"video0": (torch.zeros(2, 3), None)}, {}, rank)
+    second.write_shard({"video1": (torch.ones(2, 3), None)}, {}, rank)
+    second.merge_partial_indexes()
+    merged = FeatureCache(tmp_path, "x")
+    assert torch.equal(merged.get("video0")[0], torch.zeros(2, 3)) and torch.equal(merged.get("video1")[0], torch.ones(2, 3))
+    assert not list(merged.folder.glob("index-*.json"))
