@@ -82,11 +82,13 @@ def encoded(pixels: np.ndarray, **options) -> bytes:
 
 
 def write_outputs(image: np.ndarray, probability: np.ndarray, stem: Path) -> None:
-    """`<stem>.png` (8-bit map) and `<stem>_overlay.jpg`, each written atomically."""
+    """`<stem>.png` (8-bit map) and `<stem>_overlay.jpg`, each written atomically (not fsynced one by one: a
+    video gives two files per frame, and a rerun remakes any a power cut loses)."""
     unit = to_unit_range(probability)
-    atomic_write_bytes(stem.with_suffix(".png"), encoded((unit * 255).round().astype(np.uint8), format="PNG"))
+    atomic_write_bytes(stem.with_suffix(".png"), encoded((unit * 255).round().astype(np.uint8), format="PNG"),
+                       durable=False)
     atomic_write_bytes(stem.parent / f"{stem.name}_overlay.jpg",
-                       encoded(colour_overlay(image, unit), format="JPEG", quality=90))
+                       encoded(colour_overlay(image, unit), format="JPEG", quality=90), durable=False)
 
 
 def predict_paths(model: torch.nn.Module, inputs: list[str], out: str | Path, size: tuple[int, int],

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from saliency.infra.distributed import World
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 CONFIG = "config.yaml"
 WEIGHTS = "model.safetensors"
@@ -40,10 +42,11 @@ DESCRIPTION = (CONFIG, "tokenizer.json")  # the files that say what the weights 
 CHECKSUM = "sha256"  # the entry of a safetensors file's metadata, or of a JSON file, that holds a digest of the rest
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: readers see old or new, never half. A write
-    that fails (disk full, I/O error, read-only folder) removes its temp file, leaves the old file as it was and
-    raises a one-line `OutputError` naming the file and the reason."""
+def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> None:
+    """Write to a temp file in the same folder, fsync (unless not `durable`: outputs a rerun remakes, where a
+    power cut may lose the last few but a crash never leaves half of one), then rename: readers see old or new,
+    never half. A write that fails (disk full, I/O error, read-only folder) removes its temp file, leaves the
+    old file as it was and raises a one-line `OutputError` naming the file and the reason."""
     path = Path(path)
     tmp = None
     try:
@@ -52,7 +55,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as error:
         if tmp is not None:
@@ -61,6 +65,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         if isinstance(error, OSError):
             raise OutputError(f"{path}: could not be written ({error.strerror or error})") from None
         raise
+
+
+def try_flock(handle, wait: bool = False) -> bool:
+    """Take an exclusive `fcntl.flock` on open file `handle` (waiting for it when `wait`); False when another
+    process holds it. The OS releases it when its holder exits or is killed, so no lock outlives its process. On
+    a filesystem without flock (some network filesystems) it warns once and goes on unlocked."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError as error:
+        log.warning("%s: cannot be locked (%s); make sure no other process writes here", handle.name,
+                    error.strerror or error)
+    return True
 
 
 def require_writable(folder: str | Path) -> None:
@@ -354,9 +372,7 @@ class RunDir:
             made = not self.path.exists()
             self.path.mkdir(parents=True, exist_ok=True)
             handle = open(self.file(LOCK), "a+")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not try_flock(handle):
                 handle.seek(0)
                 return (f"{self.path}: another process (pid {handle.read().strip() or '?'}) is training into this "
                         "run directory")

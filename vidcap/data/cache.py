@@ -12,7 +12,6 @@ before extraction, and the videos of a damaged shard or index entry are extracte
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -29,7 +28,7 @@ from saliency.infra import distributed
 from saliency.infra.config import to_dict
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import (atomic_write_json, require_writable, safetensors_header, safetensors_problem,
-                                   save_safetensors)
+                                   save_safetensors, try_flock)
 from vidcap.captioner import CaptionerConfig, VisualFrontEnd, frames_to_tensor, load_saliency_source
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.data.video import read_frames
@@ -163,7 +162,7 @@ class FeatureCache:
         concurrent extractions take turns; the OS releases it if its holder dies."""
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try_flock(handle, wait=True)
             yield
 
 
