@@ -58,19 +58,25 @@ def _model_and_size(args: argparse.Namespace):
 
 def _eval(args: argparse.Namespace) -> int:
     from saliency.data import open_dataset
-    from saliency.evaluate import ALL_METRICS, evaluate_model
+    from saliency.evaluate import ALL_METRICS, describe_left_out, evaluate_model
     from saliency.infra.rundir import atomic_write_json
 
     model, size = _model_and_size(args)
     reader = open_dataset(args.data, kind=args.kind, split=args.split)
     metrics = args.metrics.split(",") if args.metrics else ALL_METRICS
     skipped: list[tuple[int, str]] = []
-    scores = evaluate_model(model, reader, size, metrics=metrics, progress=not args.quiet, skipped=skipped)
+    # Metrics named with --metrics must be scored; by default those the ground truth cannot give are left out.
+    left_out: dict[str, str] | None = None if args.metrics else {}
+    scores = evaluate_model(model, reader, size, metrics=metrics, progress=not args.quiet, skipped=skipped,
+                            left_out=left_out)
     for _, reason in skipped:
         print(f"saliency eval: skipped {reason}", file=sys.stderr)
+    if left_out:
+        print(f"saliency eval: left out {describe_left_out(left_out)}", file=sys.stderr)
     images = len(reader) - len(skipped)
     result = {"model": args.model, "data": args.data, "split": args.split, "images": images, "size": list(size),
-              "metrics": scores, "skipped": [{"image": reader.names[i], "reason": reason} for i, reason in skipped]}
+              "metrics": scores, "left_out": left_out or {},
+              "skipped": [{"image": reader.names[i], "reason": reason} for i, reason in skipped]}
     print(f"{images} images, {args.data} ({args.split}), input {size[0]}x{size[1]}")
     for name, value in scores.items():
         print(f"  {name:<10}{value:8.4f}")
@@ -145,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = add_command(commands, "eval", help="score a model with CC, KLD, NSS, SIM, AUC-Judd, AUC-Borji, sAUC")
     evaluate.add_argument("--model", required=True, metavar="RUN", help="trained run directory")
     evaluate.add_argument("--data", required=True, metavar="DIR", help="dataset root (SALICON, MIT1003, CAT2000 or images/+maps/ folder)")
-    evaluate.add_argument("--split", default="val", help="split to score (default val)")
+    evaluate.add_argument("--split", default="val",
+                          help="split to score (default val): SALICON train/val/test; MIT1003, CAT2000 and plain "
+                               "folders train/val (a fixed held-out share) or all; CAT2000 also test (images only)")
     evaluate.add_argument("--kind", default="auto", help="dataset layout (default: detected)")
     evaluate.add_argument("--size", type=parse_size, help="model input HxW (default: the run's training size)")
     evaluate.add_argument("--metrics", help="comma-separated subset, e.g. CC,KLD,NSS")

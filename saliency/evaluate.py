@@ -14,6 +14,8 @@ from saliency.metrics import METRICS, fixation_map, score_all
 
 ALL_METRICS = list(METRICS)
 OTHER_IMAGES_FOR_SAUC = 10
+# Why a metric cannot be scored when no image has the input it needs (`Metric.needs`).
+LACKING = {"gt": "no density maps", "fix": "no fixations", "other_fix": "fixations on fewer than two images"}
 
 
 def image_to_tensor(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
@@ -79,9 +81,13 @@ def other_fixations(index: FixationIndex, current: int, rng: np.random.Generator
 
 def evaluate_model(model: torch.nn.Module, reader: Sequence[SaliencySample], size: tuple[int, int],
                    metrics: Sequence[str] = ALL_METRICS, batch_size: int = 8, seed: int = 0,
-                   progress: bool = True, skipped: list[tuple[int, str]] | None = None) -> dict[str, float]:
+                   progress: bool = True, skipped: list[tuple[int, str]] | None = None,
+                   left_out: dict[str, str] | None = None) -> dict[str, float]:
     """Mean of each metric over the images that have the ground truth it needs.
 
+    A metric that no image has that ground truth for (NSS on maps without fixations) is an error; with a
+    `left_out` dict it is dropped from the result instead and recorded there (name → what the data
+    lacks), for callers that score whatever the data allows. Scoring no metric at all is always an error.
     With a `skipped` list, an image whose files cannot be read is left out and (its index, its one-line
     error) appended there; without one, the first such error propagates.
     """
@@ -92,6 +98,7 @@ def evaluate_model(model: torch.nn.Module, reader: Sequence[SaliencySample], siz
     others = fixation_index(reader, skipped) if "sAUC" in metrics else None
     rng = np.random.default_rng(seed)
     scores: dict[str, list[float]] = {name: [] for name in metrics}
+    present: set[str] = set()  # the inputs of `LACKING` that some scored image had
     bar = tqdm(range(0, len(reader), batch_size), desc="evaluating", disable=not progress, leave=False)
     for start in bar:
         indices = range(start, min(start + batch_size, len(reader)))
@@ -105,6 +112,8 @@ def evaluate_model(model: torch.nn.Module, reader: Sequence[SaliencySample], siz
             if sample.fixations is not None and len(sample.fixations):
                 fix = fixation_map(sample.fixations, sample.image.shape[:2])
             other = other_fixations(others, index, rng) if fix is not None and others is not None else None
+            present.update(key for key, value in (("gt", sample.density), ("fix", fix), ("other_fix", other))
+                           if value is not None)
             usable = [m for m in metrics
                       if ("gt" not in METRICS[m].needs or sample.density is not None)
                       and ("fix" not in METRICS[m].needs or fix is not None)
@@ -114,6 +123,18 @@ def evaluate_model(model: torch.nn.Module, reader: Sequence[SaliencySample], siz
     missing = [name for name, values in scores.items() if not values]
     if skipped and missing == list(metrics):
         raise UserError(f"no readable image among {len(reader)} (first: {skipped[0][1]})")
-    if missing:
-        raise UserError(f"the data has no ground truth for {', '.join(missing)} (maps and fixations are needed)")
-    return {name: float(np.mean(values)) for name, values in scores.items()}
+    # A metric is missing only if one of its inputs was on no image (sAUC's other_fix comes with fix).
+    lacking = {name: next(LACKING[key] for key in METRICS[name].needs if key not in present) for name in missing}
+    if missing and (left_out is None or len(missing) == len(scores)):
+        raise UserError(f"the data has no ground truth for {describe_left_out(lacking)}")
+    if left_out is not None:
+        left_out.update(lacking)
+    return {name: float(np.mean(values)) for name, values in scores.items() if values}
+
+
+def describe_left_out(left_out: dict[str, str]) -> str:
+    """One line of metrics grouped by what the data lacks: `NSS, AUC_Judd (no fixations)`."""
+    groups: dict[str, list[str]] = {}
+    for name, why in left_out.items():
+        groups.setdefault(why, []).append(name)
+    return "; ".join(f"{', '.join(names)} ({why})" for why, names in groups.items())

@@ -25,7 +25,7 @@ from saliency.losses import LossConfig, SaliencyLoss
 from saliency.metrics import METRICS
 from saliency.models import build, load
 from saliency.infra.rundir import RunDir
-from saliency.infra.training import Checkpoint, EpochLog, seed_everything, validate_optimiser, warmup_cosine
+from saliency.infra.training import Checkpoint, EpochLog, seed_everything, validate_optimiser, validate_run_basics, warmup_cosine
 
 
 @dataclass
@@ -83,6 +83,7 @@ class SaliencyRunConfig:
     select_by: str = "CC"  # validation metric that picks model.safetensors
 
     def __post_init__(self) -> None:
+        validate_run_basics(self)
         unknown = [name for name in self.val_metrics if name not in METRICS]
         require(not unknown, "val_metrics", f"unknown metric {unknown[0] if unknown else ''!r} (known: {', '.join(METRICS)})")
         require(self.select_by in self.val_metrics, "select_by", f"{self.select_by!r} must be one of val_metrics {self.val_metrics}")
@@ -129,7 +130,7 @@ class SaliencyTrainer:
         self.run = RunDir(out)
         self.world = distributed.current()
         self.progress = progress and self.world.is_main
-        resume = self.run.prepare(resume)
+        resume = self.run.prepare(resume, config)
         seed_everything(config.seed)
         device = self.world.device
         self.model = build(config.model.name, **config.model.options).to(device)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from saliency.infra.config import require_positive
+from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
 from saliency import load as load_saliency_model
 from vidcap.decoder import CaptionDecoder, DecoderConfig
@@ -28,6 +28,9 @@ class SaliencySourceConfig:
     source: Literal["none", "teacher", "student"] = "none"
     run: Optional[str] = None
     size: Optional[tuple[int, int]] = None  # saliency input H×W; None: the sampled frames' size
+
+    def __post_init__(self) -> None:
+        require(self.size is None or min(self.size) >= 1, "size", f"expected two positive integers (H, W), got {self.size!r}")
 
 
 @dataclass
@@ -149,7 +152,7 @@ class Captioner(nn.Module):
         """Captions for visual tokens `[B,M,C]` by beam search (`num_beams=1`: greedy); `generate_kwargs` go to
         HF `generate()` (benchmarks pass `min_new_tokens` so every caption costs the same)."""
         ids = self.decoder.generate(tokens, visual_bias=bias, num_beams=num_beams or self.config.num_beams,
-                                    max_length=self.config.max_length + 1, length_penalty=self.config.length_penalty,
+                                    max_length=self.config.max_length, length_penalty=self.config.length_penalty,
                                     **generate_kwargs)
         return [self.tokenizer.decode(row.tolist()) for row in ids]
 

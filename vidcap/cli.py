@@ -97,15 +97,16 @@ def _caption(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from vidcap.split_evaluation import evaluate_split, format_metrics
+    from vidcap.split_evaluation import evaluate_split, evaluation_folder, format_metrics
 
+    out = args.out or evaluation_folder(args.model, args.split, args.predictions)
     metrics = evaluate_split(args.model, args.split, predictions_file=args.predictions, per_video=args.per_video,
-                             data_root=args.data, progress=not args.quiet)
+                             data_root=args.data, progress=not args.quiet, out=out)
     for entry in metrics["skipped"]:
         if entry["reason"] != "no prediction":
             print(f"vidcap eval: skipped {entry['reason']}", file=sys.stderr)
     print(format_metrics(metrics))
-    print(f"wrote {Path(args.model) / 'eval' / args.split}/")
+    print(f"wrote {out}/")
     return report_skipped("vidcap eval", [entry["video_id"] for entry in metrics["skipped"]], "video")
 
 
@@ -184,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--predictions", metavar="FILE",
                           help='score these captions instead of the model\'s: [{"video_id", "caption"}] JSON')
     evaluate.add_argument("--per-video", action="store_true", help="also write per_video.json (worst CIDEr first)")
+    evaluate.add_argument("--out", metavar="DIR", help="output folder (default: RUN/eval/SPLIT, or RUN/eval/SPLIT-NAME "
+                                                       "for --predictions NAME.json, so the run's own scores stay)")
     evaluate.set_defaults(handler=_eval)
 
     compare = add_command(commands, "compare", help="put evaluated runs side by side: Markdown, HTML and a bar chart",

@@ -45,6 +45,7 @@ class DecoderConfig:
         require(self.pretrained_path is not None or self.hidden_size % self.heads == 0, "hidden_size",
                 f"{self.hidden_size} is not a multiple of heads {self.heads}")
         require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        require(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
 
 
 def build_language_model(config: DecoderConfig, vocab_size: int, bos_id: int, eos_id: int,

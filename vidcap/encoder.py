@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision import models
 
-from saliency.infra.config import require_positive
+from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
 from saliency.infra.weights import load_imagenet_backbone
 from saliency.models import conv_bn_relu, resnet_trunk
@@ -39,6 +39,7 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         require_positive(self, "grid")
+        require(self.alpha >= -1, "alpha", f"must be >= -1, so that the weights (1 + alpha·S) stay >= 0; got {self.alpha}")
 
 
 # ----------------------------------------------------------------------------- backbones

@@ -10,7 +10,7 @@ import torch
 
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
-from saliency.infra.training import validate_optimiser
+from saliency.infra.training import validate_optimiser, validate_run_basics
 from saliency.infra.rundir import WEIGHTS, RunDir
 from saliency.infra.weights import load_state_strictly
 from vidcap.captioner import Captioner, CaptionerConfig, load_saliency_source
@@ -58,6 +58,7 @@ class VidcapRunConfig:
     threads: int = 0  # torch CPU threads, set by the CLI; 0 = all cores
 
     def __post_init__(self) -> None:
+        validate_run_basics(self)
         require(not self.captioner.encoder.trainable, "captioner.encoder.trainable",
                 "must be false: the trainer learns the decoder on cached features of a frozen encoder")
 

@@ -56,11 +56,20 @@ def caption_split(model: Captioner, items, progress: bool = True) -> tuple[dict[
     return captions, timings, skipped
 
 
+def evaluation_folder(run_dir: str | Path, split: str, predictions_file: str | Path | None = None) -> Path:
+    """Where an evaluation is written: `RUN/eval/<split>/` for the run's own captions (what `vidcap compare`
+    reads), `RUN/eval/<split>-<predictions file stem>/` for another system's, so neither overwrites the other."""
+    name = split if predictions_file is None else f"{split}-{Path(predictions_file).stem}"
+    return Path(run_dir) / "eval" / name
+
+
 def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: str | Path | None = None,
-                   per_video: bool = False, data_root: str | None = None, progress: bool = True) -> dict:
-    """Score the run's captions (or `predictions_file`) on the whole split; returns what metrics.json holds."""
+                   per_video: bool = False, data_root: str | None = None, progress: bool = True,
+                   out: str | Path | None = None) -> dict:
+    """Score the run's captions (or `predictions_file`) on the whole split into `out` (default:
+    `evaluation_folder`); returns what metrics.json holds."""
     run = captioner_run(run_dir)
-    out = Path(run_dir) / "eval" / split
+    out = Path(out) if out is not None else evaluation_folder(run_dir, split, predictions_file)
     require_writable(out)  # before captioning a whole split
     config = run.load_config(VidcapRunConfig)
     root = data_root or config.data.root
@@ -102,7 +111,8 @@ def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: s
         rows = [{"video_id": v, "caption": res[v], **scores, "references": gts[v][:5]} for v, scores in per_item.items()]
         worst = sorted(rows, key=lambda row: row["CIDEr"])
         atomic_write_json(out / "per_video.json", worst)
-    write_eval_report(run_dir, config.captioner, metrics, res, dataset.items, front, worst[:WORST_SHOWN] if worst else None)
+    write_eval_report(out, run_dir, config.captioner, metrics, res, dataset.items, front,
+                      worst[:WORST_SHOWN] if worst else None)
     return metrics
 
 

@@ -31,7 +31,7 @@ class CaptionTrainer:
     def __init__(self, config: VidcapRunConfig, out: str, resume: bool = False, progress: bool = True):
         self.config, self.run, self.world = config, RunDir(out), distributed.current()
         self.progress = progress and self.world.is_main
-        resume = self.run.prepare(resume)
+        resume = self.run.prepare(resume, config)
         require_writable(config.data.cache_dir)  # before any work: the features are written there
         seed_everything(config.seed)
         self.train_set = open_caption_dataset(config.data.root, kind=config.data.kind, split=config.data.train_split)

@@ -2,10 +2,19 @@
 
 Every reader is a lazy sequence of `SaliencySample`s (files are decoded on access, partner files are
 checked on construction); `open_dataset` picks the reader from the layout it finds.
+
+Splits. SALICON's train/val/test are its folders. The other layouts ship no validation split, so one
+is held out by a fixed rule: "val" takes a fixed share of the images (of each category, for CAT2000),
+"train" the rest and "all" every annotated image. The held-out images are those whose
+sha256(f"{SPLIT_SEED}/{name}") sorts first: the same on every platform and library version, and adding
+or removing images moves few others across. MIT1003's share is 103/1003 (900 train / 103 val, the usual
+fine-tuning split), CAT2000's a tenth of each category of trainSet (1800 / 200; its testSet, images
+only, is "test"), a plain folder's a tenth. A set (or category) of a single image keeps it in train.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +27,9 @@ from saliency.infra.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SALICON_SPLITS = ("train", "val", "test")
-CAT2000_SPLITS = {"train": "trainSet", "test": "testSet"}
+HELD_OUT_SPLITS = ("train", "val", "all")  # MIT1003, plain folders; CAT2000 adds "test"
+CAT2000_SPLITS = {"train": "trainSet", "val": "trainSet", "all": "trainSet", "test": "testSet"}
+SPLIT_SEED = 0
 LAYOUTS = (
     "SALICON (images/{train,val,test}/, maps/{train,val}/, fixations/{train,val}/), "
     "MIT1003 (ALLSTIMULI/, ALLFIXATIONMAPS/), "
@@ -90,8 +101,7 @@ class SaliconReader(SaliencyReader):
         self, root: str | Path, split: str = "train", require: Collection[str] = _PARTNERS
     ) -> None:
         root = Path(root)
-        if split not in SALICON_SPLITS:
-            raise DatasetError(f"{root}: unknown SALICON split {split!r}; expected one of {SALICON_SPLITS}")
+        _check_split(root, "SALICON", split, SALICON_SPLITS)
         images = _require_images(_list_images(root / "images" / split), root / "images" / split)
         entries = _pair(
             images,
@@ -105,16 +115,19 @@ class SaliconReader(SaliencyReader):
 class Mit1003Reader(SaliencyReader):
     """MIT1003: `ALLSTIMULI/*.jpeg`, `ALLFIXATIONMAPS/<stem>_fixMap.jpg` and `<stem>_fixPts.jpg`.
 
-    MIT1003 has no splits: `split` must be None and the reader yields all 1003 images.
+    Splits train / val / all: 900 / 103 / 1003 images (see the module's docstring). There is no test
+    split: MIT1003's benchmark counterpart, MIT300, keeps its ground truth hidden.
     """
 
+    VAL_SHARE = 103 / 1003
+
     def __init__(
-        self, root: str | Path, split: str | None = None, require: Collection[str] = _PARTNERS
+        self, root: str | Path, split: str = "all", require: Collection[str] = _PARTNERS
     ) -> None:
         root = Path(root)
-        if split is not None:
-            raise DatasetError(f"{root}: MIT1003 has no splits (got split={split!r})")
+        _check_split(root, "MIT1003", split, HELD_OUT_SPLITS)
         images = _require_images(_list_images(root / "ALLSTIMULI"), root / "ALLSTIMULI")
+        images = _held_out_split(images, split, self.VAL_SHARE, root / "ALLSTIMULI")
         maps = root / "ALLFIXATIONMAPS"
         entries = _pair(
             images,
@@ -130,21 +143,21 @@ class Cat2000Reader(SaliencyReader):
 
     The map and location folders are looked for beside `Stimuli/` (as the dataset ships) and then
     in `root`; `root` may also be the `trainSet/` folder itself. Sample names are `<cat>/NNN`.
-    The test split (`testSet/`) has images only.
+    Splits train / val / all divide `trainSet/` (a tenth of each category held out as val, see the
+    module's docstring); test is `testSet/`, which has images only.
     """
+
+    VAL_SHARE = 0.1
 
     def __init__(
         self,
         root: str | Path,
-        split: str = "train",
+        split: str = "all",
         categories: Collection[str] | None = None,
         require: Collection[str] = _PARTNERS,
     ) -> None:
         root = Path(root)
-        if split not in CAT2000_SPLITS:
-            raise DatasetError(
-                f"{root}: unknown CAT2000 split {split!r}; expected one of {tuple(CAT2000_SPLITS)}"
-            )
+        _check_split(root, "CAT2000", split, tuple(CAT2000_SPLITS))
         base = root / CAT2000_SPLITS[split]
         if not (base / "Stimuli").is_dir() and (root / "Stimuli").is_dir():
             base = root
@@ -162,7 +175,9 @@ class Cat2000Reader(SaliencyReader):
             for name, path in _list_images(stimuli / category)
         ]
         images = _require_images(images, stimuli)
-        truth = split == "train"
+        truth = split != "test"
+        if truth:
+            images = _held_out_split(images, split, self.VAL_SHARE, stimuli)
         map_dirs = [base / "FIXATIONMAPS", root / "FIXATIONMAPS"]
         loc_dirs = [base / "FIXATIONLOCS", root / "FIXATIONLOCS"]
         entries = _pair(
@@ -177,16 +192,19 @@ class Cat2000Reader(SaliencyReader):
 class FolderReader(SaliencyReader):
     """A plain folder: `images/*.{jpg,jpeg,png}`, `maps/<stem>.{png,jpg}`, optional `fixations/<stem>.png`.
 
-    Fixation PNGs are binary images (non-zero pixels are fixations). No splits.
+    Fixation PNGs are binary images (non-zero pixels are fixations). Splits train / val / all, a tenth
+    of the images held out as val (see the module's docstring).
     """
 
+    VAL_SHARE = 0.1
+
     def __init__(
-        self, root: str | Path, split: str | None = None, require: Collection[str] = ("map",)
+        self, root: str | Path, split: str = "all", require: Collection[str] = ("map",)
     ) -> None:
         root = Path(root)
-        if split is not None:
-            raise DatasetError(f"{root}: a plain image folder has no splits (got split={split!r})")
+        _check_split(root, "plain folder", split, HELD_OUT_SPLITS)
         images = _require_images(_list_images(root / "images"), root / "images")
+        images = _held_out_split(images, split, self.VAL_SHARE, root / "images")
         entries = _pair(
             images,
             lambda name: [root / "maps" / f"{name}{suffix}" for suffix in (".png", ".jpg", ".jpeg")],
@@ -211,7 +229,7 @@ def detect_layout(root: str | Path) -> str:
         raise DatasetError(f"{root}: no such directory")
     if (root / "ALLSTIMULI").is_dir():
         return "mit1003"
-    if any((root / folder / "Stimuli").is_dir() for folder in (*CAT2000_SPLITS.values(), ".")):
+    if any((root / folder / "Stimuli").is_dir() for folder in ("trainSet", "testSet", ".")):
         return "cat2000"
     if any((root / "images" / split).is_dir() for split in SALICON_SPLITS):
         return "salicon"
@@ -221,17 +239,16 @@ def detect_layout(root: str | Path) -> str:
 
 
 def open_dataset(root: str | Path, kind: str = "auto", split: str | None = None) -> SaliencyReader:
-    """Open the dataset at `root`, detecting its layout when `kind` is "auto".
+    """Open split `split` of the dataset at `root`, detecting its layout when `kind` is "auto".
 
-    `split` selects SALICON's train/val/test or CAT2000's train/test (None: the reader's default,
-    "train"); MIT1003 and plain folders have no splits and always yield the whole set.
+    SALICON has train/val/test; MIT1003 and plain folders train/val/all; CAT2000 train/val/all/test
+    (see the module's docstring for how val is held out). A split the layout does not have is a
+    DatasetError listing those it has. None: SALICON's train, the whole annotated set ("all") of the others.
     """
     kind = detect_layout(root) if kind == "auto" else kind
     if kind not in READERS:
         raise DatasetError(f"unknown dataset kind {kind!r}; expected auto or one of {sorted(READERS)}")
-    if split is not None and kind in ("salicon", "cat2000"):
-        return READERS[kind](root, split=split)
-    return READERS[kind](root)
+    return READERS[kind](root) if split is None else READERS[kind](root, split=split)
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -335,6 +352,37 @@ def _list_images(directory: Path) -> list[tuple[str, Path]]:
             raise DatasetError(f"{path}: same name as {found[path.stem]}; keep one image per name")
         found[path.stem] = path
     return sorted(found.items())
+
+
+def _check_split(root: Path, layout: str, split: str, splits: Sequence[str]) -> None:
+    if split not in splits:
+        raise DatasetError(f"{root}: a {layout} dataset has no split {split!r}; its splits: {', '.join(splits)}")
+
+
+def _held_out_split(
+    images: list[tuple[str, Path]], split: str, val_share: float, where: Path
+) -> list[tuple[str, Path]]:
+    """The images of split train, val or all: val holds `round(val_share * n)` (at least one, never all)
+    of each category's n images (the part of the name before its last "/"), those whose seeded hash
+    sorts first; train holds the rest."""
+    if split == "all":
+        return images
+    groups: dict[str, list[str]] = {}
+    for name, _ in images:
+        groups.setdefault(name.rpartition("/")[0], []).append(name)
+    held_out: set[str] = set()
+    for names in groups.values():
+        count = min(len(names) - 1, max(1, round(val_share * len(names))))
+        held_out.update(sorted(names, key=_split_rank)[:count])
+    chosen = [(name, path) for name, path in images if (name in held_out) == (split == "val")]
+    if not chosen:
+        raise DatasetError(f"{where}: split {split!r} is empty ({len(images)} image(s) in all; use split 'all')")
+    return chosen
+
+
+def _split_rank(name: str) -> bytes:
+    """A seeded pseudo-random rank of a sample name, the same on every platform and library version."""
+    return hashlib.sha256(f"{SPLIT_SEED}/{name}".encode()).digest()
 
 
 def _require_images(images: list[tuple[str, Path]], where: Path) -> list[tuple[str, Path]]:

@@ -23,8 +23,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, required: bool = False
 
 
 def add_command(commands: argparse._SubParsersAction, name: str, **options) -> argparse.ArgumentParser:
-    """A subcommand (`options` as `add_parser` takes them) with the flags every command has: `--quiet`."""
-    command = commands.add_parser(name, **options)
+    """A subcommand (`options` as `add_parser` takes them; its `--help` describes it with its `help` unless given a
+    `description`) with the flags every command has: `--quiet`."""
+    command = commands.add_parser(name, **{"description": options.get("help"), **options})
     command.add_argument("--quiet", action="store_true", help="no progress bars")
     return command
 

@@ -40,12 +40,17 @@ def from_dict(cls: type[T], data: dict | None, where: str = "config") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})")
-    values = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+        raise ConfigError(f"{where.rstrip()}: unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})")
+    values = {name: _coerce(hints[name], value, _key_path(where, name)) for name, value in data.items()}
     try:
         return cls(**values)  # the dataclass's own checks (`__post_init__`) run here
     except InvalidValue as error:
-        raise ConfigError(f"{where}.{error.key}: {error.problem}") from None
+        raise ConfigError(f"{_key_path(where, error.key)}: {error.problem}") from None
+
+
+def _key_path(where: str, key: str) -> str:
+    """`FILE.optim.lr` below a file, `--set optim.lr` below the command line's overrides."""
+    return f"{where}{key}" if where.endswith(" ") else f"{where}.{key}"
 
 
 class InvalidValue(ConfigError):
@@ -165,10 +170,16 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+OVERRIDES = "--set "  # where an error in a `--set` value is said to be: `--set optim.lr: must be > 0`
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> T:
-    """Defaults ← YAML file ← `--set` overrides, validated into dataclass `cls`."""
+    """Defaults ← YAML file ← `--set` overrides, validated into dataclass `cls`. The file is checked on its own
+    first, so an error names the file when it is the file's and `--set` when an override causes it."""
     data = read_yaml(path) if path is not None else {}
-    return from_dict(cls, apply_overrides(data, overrides), str(path) if path else "config")
+    config = from_dict(cls, data, str(path) if path else "config")
+    overrides = list(overrides)
+    return from_dict(cls, apply_overrides(data, overrides), OVERRIDES) if overrides else config
 
 
 def dump_yaml(config: Any) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save as save_tensors_bytes
 
-from saliency.infra.config import dump_yaml, from_dict, read_yaml
+from saliency.infra.config import dump_yaml, from_dict, read_yaml, to_dict
 from saliency.infra.errors import OutputError, UserError
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> N
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600: give it the mode open() would
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -65,6 +67,14 @@ def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> N
         if isinstance(error, OSError):
             raise OutputError(f"{path}: could not be written ({error.strerror or error})") from None
         raise
+
+
+@functools.cache
+def _umask() -> int:
+    """This process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def try_flock(handle, wait: bool = False) -> bool:
@@ -225,6 +235,19 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise UserError(f"{path}: not a valid safetensors file ({error})") from None
 
 
+def first_difference(saved: Any, given: Any, key: str = "") -> str | None:
+    """The first key where config `given` differs from `saved` (plain data), as `key: old → new`; None if equal."""
+    if isinstance(saved, dict) and isinstance(given, dict):
+        for name in [*saved, *(name for name in given if name not in saved)]:
+            change = first_difference(saved.get(name), given.get(name), f"{key}.{name}" if key else str(name))
+            if change:
+                return change
+        return None
+    if isinstance(saved, (list, tuple)) and isinstance(given, (list, tuple)):
+        saved, given = list(saved), list(given)
+    return None if saved == given else f"{key}: {saved!r} → {given!r}"
+
+
 def flatten_state(state: Any, prefix: str = "s") -> tuple[Any, dict[str, torch.Tensor]]:
     """Split nested optimiser/scheduler/RNG state into a JSON skeleton and a flat tensor dict."""
     tensors: dict[str, torch.Tensor] = {}
@@ -344,14 +367,21 @@ class RunDir:
                 raise UserError(f"{self.file(key.split(':', 1)[1])}: not the file {source} was saved with "
                                 f"(damaged or edited since, or {source} comes from another run)")
 
-    def prepare(self, resume: bool) -> bool:
+    def prepare(self, resume: bool, config: Any) -> bool:
         """Check `--resume` against the folder; True when there is a train state to continue from. A run
-        killed before its first checkpoint has its config but no train state: resuming it starts over."""
+        killed before its first checkpoint has its config but no train state: resuming it starts over. A run
+        continues as its config.yaml describes it: a `config` that differs (another `--set`, another preset) is
+        refused, since the folder would no longer say what was trained; a different run takes another --out."""
         if self.exists() and not resume:
             raise UserError(f"{self.path}: run directory already exists; "
                             "use --resume to continue it or choose another --out")
         if resume and not self.exists() and not self.has_train_state():
             raise UserError(f"{self.path}: nothing to resume (no config.yaml or train_state.safetensors)")
+        if resume and self.exists():
+            change = first_difference(self.config_dict(), to_dict(config))
+            if change:
+                raise UserError(f"{self.file(CONFIG)}: --resume continues the run as it was configured, but {change}; "
+                                "train the changed settings into another --out")
         return resume and self.has_train_state()
 
     @contextlib.contextmanager

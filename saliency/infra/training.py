@@ -59,6 +59,12 @@ def continue_training(trainer_class, config, out: str | Path, progress: bool = T
         return trainer_class(config, str(out), resume=run.exists() or run.has_train_state(), progress=progress).fit()
 
 
+def validate_run_basics(config) -> None:
+    """The checks every run config shares: a seed numpy and torch take, a thread count torch takes."""
+    require(0 <= config.seed < 2**32, "seed", f"must be in [0, 2^32), got {config.seed}")
+    require(config.threads >= 0, "threads", f"must be >= 0 (0: all cores), got {config.threads}")
+
+
 def validate_optimiser(optim) -> None:
     """The checks every trainer's optimiser config shares (epochs, lr, warm-up, clipping), as `InvalidValue`s."""
     require_positive(optim, "epochs")

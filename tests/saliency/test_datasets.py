@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +25,15 @@ from saliency.data import (
     crop_sample,
     detect_layout,
     hflip_sample,
+    READERS,
     open_dataset,
     resize_sample,
 )
+from saliency.cli import main
 from saliency.infra.errors import DatasetError, UserError
+from saliency.infra.rundir import RunDir
+from saliency.models import build
+from saliency.train import SaliencyRunConfig
 
 H, W = 12, 16
 
@@ -241,6 +248,150 @@ def test_open_dataset_detects_each_layout(tmp_path: Path, make, kind: str, count
 
 def test_open_dataset_passes_the_split_to_salicon(tmp_path: Path) -> None:
     assert open_dataset(make_salicon(tmp_path), split="val").names == ["c"]
+
+
+# --- splits: SALICON's folders; a fixed, seeded hold-out elsewhere ----------------------------------
+
+
+def make_many(root: Path, layout: str, count: int) -> Path:
+    """`count` tiny images (in each of two categories for CAT2000) named `000`, `001`, ...; no partner files:
+    a split depends on the images alone, so these are read with `require=()`."""
+    folder = {"mit1003": ["ALLSTIMULI"], "cat2000": ["trainSet/Stimuli/Action", "trainSet/Stimuli/Art"]}
+    for directory in folder.get(layout, ["images"]):
+        for i in range(count):
+            write_image(root / directory / f"{i:03d}.jpg", np.zeros((2, 2, 3), np.uint8))
+    return root
+
+
+def names(root: Path, kind: str, split: str) -> list[str]:
+    return READERS[kind](root, split=split, require=()).names
+
+
+@pytest.mark.parametrize(
+    ("kind", "count", "sizes"),
+    [
+        ("mit1003", 1003, (900, 103)),  # the usual MIT1003 split, exactly
+        ("mit1003", 20, (18, 2)),  # a partial copy: the same share, 103/1003
+        ("cat2000", 100, (180, 20)),  # a tenth of each category: 1800 / 200 on the full trainSet
+        ("folder", 30, (27, 3)),
+        ("folder", 2, (1, 1)),  # at least one image on each side
+    ],
+)
+def test_held_out_split_sizes_are_fixed_and_train_val_partition_all(
+    tmp_path: Path, kind: str, count: int, sizes: tuple[int, int]
+) -> None:
+    root = make_many(tmp_path, kind, count)
+    train, val, every = (names(root, kind, split) for split in ("train", "val", "all"))
+    assert (len(train), len(val)) == sizes
+    assert not set(train) & set(val) and sorted(train + val) == every
+    assert train == sorted(train) and val == sorted(val)
+
+
+def test_cat2000_val_holds_the_same_share_of_every_category(tmp_path: Path) -> None:
+    val = names(make_many(tmp_path, "cat2000", 10), "cat2000", "val")
+    assert [name.split("/")[0] for name in val] == ["Action", "Art"]
+    # a category's split does not depend on which other categories are read
+    assert Cat2000Reader(tmp_path, split="val", categories=["Art"], require=()).names == val[1:]
+
+
+def test_held_out_split_is_a_fixed_choice_by_name(tmp_path: Path) -> None:
+    """Seeded by the names alone (sha256 of "0/<name>"), so the same on every machine and run; pinned here
+    so that a change of the rule shows up as a failing test rather than as silently different scores."""
+    root = make_many(tmp_path, "folder", 30)
+    assert names(root, "folder", "val") == ["014", "017", "021"]
+    (root / "images/003.jpg").unlink()  # another image gone: the held-out ones stay
+    assert names(root, "folder", "val") == ["014", "017", "021"]
+
+
+def test_open_dataset_default_split_is_salicon_train_and_the_whole_set_elsewhere(tmp_path: Path) -> None:
+    assert open_dataset(make_salicon(tmp_path / "s")).names == ["a", "b"]
+    assert open_dataset(make_mit1003(tmp_path / "m")).names == ["i1", "i2"]
+    assert open_dataset(make_folder(tmp_path / "f")).names == ["x", "y"]
+    assert len(open_dataset(make_cat2000(tmp_path / "c"))) == 4
+    assert len(open_dataset(tmp_path / "c", split="val")) == 2  # one of each category's two
+
+
+@pytest.mark.parametrize(
+    ("make", "split", "message"),
+    [
+        (make_salicon, "all", "SALICON dataset has no split 'all'; its splits: train, val, test"),
+        (make_mit1003, "test", "MIT1003 dataset has no split 'test'; its splits: train, val, all"),
+        (make_cat2000, "dev", "CAT2000 dataset has no split 'dev'; its splits: train, val, all, test"),
+        (make_folder, "test", "plain folder dataset has no split 'test'; its splits: train, val, all"),
+    ],
+)
+def test_a_split_the_layout_does_not_have_is_an_error_listing_those_it_has(
+    tmp_path: Path, make, split: str, message: str
+) -> None:
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(tmp_path))}: a {message}$"):
+        open_dataset(make(tmp_path), split=split)
+
+
+def test_cat2000_test_split_is_the_test_set_without_ground_truth(tmp_path: Path) -> None:
+    root = make_cat2000(tmp_path)
+    write_image(root / "testSet/Stimuli/Art/003.jpg", rgb())
+    sample = open_dataset(root, split="test")[0]
+    assert sample.name == "Art/003" and sample.density is None and sample.fixations is None
+
+
+def test_a_held_out_split_of_a_single_image_is_empty_and_says_so(tmp_path: Path) -> None:
+    root = make_many(tmp_path, "folder", 1)
+    assert names(root, "folder", "train") == ["000"]
+    with pytest.raises(DatasetError, match=r"images: split 'val' is empty \(1 image\(s\) in all; use split 'all'\)"):
+        open_dataset(root, split="val")
+
+
+# --- saliency eval scores what the ground truth allows ----------------------------------------------
+
+
+@pytest.fixture
+def student_run(tmp_path: Path, one_thread) -> Path:
+    """An untrained student's run directory: the scores do not matter here, only which metrics get one."""
+    run = RunDir(tmp_path / "run")
+    run.save_config(SaliencyRunConfig())
+    run.save_weights(build("student").state_dict())
+    return tmp_path / "run"
+
+
+def maps_only_folder(root: Path) -> Path:
+    """A plain folder of four images with their maps and no fixations."""
+    for i in range(4):
+        write_image(root / "images" / f"{i}.png", rgb(seed=i))
+        write_image(root / "maps" / f"{i}.png", density_map())
+    return root
+
+
+def test_eval_on_maps_without_fixations_scores_the_map_metrics_and_names_the_others(
+    tmp_path: Path, student_run: Path, cli
+) -> None:
+    run, data, out = cli("saliency"), maps_only_folder(tmp_path / "data"), tmp_path / "eval.json"
+    code, stdout, err = run("eval", "--model", student_run, "--data", data, "--split", "all", "--size", "32x32",
+                            "--json", out, "--quiet")
+    assert code == 0 and stdout.startswith(f"4 images, {data} (all)")
+    assert err == "saliency eval: left out NSS, AUC_Judd, AUC_Borji, sAUC (no fixations)\n"
+    result = json.loads(out.read_text())
+    assert list(result["metrics"]) == ["CC", "KLD", "SIM"] and all(np.isfinite(list(result["metrics"].values())))
+    assert result["left_out"] == dict.fromkeys(["NSS", "AUC_Judd", "AUC_Borji", "sAUC"], "no fixations")
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        (maps_only_folder, ["--split", "all", "--metrics", "CC,NSS"], "no ground truth for NSS (no fixations)"),
+        (maps_only_folder, ["--split", "test"], "a plain folder dataset has no split 'test'; its splits: train, val, all"),
+        (make_salicon, ["--split", "test"],  # nothing to score: SALICON's test split has images only
+         "no ground truth for CC, KLD, SIM (no density maps); NSS, AUC_Judd, AUC_Borji, sAUC (no fixations)"),
+    ],
+    ids=["metrics-named", "no-such-split", "no-ground-truth"],
+)
+def test_eval_stops_with_one_line_when_the_data_lacks_the_split_or_the_metrics_asked_for(
+    tmp_path: Path, student_run: Path, cli, make, args: list[str], message: str
+) -> None:
+    run = cli("saliency")
+    code, stdout, err = run("eval", "--model", student_run, "--data", make(tmp_path / "data"), "--size", "32x32",
+                            *args, "--quiet")
+    assert code == 2 and stdout == ""
+    run.assert_one_line_error(err, message)
 
 
 # --- errors: always a DatasetError naming the file --------------------------------------------------

@@ -65,11 +65,14 @@ def test_predict_writes_maps_and_skips_bad_files(world, capsys):
     assert (world / "pred" / f"{first}_overlay.jpg").is_file()
 
 
-def test_resume_continues_to_more_epochs(world):
+def test_resume_to_more_epochs_is_refused_the_run_says_what_was_trained(world, capsys):
     run = world / "student"
+    epochs = [e["epoch"] for e in RunDir(run).load_metrics()["epochs"]]
     assert main(["distill", "--teacher", str(world / "teacher"), "--out", str(run), "--resume",
-                 "--set", "optim.epochs=3", "--quiet"]) == 0
-    assert [e["epoch"] for e in RunDir(run).load_metrics()["epochs"]] == [1, 2, 3]
+                 "--set", f"optim.epochs={len(epochs) + 1}", "--quiet"]) == 2
+    assert f"optim.epochs: {len(epochs)} → {len(epochs) + 1}; train the changed settings into another --out" \
+        in capsys.readouterr().err
+    assert [e["epoch"] for e in RunDir(run).load_metrics()["epochs"]] == epochs
 
 
 def test_onnx_export_matches_pytorch(world, capsys):

@@ -19,6 +19,11 @@ TINY = ["--set", "data.size=[32, 64]", "--set", "data.batch_size=8", "--set", f"
         "--set", "threads=1", "--quiet"]
 
 
+def outputs(run) -> dict[str, bytes]:
+    """The run directory's files and their bytes (not `.lock`, which names the process holding it)."""
+    return {path.name: path.read_bytes() for path in run.iterdir() if path.is_file() and path.name != ".lock"}
+
+
 def train(*args: str) -> int:
     """`saliency train` in this process."""
     return main(["train", *args])
@@ -90,11 +95,23 @@ def test_a_crash_while_saving_keeps_the_last_checkpoint_and_its_temp_file_is_nev
     assert_same_run(uninterrupted, out)
 
 
-def test_a_nan_loss_stops_training_and_leaves_the_last_checkpoint_intact(uninterrupted, tmp_path, monkeypatch, capsys):
+def test_a_nan_loss_stops_training_and_leaves_the_last_checkpoint_intact(data, tmp_path, monkeypatch, capsys,
+                                                                       kill_after_first_checkpoint):
     out = tmp_path / "nan"
-    shutil.copytree(uninterrupted, out)
-    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    kill_after_first_checkpoint("saliency.cli", ["--set", f"data.root={data}", *TINY], out, EPOCHS)
+    before = outputs(out)
     monkeypatch.setattr(SaliencyLoss, "forward", lambda self, *args: (torch.tensor(float("nan")), {}))
-    assert train("--out", str(out), "--resume", "--set", f"optim.epochs={EPOCHS + 1}", "--quiet") == 2
-    assert f"loss became nan at epoch {EPOCHS + 1}; the last good checkpoint is kept" in capsys.readouterr().err
-    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    assert train("--out", str(out), "--resume", "--quiet") == 2
+    assert "loss became nan at epoch 2; the last good checkpoint is kept" in capsys.readouterr().err
+    assert outputs(out) == before
+
+
+def test_resume_with_changed_settings_is_refused_and_leaves_the_run_as_it_was(uninterrupted, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted, out)
+    before = outputs(out)
+    assert train("--out", str(out), "--resume", "--set", f"optim.epochs={EPOCHS + 2}", "--quiet") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"saliency: error: {out / 'config.yaml'}: --resume continues the run as it was configured, but "
+                   f"optim.epochs: {EPOCHS} → {EPOCHS + 2}; train the changed settings into another --out")
+    assert outputs(out) == before

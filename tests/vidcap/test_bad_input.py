@@ -184,7 +184,7 @@ def test_eval_scores_an_empty_predicted_caption(world, tmp_path, run, no_java):
     predictions.write_text(json.dumps([{"video_id": video, "caption": ""} for video in test_ids]))
     code, _, err = run("eval", "--model", world / "captioner", "--predictions", predictions, "--quiet")
     assert code == 0 and err == ""
-    written = json.loads((world / "captioner" / "eval" / "test" / "predictions.json").read_text())
+    written = json.loads((world / "captioner" / "eval" / "test-predictions" / "predictions.json").read_text())
     assert sorted(entry["video_id"] for entry in written) == sorted(test_ids) and {e["caption"] for e in written} == {""}
 
 

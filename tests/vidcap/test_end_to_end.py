@@ -56,11 +56,11 @@ def test_captions_of_training_videos_share_words_with_their_references(trained, 
         assert len(shared) >= 2, (result["caption"], item.captions[:3])
 
 
-def test_resume_continues_the_run_to_more_epochs(trained, capsys):
+def test_resume_to_more_epochs_is_refused_the_run_says_what_was_trained(trained, capsys):
     run = trained / "with-student"
-    assert main(["train", "--out", str(run), "--resume", "--set", "optim.epochs=2", "--quiet"]) == 0
-    epochs = json.loads((run / "metrics.json").read_text())["epochs"]
-    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert main(["train", "--out", str(run), "--resume", "--set", "optim.epochs=2", "--quiet"]) == 2
+    assert "optim.epochs: 1 → 2; train the changed settings into another --out" in capsys.readouterr().err
+    assert [e["epoch"] for e in json.loads((run / "metrics.json").read_text())["epochs"]] == [1]
 
 
 def test_run_directory_reloads_with_its_tokenizer_and_saliency_model(trained):
@@ -170,9 +170,14 @@ def test_eval_scores_a_predictions_file_from_any_system(trained, tmp_path, capsy
     perfect = [{"video_id": item.video_id, "caption": item.captions[0]} for item in test.items]
     path = tmp_path / "predictions.json"
     path.write_text(json.dumps(perfect))
+    own = trained / "none" / "eval" / "test"
+    before = {path.name: path.read_bytes() for path in own.iterdir() if path.is_file()}
     assert main(["eval", "--model", str(trained / "none"), "--split", "test", "--predictions", str(path), "--quiet"]) == 0
-    metrics = json.loads((trained / "none" / "eval" / "test" / "metrics.json").read_text())["metrics"]
-    assert metrics["Bleu_4"] > 0.9 and metrics["CIDEr"] > 2  # each prediction is one of its own references
+    scored = trained / "none" / "eval" / "test-predictions"  # its own folder: the run's evaluation stays as it was
+    metrics = json.loads((scored / "metrics.json").read_text())
+    assert metrics["source"] == str(path) and "predictions.json, split test" in (scored / "report.md").read_text()
+    assert metrics["metrics"]["Bleu_4"] > 0.9 and metrics["metrics"]["CIDEr"] > 2  # each is one of its own references
+    assert {path.name: path.read_bytes() for path in own.iterdir() if path.is_file()} == before
     path.write_text("[{\"video_id\": 3}]")
     assert main(["eval", "--model", str(trained / "none"), "--predictions", str(path), "--quiet"]) == 2
     assert "entry 0" in capsys.readouterr().err

@@ -108,10 +108,11 @@ def report_blocks(run_dir: Path, config: CaptionerConfig, metrics: dict, samples
     return blocks
 
 
-def write_eval_report(run_dir: str | Path, config: CaptionerConfig, metrics: dict, captions: dict[str, str],
-                      items: list, front: VisualFrontEnd | None, worst: list[dict] | None = None,
-                      max_references: int = 5) -> tuple[Path, Path]:
-    """Render and write `RUN/eval/<split>/report.{md,html}`; a sample video that cannot be read is left out."""
+def write_eval_report(out: str | Path, run_dir: str | Path, config: CaptionerConfig, metrics: dict,
+                      captions: dict[str, str], items: list, front: VisualFrontEnd | None,
+                      worst: list[dict] | None = None, max_references: int = 5) -> tuple[Path, Path]:
+    """Render and write `OUT/report.{md,html}` for an evaluation of run `run_dir`'s captions or, as `metrics`
+    says, of a predictions file's; a sample video that cannot be read is left out."""
     by_id = {item.video_id: item for item in items if item.video_id in captions}
     samples = []
     for video_id in sample_ids(list(by_id)):
@@ -123,5 +124,6 @@ def write_eval_report(run_dir: str | Path, config: CaptionerConfig, metrics: dic
         samples.append({"video_id": video_id, "caption": captions[video_id], "strip": strip,
                         "references": by_id[video_id].captions[:max_references]})
     run_dir = Path(run_dir)
-    title = f"Caption evaluation: {run_dir.resolve().name}, split {metrics['split']}"
-    return write_report(run_dir / "eval" / metrics["split"], title, report_blocks(run_dir, config, metrics, samples, worst))
+    scored = run_dir.resolve().name if metrics["source"] == "model" else Path(metrics["source"]).name
+    title = f"Caption evaluation: {scored}, split {metrics['split']}"
+    return write_report(Path(out), title, report_blocks(run_dir, config, metrics, samples, worst))

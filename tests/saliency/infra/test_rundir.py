@@ -123,3 +123,11 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write_text(tmp_path / "a.txt", "two")
     assert (tmp_path / "a.txt").read_text() == "two"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_atomic_writes_get_the_mode_the_umask_gives_a_new_file(tmp_path):
+
+    from saliency.infra.rundir import _umask
+
+    atomic_write_text(tmp_path / "report.html", "<p>shared</p>")
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o666 & ~_umask()
