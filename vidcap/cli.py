@@ -125,10 +125,11 @@ def _demo(args: argparse.Namespace) -> int:
     from vidcap.demo import Demo, DemoConfig, format_summary
 
     config = load_config(DemoConfig, args.config, args.overrides)
-    summary = Demo(config, skip=tuple(args.skip.split(",")) if args.skip else (), progress=not args.quiet).run()
+    skip = tuple(args.skip.split(",")) if args.skip else ()
+    summary = Demo(config, skip=skip, progress=not args.quiet).run()
     print(format_summary(summary))
-    print(f"total {summary['seconds_this_run']['total'] / 60:.1f} min; wrote {Path(config.out) / 'summary.json'} and "
-          f"{Path(config.out) / 'report.html'}")
+    written = [Path(config.out) / "summary.json"] + ([] if "report" in skip else [Path(config.out) / "report.html"])
+    print(f"total {summary['seconds_this_run']['total'] / 60:.1f} min; wrote {' and '.join(map(str, written))}")
     return 0
 
 

@@ -49,10 +49,12 @@ def test_report_compares_the_three_captioners(demo):
 
 
 def test_running_again_skips_finished_stages(demo, capsys):
-    assert main(["demo", "--config", "configs/demo.yaml", "--set", f"out={demo}", *TINY, "--skip", "evaluate", "--quiet"]) == 0
-    err = capsys.readouterr().err  # progress messages go to stderr, through logging
+    assert main(["demo", "--config", "configs/demo.yaml", "--set", f"out={demo}", *TINY, "--skip", "evaluate,report",
+                 "--quiet"]) == 0
+    out, err = capsys.readouterr()  # progress messages go to stderr, through logging
     assert err.count("already trained, skipped") == 6 and "already generated, skipped" in err
-    assert "evaluate: skipped (--skip)" in err
+    assert "evaluate: skipped (--skip)" in err and "report: skipped (--skip)" in err
+    assert out.strip().splitlines()[-1].endswith(f"wrote {demo / 'summary.json'}")  # no report was written
 
 
 def test_unknown_stage_is_one_line_error(tmp_path, capsys):
