@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from saliency.infra import corruption
+from vidcap import corruption as captioner_corruption
 from saliency.infra.rundir import atomic_write_json
 
 COLUMNS = {"cases": "cases", corruption.ERROR: "one-line error", corruption.IDENTICAL: "identical",
@@ -44,9 +45,9 @@ def main() -> None:
         root = Path(folder)
         with contextlib.redirect_stdout(io.StringIO()):  # the commands' own summaries
             student = corruption.make_saliency_run(root)
-            captioner, cache = corruption.make_captioner_run(root)
-        targets = [*corruption.saliency_targets(student), *corruption.captioner_targets(captioner),
-                   *corruption.cache_targets(captioner, cache)]
+            captioner, cache = captioner_corruption.make_captioner_run(root)
+        targets = [*corruption.saliency_targets(student), *captioner_corruption.captioner_targets(captioner),
+                   *captioner_corruption.cache_targets(captioner, cache)]
         results = corruption.run_battery(targets, args.seed, args.flips, args.cuts)
     table = corruption.summarise(results)
     print(f"{'file':<36}" + "".join(f"{title:>{len(title) + 3}}" for title in COLUMNS.values()))

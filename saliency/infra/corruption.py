@@ -185,7 +185,7 @@ VIDCAP_TINY = ["--saliency", "none", "--quiet", "--set", "threads=1",
                "--set", "captioner.num_beams=1", "--set", "optim.epochs=1", "--set", "data.batch_size=8"]
 
 
-def _ok(status: int, command: str) -> None:
+def require_success(status: int, command: str) -> None:
     if status != 0:
         raise RuntimeError(f"{command} exited with {status}")
 
@@ -194,23 +194,10 @@ def make_saliency_run(root: Path) -> Path:
     """`saliency synth` 12 images and `saliency train` a tiny student on them for one epoch; the run directory."""
     from saliency.cli import main
 
-    _ok(main(["synth", str(root / "saliency-data"), "--n", "12", "--size", "32x64", "--quiet"]), "saliency synth")
-    _ok(main(["train", "--set", f"data.root={root / 'saliency-data'}", *SALIENCY_TINY, "--out", str(root / "student")]),
+    require_success(main(["synth", str(root / "saliency-data"), "--n", "12", "--size", "32x64", "--quiet"]), "saliency synth")
+    require_success(main(["train", "--set", f"data.root={root / 'saliency-data'}", *SALIENCY_TINY, "--out", str(root / "student")]),
         "saliency train")
     return root / "student"
-
-
-def make_captioner_run(root: Path) -> tuple[Path, Path]:
-    """`vidcap synth` 6 clips, `vidcap train` a tiny captioner on them for one epoch (which caches the train and
-    val features in one shard), then `vidcap extract` the test split (a second shard); (run, cache root)."""
-    from vidcap.cli import main
-
-    data, cache, run = root / "vidcap-data", root / "cache", root / "captioner"
-    _ok(main(["synth", str(data), "--n", "6", "--size", "32x64", "--frames", "4", "--quiet"]), "vidcap synth")
-    settings = [*VIDCAP_TINY, "--set", f"data.root={data}", "--set", f"data.cache_dir={cache}"]
-    _ok(main(["train", *settings, "--out", str(run)]), "vidcap train")
-    _ok(main(["extract", *settings, "--splits", "test"]), "vidcap extract")
-    return run, cache
 
 
 def saliency_targets(run: Path) -> list[Target]:
@@ -225,50 +212,13 @@ def saliency_targets(run: Path) -> list[Target]:
         return {"spec": loaded.spec, "weights": loaded.state_dict(),
                 "config": to_dict(RunDir(run).load_config(SaliencyRunConfig))}
 
-    return _run_targets("saliency", run, model, ["config.yaml", "model.safetensors"])
+    return run_targets("saliency", run, model, ["config.yaml", "model.safetensors"])
 
 
-def captioner_targets(run: Path) -> list[Target]:
-    """The files of a captioner run, each with the loader that reads it."""
-    from saliency.infra.config import to_dict
-    from vidcap.run import load_run
-
-    def model() -> dict:
-        captioner, config = load_run(run)
-        return {"weights": captioner.state_dict(), "tokenizer": captioner.tokenizer.backend.to_str(),
-                "max_length": captioner.tokenizer.max_length, "config": to_dict(config)}
-
-    return _run_targets("captioner", run, model, ["config.yaml", "tokenizer.json", "model.safetensors"])
-
-
-def _run_targets(label: str, run: Path, model: Callable[[], Any], model_files: list[str]) -> list[Target]:
+def run_targets(label: str, run: Path, model: Callable[[], Any], model_files: list[str]) -> list[Target]:
     from saliency.infra.rundir import RunDir
 
     kind = {".yaml": "yaml", ".json": "json", ".safetensors": "safetensors"}
     loaders = {**{name: model for name in model_files}, "train_state.safetensors": lambda: RunDir(run).load_train_state(),
                "train_state.json": lambda: RunDir(run).completed_epochs(), "metrics.json": lambda: RunDir(run).load_metrics()}
     return [Target(f"{label}/{name}", run / name, kind[Path(name).suffix], load, run) for name, load in loaders.items()]
-
-
-def cache_targets(run: Path, cache_root: Path) -> list[Target]:
-    """The shards and index.json of the captioner's feature cache, loaded as `vidcap extract` and `vidcap train` use
-    it: `extract_splits` over every split (which checks the cache and extracts what is missing or damaged), then
-    every video's features read back by a fresh `FeatureCache`, as the next epoch or run reads them."""
-    from saliency.infra.rundir import RunDir
-    from vidcap.data.cache import FeatureCache, extract_splits
-    from vidcap.run import VidcapRunConfig
-
-    config = RunDir(run).load_config(VidcapRunConfig)
-    folder = next(path for path in Path(cache_root).iterdir() if path.is_dir())
-    videos = sorted(json.loads((folder / "index.json").read_text()))
-
-    def load() -> tuple[dict, int]:
-        before = set(folder.glob("shard_*"))
-        extract_splits(config, ["train", "val", "test"], progress=False)
-        cache = FeatureCache(cache_root, folder.name)
-        return {video: cache.get(video) for video in videos}, len(set(folder.glob("shard_*")) - before)
-
-    shards = sorted(folder.glob("shard_*.safetensors"), key=lambda path: -path.stat().st_size)
-    return [Target("cache/index.json", folder / "index.json", "json", load, folder, repairs=True),
-            *(Target(f"cache/shard {i + 1} of {len(shards)}", shard, "safetensors", load, folder, repairs=True)
-              for i, shard in enumerate(shards))]

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 
+from saliency.infra import corruption
+
 EVENTS: list[str] = []  # the kinds of event seen so far, in order
 KILL_AT = 0  # the event to die at (1-based); 0: never
 KILL_KIND: str | None = None  # count only events of this kind towards KILL_AT; None: every event
@@ -131,7 +133,7 @@ def kill_until_done(module: str, start: list[str], resume: Callable[[], list[str
     raise AssertionError("unreachable: the last run has no kill point")
 
 
-def _tensors(paths: list[Path]) -> dict[str, "torch.Tensor"]:
+def _tensors(paths: list[Path]) -> dict:
     """Every tensor of the safetensors files `paths`, by name (cache shards: one name per video)."""
     from safetensors.torch import load_file
 
@@ -196,16 +198,11 @@ def differences(reference: Path, trial: Path) -> list[str]:
     return problems
 
 
-SALIENCY_TINY = ["--set", "data.size=[32, 64]", "--set", "data.batch_size=8", "--set", "optim.epochs=3",
-                 "--set", "model.options={width: 8, depth: 1, decoder_width: 8}", "--set", "val_metrics=[CC, KLD]",
-                 "--set", "threads=1", "--quiet"]
-VIDCAP_TINY = ["--saliency", "none", "--quiet", "--set", "threads=1",
-               "--set", "captioner.sampler={n_frames: 4, mode: segment, size: [32, 64], resize: stretch}",
-               "--set", "captioner.encoder={backbone: small-cnn, pretrained: false, grid: 2}",
-               "--set", "captioner.decoder={hidden_size: 32, layers: 1, heads: 2, intermediate_size: 64, "
-                        "dropout: 0.1, visual_positions: 64}",
-               "--set", "captioner.tokenizer.min_count=1", "--set", "captioner.max_length=16",
-               "--set", "optim.epochs=3", "--set", "data.batch_size=8", "--set", "optim.captions_per_video=3"]
+# The corruption battery's tiny runs, trained three epochs so that kills fall between checkpoints too.
+SALIENCY_TINY = [*corruption.SALIENCY_TINY, "--set", "optim.epochs=3", "--set", "val_metrics=[CC, KLD]"]
+VIDCAP_TINY = [*corruption.VIDCAP_TINY, "--set", "optim.epochs=3", "--set", "captioner.num_beams=3",
+               "--set", "captioner.sampler.n_frames=4", "--set", "captioner.decoder.visual_positions=64",
+               "--set", "optim.captions_per_video=3"]
 
 
 @dataclass

@@ -29,7 +29,6 @@ from saliency.data import (
     open_dataset,
     resize_sample,
 )
-from saliency.cli import main
 from saliency.infra.errors import DatasetError, UserError
 from saliency.infra.rundir import RunDir
 from saliency.models import build

@@ -1,6 +1,5 @@
 """Nothing lost: a `vidcap train` killed after a checkpoint resumes to exactly the weights of an uninterrupted
 run (dropout and caption shuffling included), and a NaN loss leaves the last good checkpoint as it was."""
-import shutil
 
 import pytest
 import torch

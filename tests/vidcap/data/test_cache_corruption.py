@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from saliency.infra import corruption
+from vidcap import corruption as captioner_corruption
 from saliency.infra.rundir import RunDir
 from vidcap.cli import main
 from vidcap.data.cache import FeatureCache, extract_splits
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def world(tmp_path_factory, one_thread):
     """A tiny captioner trained by `vidcap train` and its feature cache: two shards (train + val, then test)."""
     root = tmp_path_factory.mktemp("cache-corruption")
-    corruption.make_captioner_run(root)
+    captioner_corruption.make_captioner_run(root)
     return root
 
 
@@ -48,7 +49,7 @@ def largest_shard(folder):
 
 @pytest.mark.parametrize("name", ["index.json", "shard 1 of 2", "shard 2 of 2"])
 def test_a_damaged_cache_file_is_extracted_again_and_said_so(world, name):
-    target = next(t for t in corruption.cache_targets(world / "captioner", world / "cache") if t.name.endswith(name))
+    target = next(t for t in captioner_corruption.cache_targets(world / "captioner", world / "cache") if t.name.endswith(name))
     results = corruption.run_battery([target], seed=3, flips=4, cuts=2)
     assert len(results) == 4 + 2 + 7
     assert [r for r in results if r["outcome"] not in corruption.GOOD] == []
