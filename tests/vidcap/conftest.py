@@ -6,8 +6,22 @@ import io
 from html.parser import HTMLParser
 
 import pytest
+import torch
 from PIL import Image
 
+
+@pytest.fixture(scope="session")
+def tiny_captioner(tmp_path_factory):
+    """A tiny captioner trained for one epoch by `vidcap train` on six synthetic clips, and its feature cache in two
+    shards (train + val, then test): `ROOT/captioner`, `ROOT/cache`, `ROOT/vidcap-data`. Made once for the
+    corruption tests, which damage copies (the battery restores what it damages)."""
+    from vidcap import corruption as captioner_corruption
+
+    threads = torch.get_num_threads()  # the commands set one thread; the other tests keep theirs
+    root = tmp_path_factory.mktemp("tiny-captioner")
+    captioner_corruption.make_captioner_run(root)
+    torch.set_num_threads(threads)
+    return root
 
 
 class ReportParser(HTMLParser):

@@ -17,18 +17,10 @@ from vidcap.run import load
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, one_thread):
-    """A tiny captioner trained for one epoch by `vidcap train` on six synthetic clips."""
-    root = tmp_path_factory.mktemp("vidcap-corruption")
-    captioner_corruption.make_captioner_run(root)
-    return root
-
-
 @pytest.fixture
-def run(world, tmp_path):
+def run(tiny_captioner, tmp_path):
     """A copy of the trained captioner's run directory, to damage."""
-    shutil.copytree(world / "captioner", tmp_path / "captioner")
+    shutil.copytree(tiny_captioner / "captioner", tmp_path / "captioner")
     return tmp_path / "captioner"
 
 
@@ -58,16 +50,16 @@ def test_a_tokenizer_that_parses_but_says_other_words_is_refused(run):
     assert str(error.value).startswith(f"{run / 'tokenizer.json'}: not the file model.safetensors was saved with")
 
 
-def test_caption_with_a_damaged_tokenizer_stops_with_one_line(world, run, cli):
+def test_caption_with_a_damaged_tokenizer_stops_with_one_line(tiny_captioner, run, cli):
     rename_a_word(run)
-    video = sorted((world / "vidcap-data").rglob("*.mp4"))[0]
+    video = sorted((tiny_captioner / "vidcap-data").rglob("*.mp4"))[0]
     command = cli("vidcap")
     code, out, err = command("caption", video, "--model", run)
     assert code == 2 and out == ""
     command.assert_one_line_error(err, str(run / "tokenizer.json"), "not the file model.safetensors was saved with")
 
 
-def test_resume_checks_the_tokenizer_and_goes_on_when_it_is_whole(world, run, tmp_path, cli):
+def test_resume_checks_the_tokenizer_and_goes_on_when_it_is_whole(tiny_captioner, run, tmp_path, cli):
     whole = tmp_path / "whole"
     shutil.copytree(run, whole)
     rename_a_word(run)

@@ -19,19 +19,11 @@ from vidcap.run import VidcapRunConfig
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, one_thread):
-    """A tiny captioner trained by `vidcap train` and its feature cache: two shards (train + val, then test)."""
-    root = tmp_path_factory.mktemp("cache-corruption")
-    captioner_corruption.make_captioner_run(root)
-    return root
-
-
 @pytest.fixture
-def cache(world, tmp_path):
+def cache(tiny_captioner, tmp_path):
     """(run config on a copy of the cache, the copy's fingerprint folder, every video's undamaged features)."""
-    shutil.copytree(world / "cache", tmp_path / "cache")
-    config = RunDir(world / "captioner").load_config(VidcapRunConfig)
+    shutil.copytree(tiny_captioner / "cache", tmp_path / "cache")
+    config = RunDir(tiny_captioner / "captioner").load_config(VidcapRunConfig)
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, cache_dir=str(tmp_path / "cache")))
     folder = next((tmp_path / "cache").iterdir())
     return config, folder, features(folder)
@@ -48,8 +40,9 @@ def largest_shard(folder):
 
 
 @pytest.mark.parametrize("name", ["index.json", "shard 1 of 2", "shard 2 of 2"])
-def test_a_damaged_cache_file_is_extracted_again_and_said_so(world, name):
-    target = next(t for t in captioner_corruption.cache_targets(world / "captioner", world / "cache") if t.name.endswith(name))
+def test_a_damaged_cache_file_is_extracted_again_and_said_so(tiny_captioner, name):
+    targets = captioner_corruption.cache_targets(tiny_captioner / "captioner", tiny_captioner / "cache")
+    target = next(t for t in targets if t.name.endswith(name))
     results = corruption.run_battery([target], seed=3, flips=4, cuts=2)
     assert len(results) == 4 + 2 + 7
     assert [r for r in results if r["outcome"] not in corruption.GOOD] == []
@@ -84,11 +77,11 @@ def test_a_corrupt_index_is_read_as_empty_with_a_warning_and_rebuilt(cache, capl
     assert all(torch.equal(repaired[v], undamaged[v]) for v in undamaged)
 
 
-def test_vidcap_extract_repairs_a_cut_short_shard_and_says_so(world, cache, cli):
+def test_vidcap_extract_repairs_a_cut_short_shard_and_says_so(tiny_captioner, cache, cli):
     config, folder, undamaged = cache
     shard = largest_shard(folder)
     shard.write_bytes(shard.read_bytes()[:1000])
-    settings = [*corruption.VIDCAP_TINY, "--set", f"data.root={world / 'vidcap-data'}",
+    settings = [*corruption.VIDCAP_TINY, "--set", f"data.root={tiny_captioner / 'vidcap-data'}",
                 "--set", f"data.cache_dir={folder.parent}"]
     code, out, err = cli("vidcap")("extract", *settings)
     assert code == 0
