@@ -37,7 +37,8 @@ def main() -> None:
     parser.add_argument("--flips", type=int, default=30, help="bytes changed, one case each, per file")
     parser.add_argument("--cuts", type=int, default=8, help="truncations per file")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default="benchmarks/results/corruption_battery.json")
+    parser.add_argument("--json", default="runs/bench/corruption_battery.json",
+                        help="where the results go (default %(default)s; the committed reference is benchmarks/results/corruption_battery.json)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()

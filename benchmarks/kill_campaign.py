@@ -26,7 +26,9 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=50, help="kill points per command (default 50)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("runs/kill-campaign"))
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/kill_campaign.json"))
+    parser.add_argument("--json", type=Path, default=Path("runs/bench/kill_campaign.json"),
+                        help="results, reused by the next run (default %(default)s; the committed reference is "
+                             "benchmarks/results/kill_campaign.json)")
     args = parser.parse_args()
     results = json.loads(args.json.read_text()) if args.json.is_file() else {"seed": args.seed, "commands": {}}
     if results["seed"] != args.seed:

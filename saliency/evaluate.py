@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from saliency.data import IMAGENET_MEAN, IMAGENET_STD, SaliencySample
+from saliency.data import IMAGENET_MEAN, IMAGENET_STD, SaliencyReader, SaliencySample
 from saliency.infra.errors import DatasetError, UserError
 from saliency.metrics import METRICS, fixation_map, score_all
 
@@ -130,6 +130,14 @@ def evaluate_model(model: torch.nn.Module, reader: Sequence[SaliencySample], siz
     if left_out is not None:
         left_out.update(lacking)
     return {name: float(np.mean(values)) for name, values in scores.items() if values}
+
+
+def scorable(reader: SaliencyReader, metrics: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Split `metrics` into those the reader's ground truth can score and the rest (name → what is lacking)."""
+    have = reader.ground_truth
+    lacking = {m: next(LACKING[k] for k in METRICS[m].needs if k not in have)
+               for m in metrics if not set(METRICS[m].needs) <= have}
+    return [m for m in metrics if m not in lacking], lacking
 
 
 def describe_left_out(left_out: dict[str, str]) -> str:

@@ -6,6 +6,7 @@ Under `torchrun` each process trains on its share of every batch (`saliency.infr
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,12 +21,14 @@ from saliency.data import SaliencyTorchDataset, SaliencyTransform, open_dataset
 from saliency.distill import DistillConfig, Distiller
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
-from saliency.evaluate import evaluate_model
+from saliency.evaluate import describe_left_out, evaluate_model, scorable
 from saliency.losses import LossConfig, SaliencyLoss
 from saliency.metrics import METRICS
 from saliency.models import build, load
 from saliency.infra.rundir import RunDir
 from saliency.infra.training import Checkpoint, EpochLog, seed_everything, validate_optimiser, validate_run_basics, warmup_cosine
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -122,6 +125,18 @@ def _train_loader(config: SaliencyRunConfig, world: distributed.World) -> tuple[
     return loader, dataset
 
 
+def _validation_metrics(config: SaliencyRunConfig, reader) -> list[str]:
+    """`config.val_metrics` less those the validation split has no ground truth for (said once in the log);
+    checked before the first epoch, so a run never fails after training for want of fixations."""
+    usable, lacking = scorable(reader, config.val_metrics)
+    if config.select_by in lacking:
+        raise UserError(f"select_by: {config.select_by} cannot be scored on split {config.data.val_split!r} "
+                        f"({lacking[config.select_by]}); choose one of {usable or ['CC', 'KLD']} with --set select_by=...")
+    if lacking:
+        logger.warning("validation leaves out %s", describe_left_out(lacking))
+    return usable
+
+
 class SaliencyTrainer:
     """Trains `config.model` into run directory `out`; distils from `config.teacher` when set."""
 
@@ -144,6 +159,7 @@ class SaliencyTrainer:
         self.loss = SaliencyLoss(config.loss)
         self.train_loader, self.train_set = _train_loader(config, self.world)
         self.val_reader = open_split(config, config.data.val_split)
+        self.val_metrics = _validation_metrics(config, self.val_reader)
         self.world.barrier()  # every process has checked the run directory before rank 0 writes to it
         # training passes go through these (DDP across processes); the plain modules are evaluated and saved
         self.student = distributed.data_parallel(self.model, self.world)
@@ -206,7 +222,7 @@ class SaliencyTrainer:
                 bar.set_postfix(loss=f"{logs['loss']:.4f}")
             steps = max(1, len(self.train_loader))
             val = self.world.from_main(lambda: evaluate_model(self.model, self.val_reader, config.data.size,
-                                                              metrics=config.val_metrics, progress=False))
+                                                              metrics=self.val_metrics, progress=False))
             self.epoch += 1
             record = {"epoch": self.epoch, "train": {k: v / steps for k, v in sums.items()}, "val": val,
                       "lr": self.scheduler.get_last_lr()[0]}

@@ -230,6 +230,25 @@ def test_command_can_be_copied_as_written(command):
         check_command_line(argv, command.where)
 
 
+def every_subcommand_flag() -> list[tuple[str, str, str]]:
+    """(program, subcommand, flag) for every long option of every subcommand of `saliency` and `vidcap`."""
+    found = []
+    for program in ("saliency", "vidcap"):
+        parser = import_module(f"{program}.cli").build_parser()
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        for name, sub in subparsers.choices.items():
+            found += [(program, name, flag) for flag in sorted(option_strings(sub)) if flag.startswith("--")]
+    return found
+
+
+def test_every_flag_of_every_command_is_in_the_readme():
+    """A flag a user cannot learn about from the README (beside `--help`) is a flag the README forgot."""
+    text = "\n".join((ROOT / readme).read_text(encoding="utf-8") for readme in READMES)
+    missing = [f"{program} {name} {flag}" for program, name, flag in every_subcommand_flag()
+               if flag != "--help" and not re.search(re.escape(flag) + r"(?![\w-])", text)]
+    assert not missing, f"README.md never mentions: {', '.join(missing)}"
+
+
 # ------------------------------------------------------------------ the marked commands' deeper checks
 
 

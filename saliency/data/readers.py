@@ -76,6 +76,14 @@ class SaliencyReader(Sequence[SaliencySample]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def ground_truth(self) -> set[str]:
+        """Which inputs of the metrics (`Metric.needs`) some sample has: "gt", "fix", "other_fix"."""
+        have = {"gt"} if any(e.density is not None for e in self._entries) else set()
+        with_fixations = sum(e.fixations is not None for e in self._entries)
+        have |= {"fix"} if with_fixations else set()
+        return have | ({"other_fix"} if with_fixations >= 2 else set())
+
     def __getitem__(self, index: int) -> SaliencySample:  # type: ignore[override]
         entry = self._entries[index]
         image = read_rgb(entry.image)

@@ -4,8 +4,8 @@ Nothing is downloaded and nothing is unpickled: torchvision files go through `to
 """
 from __future__ import annotations
 
+import logging
 import pickle
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
@@ -14,6 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from saliency.infra.errors import UserError
+
+logger = logging.getLogger(__name__)
+_MISSING_SAID: set[Path] = set()  # ImageNet files already reported missing: said once per process
 
 
 def state_dict_mismatch(expected: dict[str, Tensor], given: dict[str, Tensor]) -> str | None:
@@ -60,8 +63,9 @@ def load_imagenet_backbone(
     if pretrained is True:
         path = torchvision_cache_path(weights)
         if not path.is_file():
-            warnings.warn(f"ImageNet weights for {name} not found in {path}; using random initialisation",
-                          stacklevel=3)
+            if path not in _MISSING_SAID:
+                _MISSING_SAID.add(path)
+                logger.warning("ImageNet weights for %s not found in %s; using random initialisation", name, path)
             return
     else:
         path = Path(pretrained)

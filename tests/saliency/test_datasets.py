@@ -564,3 +564,35 @@ def test_same_seed_and_epoch_reproduce_the_augmentation(tmp_path: Path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert not all(torch.equal(a, b) for a, b in zip(first, epoch_images(0, 2)))
     assert not all(torch.equal(a, b) for a, b in zip(first, epoch_images(1, 1)))
+
+
+# --- saliency train validates with what the validation split allows ---------------------------------
+
+
+def many_maps_only_folder(root: Path, n: int = 20) -> Path:
+    """A plain folder of `n` images with maps and no fixations: enough for a train and a val split."""
+    for i in range(n):
+        write_image(root / "images" / f"{i:03d}.png", rgb(seed=i))
+        write_image(root / "maps" / f"{i:03d}.png", density_map())
+    return root
+
+
+TINY_TRAIN = ["--set", "data.size=[32, 32]", "--set", "data.batch_size=4", "--set", "optim.epochs=1",
+              "--set", "model.options={width: 8, depth: 1, decoder_width: 8}", "--quiet"]
+
+
+def test_train_on_maps_without_fixations_validates_on_the_map_metrics(tmp_path: Path, cli, one_thread, caplog) -> None:
+    data, out = many_maps_only_folder(tmp_path / "data"), tmp_path / "run"
+    code, _, err = cli("saliency")("train", "--set", f"data.root={data}", *TINY_TRAIN, "--out", out)
+    assert code == 0, err
+    val = json.loads((out / "metrics.json").read_text())["final"]
+    assert sorted(val) == ["CC", "KLD", "SIM"]
+    assert "validation leaves out NSS, AUC_Judd (no fixations)" in caplog.text + err
+
+
+def test_train_selecting_by_a_metric_the_val_split_cannot_give_stops_before_training(tmp_path: Path, cli) -> None:
+    data, out = many_maps_only_folder(tmp_path / "data"), tmp_path / "run"
+    run = cli("saliency")
+    code, stdout, err = run("train", "--set", f"data.root={data}", *TINY_TRAIN, "--set", "select_by=NSS", "--out", out)
+    assert code == 2 and not out.exists()
+    run.assert_one_line_error(err, "select_by: NSS cannot be scored on split 'val' (no fixations)")

@@ -190,12 +190,14 @@ def test_pretrained_file_of_another_architecture_is_a_user_error(tmp_path):
         build("teacher-mobilenetv2", pretrained=str(path))
 
 
-def test_pretrained_with_an_empty_cache_warns_once_and_builds(tmp_path, monkeypatch):
+def test_pretrained_with_an_empty_cache_warns_once_and_builds(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.warns(UserWarning) as record:
-        model = build("teacher-mobilenetv2")
-    notices = [str(w.message) for w in record if "ImageNet weights" in str(w.message)]
+    model = build("teacher-mobilenetv2")
+    build("teacher-mobilenetv2")
+    notices = [r.getMessage() for r in caplog.records if "ImageNet weights" in r.getMessage()]
     assert len(notices) == 1 and str(tmp_path) in notices[0] and "random initialisation" in notices[0]
+    assert all(r.levelname == "WARNING" and r.name == "saliency.infra.weights" for r in caplog.records
+               if "ImageNet weights" in r.getMessage())
     assert model.spec["options"]["pretrained"] is True
 
 
