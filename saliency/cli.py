@@ -14,7 +14,8 @@ from saliency.infra.errors import UserError
 def _synth(args: argparse.Namespace) -> int:
     from saliency.synthetic import write_salicon
 
-    summary = write_salicon(args.out, n=args.n, seed=args.seed, size=args.size, progress=not args.quiet)
+    summary = write_salicon(args.out, n=args.n, seed=args.seed, size=args.size, progress=not args.quiet,
+                            world=args.world)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -1,7 +1,14 @@
-"""A seeded synthetic world where the salient thing is known: one saturated actor among muted shapes.
+"""A seeded synthetic world where the salient thing is known, in two versions.
 
-Scenes are rendered with numpy; observers' fixations mostly land on the actor; the density map is the
-fixation map blurred by a Gaussian, as SALICON makes its maps. `write_salicon` stores the result in
+- `v1`: one saturated actor among muted, nearly still distractors. Saliency is pop-out there: a colour rule
+  finds the actor as well as any network.
+- `v2` (the default): 3–6 objects, all equally saturated, any of them any shape, colour, size or motion.
+  Gaze follows object knowledge, as faces and text draw gaze in real photos: each object draws fixations in
+  proportion to its `attention_weight` (a per-shape priority, times a gain for moving objects in video and a
+  small one for big objects). The most-weighted object, by a clear margin, is the actor the captions name.
+
+Scenes are rendered with numpy; the density map is the fixation map blurred by a Gaussian, as SALICON
+makes its maps. `write_salicon` stores the result in
 the official SALICON layout, so the same loaders read it and the real data. Coordinates inside this
 module are 0-based pixel centres `(x, y)`; fixations written to disk are 1-based, as in SALICON.
 """
@@ -36,6 +43,17 @@ SIZES = {"small": 0.065, "big": 0.17}  # actor radius as a fraction of min(H, W)
 MOTIONS = ("left", "right", "up", "down", "grows", "shrinks", "still")
 SALICON_SPLITS = ("train", "val", "test")
 META_NAME = "synthetic_meta.json"
+WORLDS = ("v1", "v2")
+
+# World v2: how strongly each kind of object draws gaze. Shape carries most of it (as faces and text do in
+# photos); in video a moving object draws more than a still one; big objects a little more than small ones.
+SHAPE_PRIORITY = {"star": 8.0, "triangle": 4.0, "diamond": 2.0, "circle": 1.4, "square": 1.0}
+MOTION_GAIN = 6.0  # a moving object (any motion but "still") in a video of more than one frame
+SIZE_GAIN = {"small": 1.0, "big": 1.3}
+ACTOR_MARGIN = 1.5  # the actor draws at least this many times the gaze of any other object
+SIZES_V2 = {"small": 0.05, "big": 0.10}  # radius fraction of min(H, W): room for six objects
+_TRAVEL_V2 = (0.15, 0.25)
+OBSERVERS = {"v1": 15, "v2": 30}  # observers per image or frame, 5 fixations each
 
 _GROWTH = 1.25  # grows/shrinks: radius r/1.25 → 1.25·r; the largest small stays 1.5× under the smallest big
 _TRAVEL = (0.30, 0.42)  # translation over the clip, as a fraction of the width or height
@@ -72,9 +90,26 @@ class Sprite:
         return self.radius0 * (self.radius1 / self.radius0) ** s
 
 
+@dataclass(frozen=True)
+class SceneObject:
+    """A world-v2 object: what it is (the words a caption would use) and how it is drawn."""
+
+    shape: str
+    colour: str
+    size: str
+    motion: str
+    sprite: Sprite
+
+    def attention_weight(self, video: bool) -> float:
+        """How much gaze it draws relative to the others: shape priority × size gain (× motion gain in video)."""
+        moving = video and self.motion != "still"
+        return SHAPE_PRIORITY[self.shape] * SIZE_GAIN[self.size] * (MOTION_GAIN if moving else 1.0)
+
+
 @dataclass(frozen=True, eq=False)
 class Scene:
-    """One clip: a static background, barely moving distractors and the actor with its attributes."""
+    """One clip: a static background, the other objects (v1: barely moving muted distractors) and the actor
+    with its attributes. World v2 also lists every object, the actor first (`objects[0]`)."""
 
     height: int
     width: int
@@ -86,6 +121,17 @@ class Scene:
     actor: Sprite
     distractors: tuple[Sprite, ...]
     background: np.ndarray  # (H, W, 3) float32 in [0, 1]
+    world: str = "v1"
+    objects: tuple[SceneObject, ...] = ()
+
+    @property
+    def is_video(self) -> bool:
+        return self.n_frames > 1
+
+    def attention_weights(self) -> np.ndarray:
+        """World v2: each object's share of the object fixations (sums to 1), actor first."""
+        weights = np.array([o.attention_weight(self.is_video) for o in self.objects])
+        return weights / weights.sum()
 
     def fraction(self, t: int) -> float:
         """Clip fraction of frame `t`."""
@@ -103,8 +149,11 @@ class ObserverGaze:
 
 def sample_scene(rng: np.random.Generator, height: int, width: int, n_frames: int = 1, *,
                  shape: str | None = None, colour: str | None = None, size: str | None = None,
-                 motion: str | None = None) -> Scene:
-    """Draw a scene; attributes left as None are drawn uniformly, the actor always stays in frame."""
+                 motion: str | None = None, world: str = "v2") -> Scene:
+    """Draw a scene of `world`; actor attributes left as None are drawn uniformly (v2: among those that can
+    be the actor), the actor always stays in frame."""
+    if check_world(world) == "v2":
+        return _sample_scene_v2(rng, height, width, n_frames, shape, colour, size, motion)
     shape = shape or SHAPES[rng.integers(len(SHAPES))]
     colour = colour or list(COLOURS)[rng.integers(len(COLOURS))]
     size = size or list(SIZES)[rng.integers(len(SIZES))]
@@ -114,6 +163,61 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, n_frames: in
     distractors = tuple(_sample_distractor(rng, height, width, background, actor)
                         for _ in range(rng.integers(2, 7)))
     return Scene(height, width, n_frames, shape, colour, size, motion, actor, distractors, background)
+
+
+def _draw(rng: np.random.Generator, options, fixed: str | None = None) -> str:
+    options = list(options)
+    return fixed or options[rng.integers(len(options))]
+
+
+def _sample_scene_v2(rng: np.random.Generator, height: int, width: int, n_frames: int, shape: str | None,
+                     colour: str | None, size: str | None, motion: str | None) -> Scene:
+    """3–6 equally saturated objects; the actor draws ≥ `ACTOR_MARGIN` times the gaze of any other."""
+    video = n_frames > 1
+    lightest = min(SHAPE_PRIORITY.values()) * min(SIZE_GAIN.values())
+    for _ in range(1000):  # an actor that some object can stand beside (a still square cannot)
+        attributes = (_draw(rng, SHAPES, shape), _draw(rng, COLOURS, colour), _draw(rng, SIZES, size),
+                      _draw(rng, MOTIONS, motion))
+        actor_weight = SceneObject(*attributes, sprite=None).attention_weight(video)
+        if actor_weight >= ACTOR_MARGIN * lightest:
+            break
+    else:
+        raise UserError(f"no world-v2 scene has a {' '.join(a for a in (size, colour, shape) if a)} actor "
+                        f"{motion or ''}: it would draw no more gaze than the plainest object")
+    background = _sample_background(rng, height, width)
+    for _ in range(100):  # place the actor, then the others off its path and off each other's
+        objects = [SceneObject(*attributes, sprite=_sample_sprite(rng, height, width, *attributes, SIZES_V2,
+                                                                    _TRAVEL_V2))]
+        for _ in range(rng.integers(2, 6)):
+            other = _sample_other_v2(rng, height, width, actor_weight / ACTOR_MARGIN, video, objects)
+            if other is not None:
+                objects.append(other)
+        if len(objects) >= 3:
+            break
+    actor = objects[0]
+    return Scene(height, width, n_frames, actor.shape, actor.colour, actor.size, actor.motion, actor.sprite,
+                 tuple(o.sprite for o in objects[1:]), background, "v2", tuple(objects))
+
+
+def _sample_other_v2(rng: np.random.Generator, height: int, width: int, max_weight: float, video: bool,
+                     placed: list[SceneObject]) -> SceneObject | None:
+    """An object drawing at most `max_weight` gaze, placed clear of `placed`; None if it finds no room."""
+    while True:
+        attributes = (_draw(rng, SHAPES), _draw(rng, COLOURS), _draw(rng, SIZES), _draw(rng, MOTIONS))
+        if SceneObject(*attributes, sprite=None).attention_weight(video) <= max_weight:
+            break
+    for _ in range(30):
+        sprite = _sample_sprite(rng, height, width, *attributes, SIZES_V2, _TRAVEL_V2)
+        if all(_apart(sprite, other.sprite) for other in placed):
+            return SceneObject(*attributes, sprite=sprite)
+    return None
+
+
+def _apart(a: Sprite, b: Sprite) -> bool:
+    """True when two sprites never overlap along their paths (checked at start, middle and end)."""
+    reach = 1.4 * (max(a.radius0, a.radius1) + max(b.radius0, b.radius1)) + 2
+    return all(np.hypot(a.centre(s)[0] - b.centre(s)[0], a.centre(s)[1] - b.centre(s)[1]) > reach
+               for s in (0.0, 0.25, 0.5, 0.75, 1.0))
 
 
 def _sample_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -137,14 +241,20 @@ def _sample_background(rng: np.random.Generator, height: int, width: int) -> np.
 
 def _sample_actor(rng: np.random.Generator, height: int, width: int, shape: str, colour: str,
                   size: str, motion: str) -> Sprite:
-    """Place the actor so its whole path, at its largest, lies inside the frame."""
-    radius = SIZES[size] * min(height, width) * rng.uniform(0.95, 1.05)
+    """Place the world-v1 actor so its whole path, at its largest, lies inside the frame."""
+    return _sample_sprite(rng, height, width, shape, colour, size, motion, SIZES, _TRAVEL)
+
+
+def _sample_sprite(rng: np.random.Generator, height: int, width: int, shape: str, colour: str, size: str,
+                   motion: str, sizes: dict[str, float], travel_range: tuple[float, float]) -> Sprite:
+    """A sprite whose whole path, at its largest, lies inside the frame."""
+    radius = sizes[size] * min(height, width) * rng.uniform(0.95, 1.05)
     radius0, radius1 = {"grows": (radius / _GROWTH, radius * _GROWTH),
                         "shrinks": (radius * _GROWTH, radius / _GROWTH)}.get(motion, (radius, radius))
     half_w, above, below = (e * max(radius0, radius1) + 1 for e in _EXTENT[shape])
     direction = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}.get(motion, (0, 0))
     room_x, room_y = width - 1 - 2 * half_w, height - 1 - above - below  # free span of the centre
-    travel = rng.uniform(*_TRAVEL) * (width if direction[0] else height)
+    travel = rng.uniform(*travel_range) * (width if direction[0] else height)
     travel = min(travel, room_x if direction[0] else room_y)
     dx, dy = direction[0] * travel, direction[1] * travel
     x0 = half_w + max(0, -dx) + rng.uniform(0, room_x - abs(dx))
@@ -255,31 +365,94 @@ def actor_box(scene: Scene, t: int) -> tuple[float, float, float, float]:
     return cx - half_w * r, cy - above * r, cx + half_w * r, cy + below * r
 
 
-def sample_gaze(scene: Scene, t: int, rng: np.random.Generator, n_observers: int = 15,
-                fixations_per_observer: int = 5) -> list[ObserverGaze]:
-    """Observers viewing frame `t`: 75% of fixations on the actor, 17% centre bias, 8% anywhere.
+GAZE_SHARES = {"v1": (0.75, 0.17), "v2": (0.80, 0.13)}  # (on objects, centre bias); the rest lands anywhere
+_CENTRE_SPREAD = 0.2  # centre-bias fixations: Gaussian of 0.2·W by 0.2·H around the image centre
 
-    Actor fixations spread with a Gaussian of half the actor's radius; each fixation comes with a few
-    jittered raw gaze samples 40 ms apart, like SALICON's `location`/`timestamp`.
+
+@dataclass(frozen=True)
+class GazeModel:
+    """Where observers look in one image: a mixture of a Gaussian per object (weighted by its share of the
+    object fixations), a centre bias and a uniform part. Built from a scene or from its `synthetic_meta.json`
+    record, so the world's own expected density can be computed from the files alone."""
+
+    height: int
+    width: int
+    centres: np.ndarray  # (K, 2) object centres (x, y), 0-based
+    spreads: np.ndarray  # (K,) standard deviation of fixations on each object, pixels
+    shares: np.ndarray  # (K,) each object's share of the object fixations
+    p_object: float
+    p_centre: float
+    observers: int
+
+    @classmethod
+    def of_scene(cls, scene: Scene, t: int) -> "GazeModel":
+        s = scene.fraction(t)
+        sprites = [o.sprite for o in scene.objects] if scene.world == "v2" else [scene.actor]
+        shares = scene.attention_weights() if scene.world == "v2" else np.ones(1)
+        return cls(scene.height, scene.width, np.array([sp.centre(s) for sp in sprites]),
+                   np.array([0.5 * sp.radius(s) for sp in sprites]), shares, *GAZE_SHARES[scene.world],
+                   OBSERVERS[scene.world])
+
+    @classmethod
+    def of_record(cls, record: dict, size: Sequence[int], world: str) -> "GazeModel":
+        """From an image's entry in `synthetic_meta.json` (`scene_record`) and the meta's `size` and `world`."""
+        objects = record.get("objects") or [{**record, "attention": 1.0}]
+        return cls(int(size[0]), int(size[1]), np.array([o["centre"] for o in objects], np.float64),
+                   np.array([0.5 * o["radius"] for o in objects]), np.array([o["attention"] for o in objects]),
+                   *GAZE_SHARES[world], OBSERVERS[world])
+
+    def sample(self, rng: np.random.Generator, n_observers: int | None = None,
+               fixations_per_observer: int = 5) -> list[ObserverGaze]:
+        """Draw observers' fixations; each comes with a few jittered raw gaze samples 40 ms apart, like
+        SALICON's `location`/`timestamp`."""
+        h, w = self.height, self.width
+        shares = self.shares / self.shares.sum()
+        gaze = []
+        for _ in range(n_observers or self.observers):
+            n = fixations_per_observer
+            kind = rng.choice(3, size=n, p=[self.p_object, self.p_centre, 1 - self.p_object - self.p_centre])
+            which = rng.choice(len(shares), size=n, p=shares) if len(shares) > 1 else np.zeros(n, np.int64)
+            on_object = self.centres[which] + rng.normal(size=(n, 2)) * self.spreads[which, None]
+            centre_bias = rng.normal([(w - 1) / 2, (h - 1) / 2], [_CENTRE_SPREAD * w, _CENTRE_SPREAD * h], size=(n, 2))
+            anywhere = rng.uniform([0, 0], [w - 1, h - 1], size=(n, 2))
+            points = np.choose(kind[:, None], [on_object, centre_bias, anywhere])
+            fixations = _to_pixels(points, h, w)
+            samples_per_fixation = rng.integers(4, 11, size=n)  # 160–400 ms dwell at 25 Hz
+            location = _to_pixels(np.repeat(points, samples_per_fixation, axis=0)
+                                  + rng.normal(0, 1.5, size=(samples_per_fixation.sum(), 2)), h, w)
+            timestamp = 40.0 * np.arange(len(location), dtype=np.float64)
+            gaze.append(ObserverGaze(fixations, location, timestamp))
+        return gaze
+
+    def expected_density(self, sigma: float | None = None) -> np.ndarray:
+        """The density map infinitely many observers would give: the mixture's probability per pixel, blurred as
+        `density_map` blurs fixations, max-normalised. (H, W) float32 — the world's own answer (an oracle)."""
+        h, w = self.height, self.width
+        y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+
+        def gaussian(cx: float, cy: float, sx: float, sy: float) -> np.ndarray:
+            g = np.exp(-0.5 * (((x - cx) / max(sx, 0.5)) ** 2 + ((y - cy) / max(sy, 0.5)) ** 2))
+            return g / g.sum()
+
+        shares = self.shares / self.shares.sum()
+        mix = sum(share * gaussian(cx, cy, spread, spread)
+                  for (cx, cy), spread, share in zip(self.centres, self.spreads, shares)) * self.p_object
+        mix = mix + self.p_centre * gaussian((w - 1) / 2, (h - 1) / 2, _CENTRE_SPREAD * w, _CENTRE_SPREAD * h)
+        mix = mix + (1 - self.p_object - self.p_centre) / (h * w)
+        blurred = gaussian_filter(mix, sigma or density_sigma(h, w), mode="constant")
+        return (blurred / blurred.max()).astype(np.float32)
+
+
+def sample_gaze(scene: Scene, t: int, rng: np.random.Generator, n_observers: int | None = None,
+                fixations_per_observer: int = 5) -> list[ObserverGaze]:
+    """Observers viewing frame `t`: most fixations on objects, the rest centre bias and anywhere.
+
+    v1: 75% on the actor, 17% centre bias, 8% anywhere. v2: 80% on objects, each object chosen in proportion
+    to its attention weight, 13% centre bias, 7% anywhere. Object fixations spread with a Gaussian of half the
+    object's radius. Observers: `OBSERVERS[world]` unless given (v2 spreads gaze over several objects, so it
+    takes more observers for the map to settle, as SALICON takes ~60 per image).
     """
-    h, w = scene.height, scene.width
-    cx, cy = actor_centre(scene, t)
-    spread = 0.5 * actor_radius(scene, t)
-    gaze = []
-    for _ in range(n_observers):
-        n = fixations_per_observer
-        kind = rng.choice(3, size=n, p=[0.75, 0.17, 0.08])
-        on_actor = rng.normal([cx, cy], spread, size=(n, 2))
-        centre_bias = rng.normal([(w - 1) / 2, (h - 1) / 2], [0.2 * w, 0.2 * h], size=(n, 2))
-        anywhere = rng.uniform([0, 0], [w - 1, h - 1], size=(n, 2))
-        points = np.choose(kind[:, None], [on_actor, centre_bias, anywhere])
-        fixations = _to_pixels(points, h, w)
-        samples_per_fixation = rng.integers(4, 11, size=n)  # 160–400 ms dwell at 25 Hz
-        location = _to_pixels(np.repeat(points, samples_per_fixation, axis=0)
-                              + rng.normal(0, 1.5, size=(samples_per_fixation.sum(), 2)), h, w)
-        timestamp = 40.0 * np.arange(len(location), dtype=np.float64)
-        gaze.append(ObserverGaze(fixations, location, timestamp))
-    return gaze
+    return GazeModel.of_scene(scene, t).sample(rng, n_observers, fixations_per_observer)
 
 
 def _to_pixels(points: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -347,12 +520,28 @@ def write_salicon_sample(root: str | Path, split: str, stem: str, image: np.ndar
         paths["fixations"].write_bytes(_mat_bytes(stem, height, width, gaze))
 
 
+def _sprite_record(sprite: Sprite, shape: str, s: float) -> dict:
+    """Where a sprite is at clip fraction `s`: centre, radius and bounding box, 0-based pixels."""
+    cx, cy = sprite.centre(s)
+    r = sprite.radius(s)
+    half_w, above, below = _EXTENT[shape]
+    box = (cx - half_w * r, cy - above * r, cx + half_w * r, cy + below * r)
+    return {"centre": [round(cx, 3), round(cy, 3)], "radius": round(r, 3), "box": [round(v, 3) for v in box]}
+
+
 def scene_record(scene: Scene, t: int) -> dict:
-    """The actor's attributes and where it is at frame `t` (0-based pixels), for `synthetic_meta.json`."""
-    cx, cy = actor_centre(scene, t)
-    return {"shape": scene.shape, "colour": scene.colour, "size": scene.size, "motion": scene.motion,
-            "centre": [round(cx, 3), round(cy, 3)], "radius": round(actor_radius(scene, t), 3),
-            "box": [round(v, 3) for v in actor_box(scene, t)]}
+    """The actor's attributes and where it is at frame `t` (0-based pixels), for `synthetic_meta.json`;
+    world v2 adds every object (attributes, place, share of the object fixations) and the actor's index."""
+    s = scene.fraction(t)
+    record = {"shape": scene.shape, "colour": scene.colour, "size": scene.size, "motion": scene.motion,
+              **_sprite_record(scene.actor, scene.shape, s)}
+    if scene.world == "v2":
+        shares = scene.attention_weights()
+        record["objects"] = [{"shape": o.shape, "colour": o.colour, "size": o.size, "motion": o.motion,
+                              "attention": round(float(share), 4), **_sprite_record(o.sprite, o.shape, s)}
+                             for o, share in zip(scene.objects, shares)]
+        record["actor"] = 0
+    return record
 
 
 def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
@@ -391,6 +580,13 @@ def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
+def check_world(world: str) -> str:
+    """`world` if it names a version of the synthetic world, else a one-line error."""
+    if world not in WORLDS:
+        raise UserError(f"unknown synthetic world {world!r}; expected one of {', '.join(WORLDS)}")
+    return world
+
+
 def check_size(size: Sequence[int], minimum: int = 32) -> tuple[int, int]:
     """Validate an `(H, W)` pair for synthetic rendering."""
     height, width = (int(v) for v in size)
@@ -399,8 +595,15 @@ def check_size(size: Sequence[int], minimum: int = 32) -> tuple[int, int]:
     return height, width
 
 
+def image_scene(seed: int, index: int, size: tuple[int, int], world: str = "v2") -> tuple[Scene, np.random.Generator]:
+    """Scene `index` of `write_salicon(seed=seed)` and the generator its observers are drawn from."""
+    scene_rng, gaze_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(2))
+    return sample_scene(scene_rng, *size, world=world), gaze_rng
+
+
 def write_salicon(out: str | Path, n: int = 200, seed: int = 0, size: tuple[int, int] = (240, 320),
-                  splits: tuple[float, float, float] = (0.7, 0.15, 0.15), progress: bool = True) -> dict:
+                  splits: tuple[float, float, float] = (0.7, 0.15, 0.15), progress: bool = True,
+                  world: str = "v2") -> dict:
     """Write `n` static synthetic scenes in the SALICON layout under `out`; returns a summary.
 
     Image `i` is named `SYN_{split}_{i:06d}` and drawn from its own RNG seeded by `(seed, i)`, so it
@@ -411,20 +614,20 @@ def write_salicon(out: str | Path, n: int = 200, seed: int = 0, size: tuple[int,
     height, width = check_size(size)
     if seed < 0:
         raise UserError(f"seed must be >= 0, got {seed}")
+    check_world(world)
     counts = split_counts(n, splits)
     prepare_output_dir(out, ("images", "maps", "fixations"))
     split_of = np.repeat(np.arange(len(SALICON_SPLITS)), counts)
     records = {}
     for index in tqdm(range(n), desc="saliency synth", unit="image", disable=not progress):
-        scene_rng, gaze_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(2))
-        scene = sample_scene(scene_rng, height, width)
+        scene, gaze_rng = image_scene(seed, index, (height, width), world)
         split = SALICON_SPLITS[split_of[index]]
         stem = f"SYN_{split}_{index:06d}"
         gaze = sample_gaze(scene, 0, gaze_rng)
         density = density_map(all_fixations(gaze), (height, width))
         write_salicon_sample(out, split, stem, render_frame(scene, 0), gaze, density)
         records[stem] = {"split": split, **scene_record(scene, 0)}
-    write_json(out / META_NAME, {"generator": "saliency.synthetic", "seed": seed, "size": [height, width],
-                                 "coordinates": "0-based pixel centres (x, y)", "images": records})
-    return {"out": str(out), "n": n, "seed": seed, "size": [height, width],
+    write_json(out / META_NAME, {"generator": "saliency.synthetic", "world": world, "seed": seed,
+                                 "size": [height, width], "coordinates": "0-based pixel centres (x, y)", "images": records})
+    return {"out": str(out), "n": n, "seed": seed, "world": world, "size": [height, width],
             "splits": dict(zip(SALICON_SPLITS, counts))}

@@ -15,7 +15,7 @@ def _synth(args: argparse.Namespace) -> int:
     from vidcap.data.synthetic import write_msrvtt
 
     summary = write_msrvtt(args.out, n=args.n, seed=args.seed, size=args.size, n_frames=args.frames, fps=args.fps,
-                           progress=not args.quiet)
+                           progress=not args.quiet, world=args.world)
     print(json.dumps(summary, indent=2))
     return 0
 

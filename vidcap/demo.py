@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Callable
 
 from saliency import open_dataset
+from saliency.infra.config import require
 from saliency.infra.errors import UserError
+from saliency.synthetic import WORLDS
 from saliency import ALL_METRICS, evaluate_model
 from saliency import load as load_saliency_model
 from saliency.infra.rundir import atomic_write_json
@@ -38,11 +40,16 @@ STAGES = ("world", "teacher", "student", "student-no-kd", "captioners", "evaluat
 
 @dataclass
 class WorldConfig:
+    """The synthetic videos the demo generates: how many, their size, length and seed, and which world."""
     videos: int = 160
     size: tuple[int, int] = (96, 128)
     frames: int = 24
     fps: int = 8
     seed: int = 0
+    version: str = "v2"  # "v1": one saturated actor (pop-out); "v2": gaze drawn by object knowledge
+
+    def __post_init__(self) -> None:
+        require(self.version in WORLDS, "version", f"{self.version!r} is not one of {', '.join(WORLDS)}")
 
 
 @dataclass
@@ -101,7 +108,7 @@ class Demo:
             return
         world = self.config.world
         write_msrvtt(self.data, n=world.videos, seed=world.seed, size=tuple(world.size), n_frames=world.frames,
-                     fps=world.fps, progress=self.progress)
+                     fps=world.fps, progress=self.progress, world=world.version)
 
     def teacher(self) -> None:
         config = self.saliency_config(self.config.teacher)

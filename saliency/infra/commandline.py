@@ -32,12 +32,15 @@ def add_command(commands: argparse._SubParsersAction, name: str, **options) -> a
 
 def add_synth_arguments(command: argparse.ArgumentParser, layout: str, items: str, n: int,
                         size: tuple[int, int]) -> None:
-    """The arguments of both `synth` commands: the output folder (its `layout`), how many `items`, the seed
-    and the frame size."""
+    """The arguments of both `synth` commands: the output folder (its `layout`), how many `items`, the seed,
+    the frame size and the version of the world."""
     command.add_argument("out", help=f"output folder ({layout})")
     command.add_argument("--n", type=int, default=n, help=f"number of {items} (default {n})")
     command.add_argument("--seed", type=int, default=0, help="random seed; same seed, identical annotations")
     command.add_argument("--size", type=parse_size, default=size, help=f"image size HxW (default {size[0]}x{size[1]})")
+    command.add_argument("--world", choices=("v1", "v2"), default="v2",
+                         help="v2 (default): several equally saturated objects, gaze drawn by shape and motion; "
+                              "v1: one saturated actor among muted shapes (pop-out)")
 
 
 def parse_size(text: str) -> tuple[int, int]:

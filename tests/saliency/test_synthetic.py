@@ -1,4 +1,5 @@
-"""The synthetic saliency world: the actor is what stands out, fixations find it, files are SALICON's."""
+"""The synthetic saliency world: v1's actor stands out by colour, v2's by what it is and does; fixations find
+it; files are SALICON's."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ from saliency.infra.errors import UserError
 H, W = 72, 96
 
 
-def scenes(n: int, n_frames: int = 1, **attributes) -> list[world.Scene]:
-    return [world.sample_scene(np.random.default_rng(seed), H, W, n_frames, **attributes) for seed in range(n)]
+TRAVEL = {"v1": 0.25, "v2": 0.14}  # least travel of a moving actor over the clip, fraction of the frame
+
+
+def scenes(n: int, n_frames: int = 1, world_version: str = "v1", **attributes) -> list[world.Scene]:
+    return [world.sample_scene(np.random.default_rng(seed), H, W, n_frames, world=world_version, **attributes)
+            for seed in range(n)]
 
 
 def saturation(image: np.ndarray) -> np.ndarray:
@@ -61,39 +66,44 @@ def test_distractors_are_low_contrast_against_the_background():
                 assert step < 0.2
 
 
+@pytest.mark.parametrize("version", world.WORLDS)
 @pytest.mark.parametrize("motion, axis, sign", [("left", 0, -1), ("right", 0, 1), ("up", 1, -1), ("down", 1, 1)])
-def test_actor_moves_in_the_stated_direction(motion, axis, sign):
-    for scene in scenes(6, n_frames=16, motion=motion):
+def test_actor_moves_in_the_stated_direction(motion, axis, sign, version):
+    for scene in scenes(6, n_frames=16, world_version=version, motion=motion):
         start = world.actor_centre(scene, 0)
         end = world.actor_centre(scene, 15)
         extent = (W, H)[axis]
-        assert sign * (end[axis] - start[axis]) > 0.25 * extent
+        assert sign * (end[axis] - start[axis]) > TRAVEL[version] * extent
         assert abs(end[1 - axis] - start[1 - axis]) < 1e-9
         # the rendered mask moves too, not only the bookkeeping
         ys, xs = np.nonzero(world.actor_mask(scene, 15) > 0.5)
         centroid = (xs.mean(), ys.mean())
         ys0, xs0 = np.nonzero(world.actor_mask(scene, 0) > 0.5)
-        assert sign * (centroid[axis] - (xs0.mean(), ys0.mean())[axis]) > 0.25 * extent
+        assert sign * (centroid[axis] - (xs0.mean(), ys0.mean())[axis]) > TRAVEL[version] * extent
 
 
-def test_growing_actor_grows_and_shrinking_actor_shrinks():
-    for scene in scenes(5, n_frames=16, motion="grows"):
+@pytest.mark.parametrize("version", world.WORLDS)
+def test_growing_actor_grows_and_shrinking_actor_shrinks(version):
+    for scene in scenes(5, n_frames=16, world_version=version, motion="grows"):
         assert world.actor_mask(scene, 15).sum() > 2 * world.actor_mask(scene, 0).sum()
-    for scene in scenes(5, n_frames=16, motion="shrinks"):
+    for scene in scenes(5, n_frames=16, world_version=version, motion="shrinks"):
         assert world.actor_mask(scene, 15).sum() < 0.5 * world.actor_mask(scene, 0).sum()
-    for scene in scenes(5, n_frames=16, motion="still"):
+    for scene in scenes(5, n_frames=16, world_version=version, shape="star", motion="still"):
         assert np.array_equal(world.actor_mask(scene, 15), world.actor_mask(scene, 0))
 
 
-def test_big_actors_are_clearly_bigger_than_small_ones_whatever_the_motion():
+@pytest.mark.parametrize("version", world.WORLDS)
+def test_big_actors_are_clearly_bigger_than_small_ones_whatever_the_motion(version):
     for shape in world.SHAPES:
-        small = [world.actor_mask(s, t).sum() for s in scenes(8, 16, shape=shape, size="small") for t in (0, 15)]
-        big = [world.actor_mask(s, t).sum() for s in scenes(8, 16, shape=shape, size="big") for t in (0, 15)]
+        small = [world.actor_mask(s, t).sum() for s in scenes(8, 16, version, shape=shape, size="small", motion="left")
+                 for t in (0, 15)]
+        big = [world.actor_mask(s, t).sum() for s in scenes(8, 16, version, shape=shape, size="big") for t in (0, 15)]
         assert min(big) > 1.5 * max(small)
 
 
-def test_actor_stays_in_frame_for_the_whole_clip():
-    for scene in scenes(60, n_frames=8):
+@pytest.mark.parametrize("version", world.WORLDS)
+def test_actor_stays_in_frame_for_the_whole_clip(version):
+    for scene in scenes(60, n_frames=8, world_version=version):
         for t in range(8):
             x0, y0, x1, y1 = world.actor_box(scene, t)
             assert 0 <= x0 and x1 <= W - 1 and 0 <= y0 and y1 <= H - 1
@@ -155,7 +165,7 @@ def test_mat_files_have_the_official_salicon_structure(salicon):
     assert mat["image"][0] == "SYN_val_000007"
     assert mat["resolution"].tolist() == [[H, W]]
     gaze = mat["gaze"]
-    assert gaze.shape == (1, 15)
+    assert gaze.shape == (1, world.OBSERVERS["v2"])
     assert set(gaze.dtype.names) == {"location", "timestamp", "fixations"}
     for k in range(gaze.shape[1]):
         fixations, location, timestamp = (gaze[0, k][name] for name in ("fixations", "location", "timestamp"))
@@ -223,3 +233,104 @@ def test_split_counts_sum_to_n_and_follow_the_fractions():
     assert world.split_counts(200, (0.7, 0.15, 0.15)) == [140, 30, 30]
     assert world.split_counts(10, (0.7, 0.1, 0.2)) == [7, 1, 2]
     assert sum(world.split_counts(7, (0.7, 0.15, 0.15))) == 7
+
+
+# --- world v2: every object as saturated as the actor; gaze drawn by what objects are and do ------------
+
+
+def objects_of(scene: world.Scene, t: int = 0) -> list[np.ndarray]:
+    """Coverage masks of every object of a v2 scene, the actor first."""
+    return [world.actor_mask(scene, t), *world.distractor_masks(scene, t)]
+
+
+def fixation_counts(scene: world.Scene, gaze, t: int = 0) -> np.ndarray:
+    """How many fixations land within two radii of each object, the actor first."""
+    points = world.all_fixations(gaze) - 1
+    s = scene.fraction(t)
+    return np.array([(np.hypot(*(points - o.sprite.centre(s)).T) < 2 * o.sprite.radius(s)).sum()
+                     for o in scene.objects])
+
+
+def test_v2_scenes_hold_three_to_six_equally_saturated_objects_apart_and_in_frame():
+    for scene in scenes(30, n_frames=8, world_version="v2"):
+        assert 3 <= len(scene.objects) <= 6 and scene.objects[0].sprite is scene.actor
+        image = world.render_frame(scene, 0)
+        sat = saturation(image)
+        masks = objects_of(scene)
+        for mask in masks:
+            assert sat[mask > 0.99].mean() > 0.75  # no object pops out by saturation
+        assert max(np.maximum.reduce([m > 0.5 for m in masks]).sum() - sum((m > 0.5).sum() for m in masks), 0) == 0
+        for t in (0, 7):
+            for mask in objects_of(scene, t):
+                assert max(mask[0].max(), mask[-1].max(), mask[:, 0].max(), mask[:, -1].max()) < 0.5
+
+
+def test_v2_attributes_are_not_tied_to_being_the_actor():
+    """Colours and sizes of the actor and of the others are drawn alike, so neither tells which is the actor."""
+    many = scenes(300, world_version="v2")
+    for attribute in ("colour", "size"):
+        actors = {getattr(s.objects[0], attribute) for s in many}
+        others = {getattr(o, attribute) for s in many for o in s.objects[1:]}
+        assert actors == others
+    others_shapes = {o.shape for s in many for o in s.objects[1:]}
+    assert others_shapes == set(world.SHAPES) - {"star"}  # nothing outranks a star in a still image
+
+
+def test_v2_actor_draws_the_most_gaze_by_a_margin_and_gets_the_most_fixations():
+    hits = 0
+    for seed, scene in enumerate(scenes(40, n_frames=1, world_version="v2")):
+        weights = [o.attention_weight(video=False) for o in scene.objects]
+        assert weights[0] >= world.ACTOR_MARGIN * max(weights[1:])
+        counts = fixation_counts(scene, world.sample_gaze(scene, 0, np.random.default_rng(seed)))
+        hits += counts[0] == counts.max()
+    assert hits >= 36
+
+
+def test_v2_priority_shapes_draw_more_fixations_than_squares_on_average():
+    per_shape: dict[str, list[int]] = {shape: [] for shape in world.SHAPES}
+    for seed, scene in enumerate(scenes(150, world_version="v2")):
+        counts = fixation_counts(scene, world.sample_gaze(scene, 0, np.random.default_rng(seed)))
+        for obj, count in zip(scene.objects, counts):
+            per_shape[obj.shape].append(count)
+    mean = {shape: np.mean(counts) for shape, counts in per_shape.items()}
+    assert mean["star"] > mean["triangle"] > mean["diamond"] > mean["square"]
+    assert mean["star"] > 3 * mean["square"]
+
+
+def test_v2_in_video_a_moving_object_outdraws_a_still_one_of_the_same_kind():
+    obj = scenes(1, n_frames=8, world_version="v2")[0].objects[0]
+    still, moving = (world.SceneObject(obj.shape, obj.colour, obj.size, m, obj.sprite) for m in ("still", "left"))
+    assert moving.attention_weight(video=True) == world.MOTION_GAIN * still.attention_weight(video=True)
+    assert moving.attention_weight(video=False) == still.attention_weight(video=False)  # a photo shows no motion
+    videos = scenes(100, n_frames=8, world_version="v2")
+    actors_moving = np.mean([s.objects[0].motion != "still" for s in videos])
+    others_moving = np.mean([o.motion != "still" for s in videos for o in s.objects[1:]])
+    assert actors_moving > 0.85 and others_moving < 0.6
+
+
+def test_v2_meta_records_every_object_and_the_actor(tmp_path):
+    world.write_salicon(tmp_path, n=6, seed=1, size=(H, W), progress=False)
+    meta = json.loads((tmp_path / world.META_NAME).read_text())
+    assert meta["world"] == "v2"
+    for record in meta["images"].values():
+        objects = record["objects"]
+        assert 3 <= len(objects) <= 6 and record["actor"] == 0
+        assert objects[0]["shape"] == record["shape"] and objects[0]["centre"] == record["centre"]
+        assert sum(o["attention"] for o in objects) == pytest.approx(1, abs=1e-3)
+        assert objects[0]["attention"] == max(o["attention"] for o in objects)
+
+
+def test_expected_density_from_the_meta_matches_many_observers():
+    scene = scenes(1, world_version="v2")[0]
+    record = world.scene_record(scene, 0)
+    model = world.GazeModel.of_record(record, (H, W), "v2")
+    many = world.density_map(world.all_fixations(model.sample(np.random.default_rng(0), n_observers=2000)), (H, W))
+    expected = model.expected_density()
+    assert np.corrcoef(expected.ravel(), many.ravel())[0, 1] > 0.99
+
+
+def test_an_actor_no_object_can_stand_beside_is_refused_in_one_line():
+    with pytest.raises(UserError, match="no world-v2 scene has a small square actor still"):
+        world.sample_scene(np.random.default_rng(0), H, W, 8, shape="square", size="small", motion="still")
+    with pytest.raises(UserError, match="unknown synthetic world 'v3'"):
+        world.sample_scene(np.random.default_rng(0), H, W, world="v3")

@@ -14,7 +14,7 @@ import ffmpeg
 import numpy as np
 from tqdm import tqdm
 
-from saliency import synthetic as world
+from saliency import synthetic
 from saliency.infra.errors import UserError
 from saliency.infra.media import ffmpeg_path
 from saliency.infra.media import Mp4Writer
@@ -72,7 +72,7 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[rng.integers(len(options))]
 
 
-def caption_from_template(template: str, scene: world.Scene, rng: np.random.Generator) -> str:
+def caption_from_template(template: str, scene: synthetic.Scene, rng: np.random.Generator) -> str:
     """Fill `template` with synonyms for `scene`'s actor; casing and a final full stop vary."""
     finite, participle = MOTION_PHRASES[scene.motion]
     text = template.format(size=_pick(rng, SIZE_WORDS[scene.size]), colour=scene.colour,
@@ -86,7 +86,7 @@ def caption_from_template(template: str, scene: world.Scene, rng: np.random.Gene
     return text
 
 
-def caption_variants(scene: world.Scene, rng: np.random.Generator, n: int = 20) -> list[str]:
+def caption_variants(scene: synthetic.Scene, rng: np.random.Generator, n: int = 20) -> list[str]:
     """`n` captions, distinct after lower-casing and stripping punctuation, cycling through every
     template in a shuffled order (so 14 templates appear in any 14 consecutive captions)."""
     order = rng.permutation(len(CAPTION_TEMPLATES))
@@ -104,7 +104,7 @@ def caption_variants(scene: world.Scene, rng: np.random.Generator, n: int = 20) 
 
 def write_msrvtt(out: str | Path, n: int = 50, seed: int = 0, size: tuple[int, int] = (120, 160),
                  n_frames: int = 32, fps: float = 8, splits: tuple[float, float, float] = (0.7, 0.1, 0.2),
-                 n_captions: int = 20, saliency_every: int = 4, progress: bool = True) -> dict:
+                 n_captions: int = 20, saliency_every: int = 4, progress: bool = True, world: str = "v2") -> dict:
     """Write `n` captioned synthetic videos in the MSR-VTT layout under `out`; returns a summary.
 
     `TrainValVideo/video{i}.mp4` (train, validate) and `TestVideo/video{i}.mp4` (test) with
@@ -115,13 +115,14 @@ def write_msrvtt(out: str | Path, n: int = 50, seed: int = 0, size: tuple[int, i
     can be evaluated on them. `synthetic_meta.json` records each video's actor and split.
     """
     out = Path(out)
-    height, width = world.check_size(size)
+    height, width = synthetic.check_size(size)
     if height % 2 or width % 2:
         raise UserError(f"H.264 (yuv420p) needs even frame sizes, got {height}x{width}")
     if n_frames < 1 or fps <= 0 or saliency_every < 1 or n_captions < 1 or seed < 0:
         raise UserError("need n_frames >= 1, fps > 0, saliency_every >= 1, n_captions >= 1 and seed >= 0")
-    counts = world.split_counts(n, splits)
-    world.prepare_output_dir(out, ("TrainValVideo", "TestVideo", "train_val_videodatainfo.json",
+    synthetic.check_world(world)
+    counts = synthetic.split_counts(n, splits)
+    synthetic.prepare_output_dir(out, ("TrainValVideo", "TestVideo", "train_val_videodatainfo.json",
                                    "test_videodatainfo.json", "saliency"))
     (out / "TrainValVideo").mkdir()
     (out / "TestVideo").mkdir()
@@ -130,42 +131,47 @@ def write_msrvtt(out: str | Path, n: int = 50, seed: int = 0, size: tuple[int, i
     for index in tqdm(range(n), desc="vidcap synth", unit="video", disable=not progress):
         scene_rng, caption_rng, gaze_rng = (
             np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(3))
-        scene = world.sample_scene(scene_rng, height, width, n_frames)
+        scene = synthetic.sample_scene(scene_rng, height, width, n_frames, world=world)
         split = SPLITS[split_of[index]]
         video_id = f"video{index}"
-        frames = np.stack([world.render_frame(scene, t) for t in range(n_frames)])
+        frames = np.stack([synthetic.render_frame(scene, t) for t in range(n_frames)])
         folder = "TestVideo" if split == "test" else "TrainValVideo"
         with Mp4Writer(out / folder / f"{video_id}.mp4", fps) as writer:
             writer.write(frames)
-        videos.append({"category": world.MOTIONS.index(scene.motion), "url": "", "video_id": video_id,
+        videos.append({"category": synthetic.MOTIONS.index(scene.motion), "url": "", "video_id": video_id,
                        "start time": 0.0, "end time": round(n_frames / fps, 3), "split": split,
                        "id": index})
         sentences += [{"caption": caption, "video_id": video_id, "sen_id": len(sentences) + k}
                       for k, caption in enumerate(caption_variants(scene, caption_rng, n_captions))]
         video_meta[video_id] = {"split": split, "shape": scene.shape, "colour": scene.colour,
                                 "size": scene.size, "motion": scene.motion}
+        if scene.world == "v2":
+            video_meta[video_id] |= {"objects": [{"shape": o.shape, "colour": o.colour, "size": o.size,
+                                                  "motion": o.motion, "attention": round(float(share), 4)}
+                                                 for o, share in zip(scene.objects, scene.attention_weights())],
+                                     "actor": 0}
         for t in range(0, n_frames, saliency_every):
-            gaze = world.sample_gaze(scene, t, gaze_rng)
-            density = world.density_map(world.all_fixations(gaze), (height, width))
+            gaze = synthetic.sample_gaze(scene, t, gaze_rng)
+            density = synthetic.density_map(synthetic.all_fixations(gaze), (height, width))
             stem = f"{video_id}_f{t:04d}"
-            world.write_salicon_sample(out / "saliency", SALICON_SPLIT[split], stem, frames[t], gaze, density)
-            frame_meta[stem] = {"split": SALICON_SPLIT[split], **world.scene_record(scene, t)}
+            synthetic.write_salicon_sample(out / "saliency", SALICON_SPLIT[split], stem, frames[t], gaze, density)
+            frame_meta[stem] = {"split": SALICON_SPLIT[split], **synthetic.scene_record(scene, t)}
 
     info = {"contributor": "vidcap synthetic generator", "data_created": "", "version": "1.0",
             "year": "", "description": "Synthetic MSR-VTT-style videos; category is the actor's motion "
-                                       f"index in {list(world.MOTIONS)}."}
+                                       f"index in {list(synthetic.MOTIONS)}."}
     test_ids = {v["video_id"] for v in videos if v["split"] == "test"}
     for name, keep in (("train_val_videodatainfo.json", lambda vid: vid not in test_ids),
                        ("test_videodatainfo.json", lambda vid: vid in test_ids)):
-        world.write_json(out / name, {"info": info,
+        synthetic.write_json(out / name, {"info": info,
                                       "videos": [v for v in videos if keep(v["video_id"])],
                                       "sentences": [s for s in sentences if keep(s["video_id"])]})
-    common = {"generator": "vidcap.data.synthetic", "seed": seed, "size": [height, width]}
-    world.write_json(out / world.META_NAME, {**common, "n_frames": n_frames, "fps": fps,
+    common = {"generator": "vidcap.data.synthetic", "world": world, "seed": seed, "size": [height, width]}
+    synthetic.write_json(out / synthetic.META_NAME, {**common, "n_frames": n_frames, "fps": fps,
                                              "videos": video_meta})
-    world.write_json(out / "saliency" / world.META_NAME, {
+    synthetic.write_json(out / "saliency" / synthetic.META_NAME, {
         **common, "coordinates": "0-based pixel centres (x, y)", "images": frame_meta})
-    return {"out": str(out), "n": n, "seed": seed, "size": [height, width], "n_frames": n_frames,
+    return {"out": str(out), "n": n, "seed": seed, "world": world, "size": [height, width], "n_frames": n_frames,
             "fps": fps, "splits": dict(zip(SPLITS, counts)), "sentences": len(sentences),
             "saliency_frames": len(frame_meta)}
 
