@@ -1,4 +1,4 @@
-"""`saliency` command line: synth, train, distill, eval, predict, bench, export. Parses and calls; no logic."""
+"""`saliency` command line: synth, train, distill, pretrain, eval, predict, bench, export. Parses and calls; no logic."""
 from __future__ import annotations
 
 import argparse
@@ -20,13 +20,16 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_config(args: argparse.Namespace):
+def _run_config(args: argparse.Namespace, implied: list[str] = ()):
+    """The run's config: the preset (or, on --resume without one, the run's own config.yaml), the settings the
+    command's flags imply (`--teacher`, `--unlabeled`) and then the user's --set overrides."""
     from saliency.infra.config import load_config
     from saliency.train import SaliencyRunConfig
 
+    overrides = [*implied, *args.overrides]
     if args.resume and not args.config and (Path(args.out) / "config.yaml").is_file():
-        return load_config(SaliencyRunConfig, Path(args.out) / "config.yaml", args.overrides)
-    return load_config(SaliencyRunConfig, args.config, args.overrides)
+        return load_config(SaliencyRunConfig, Path(args.out) / "config.yaml", overrides)
+    return load_config(SaliencyRunConfig, args.config, overrides)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -34,9 +37,9 @@ def _train(args: argparse.Namespace) -> int:
     from saliency.infra.rundir import RunDir
     from saliency.train import SaliencyTrainer
 
-    config = _run_config(args)
-    if getattr(args, "teacher", None):
-        config.teacher = args.teacher
+    implied = [f"teacher={args.teacher}"] if getattr(args, "teacher", None) else []
+    implied += [f"data.unlabeled={args.unlabeled}"] if getattr(args, "unlabeled", None) else []
+    config = _run_config(args, implied)
     if config.teacher and args.command == "train":
         raise UserError("`saliency train` learns from ground truth; use `saliency distill --teacher RUN` to distil")
     set_torch_threads(config.threads)
@@ -44,6 +47,24 @@ def _train(args: argparse.Namespace) -> int:
         metrics = SaliencyTrainer(config, args.out, resume=args.resume, progress=not args.quiet).fit()
     if world.is_main:
         print(json.dumps({"run": args.out, "best_epoch": metrics["best_epoch"], "val": metrics["final"]}, indent=2))
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from saliency.infra.config import load_config
+    from saliency.infra.rundir import RunDir
+    from saliency.infra import distributed
+    from saliency.pretrain import Pretrainer, PretrainConfig
+
+    saved = Path(args.out) / "config.yaml"
+    source = saved if args.resume and not args.config and saved.is_file() else args.config
+    overrides = [*args.overrides, *([f"family={args.family}"] if args.family else [])]
+    config = load_config(PretrainConfig, source, overrides)
+    set_torch_threads(config.threads)
+    with distributed.session() as world, RunDir(args.out).lock(world):
+        metrics = Pretrainer(config, args.out, resume=args.resume, progress=not args.quiet).fit()
+    print(json.dumps({"run": args.out, "best_epoch": metrics["best_epoch"], "held_out": metrics["final"],
+                      "pretrained": f"{args.out}/model.safetensors"}, indent=2))
     return 0
 
 
@@ -92,7 +113,13 @@ def _predict(args: argparse.Namespace) -> int:
 
     require_writable(args.out)
     model, size = _model_and_size(args)
-    skipped = predict_paths(model, args.inputs, args.out, size, every=args.every, max_frames=args.max_frames, progress=not args.quiet)
+    videos = []
+    skipped = predict_paths(model, args.inputs, args.out, size, every=args.every, max_frames=args.max_frames,
+                            progress=not args.quiet, maps=args.maps, smooth=args.smooth, videos=videos)
+    for video in videos:
+        smoothed = "" if video.flicker_smoothed is None else \
+            f", {video.flicker_smoothed:.4f} smoothed (--smooth {args.smooth:g})"
+        print(f"{video.path}: {video.overlay} ({video.frames} frames); flicker {video.flicker:.4f}{smoothed}")
     for _, reason in skipped:
         print(f"saliency predict: skipped {reason}", file=sys.stderr)
     return report_skipped("saliency predict", [path for path, _ in skipped])
@@ -123,6 +150,17 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def smoothing(text: str) -> float:
+    """`--smooth`: a weight in [0, 1), as argparse `type=`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number in [0, 1)") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 0 and below 1")
+    return value
+
+
 def set_torch_threads(threads: int) -> None:
     """Use `threads` CPU threads for torch (0: torch's default, all cores); process-wide, so only here."""
     if threads:
@@ -145,9 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_arguments(command)
         if name == "distill":
             command.add_argument("--teacher", required=True, metavar="RUN", help="trained teacher run directory")
+            command.add_argument("--unlabeled", metavar="DIR",
+                                 help="folder of images or videos without maps (frames sampled with decord), seen only "
+                                      "through the teacher: adapt the student to your footage (sets data.unlabeled)")
         command.add_argument("--out", required=True, metavar="RUN", help="run directory to create (or continue with --resume)")
         command.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
         command.set_defaults(handler=_train)
+
+    pretrain = add_command(commands, "pretrain", help="pretrain a teacher family's backbone on synthetic object "
+                           "recognition (the stand-in for ImageNet); `pretrained: RUN` then loads it")
+    pretrain.add_argument("--family", choices=("mobilenetv2", "resnet50", "vgg16", "densenet121"),
+                          help="backbone family (default: the config's, mobilenetv2)")
+    add_config_arguments(pretrain)
+    pretrain.add_argument("--out", required=True, metavar="RUN", help="run directory to create (or continue with --resume)")
+    pretrain.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    pretrain.set_defaults(handler=_pretrain)
 
     evaluate = add_command(commands, "eval", help="score a model with CC, KLD, NSS, SIM, AUC-Judd, AUC-Borji, sAUC")
     evaluate.add_argument("--model", required=True, metavar="RUN", help="trained run directory")
@@ -164,10 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict = add_command(commands, "predict", help="write saliency maps and overlays for images, folders and videos")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, video files or folders")
     predict.add_argument("--model", required=True, metavar="RUN", help="trained run directory")
-    predict.add_argument("--out", required=True, metavar="DIR", help="output folder for <name>.png maps and <name>_overlay.jpg")
+    predict.add_argument("--out", required=True, metavar="DIR",
+                         help="output folder: <name>.png maps and <name>_overlay.jpg for images, <name>_saliency.mp4 for videos")
     predict.add_argument("--size", type=parse_size, help="model input HxW (default: the run's training size)")
     predict.add_argument("--every", type=positive_int, default=1, help="videos: every N-th frame (default 1)")
     predict.add_argument("--max-frames", type=positive_int, help="videos: at most this many frames each")
+    predict.add_argument("--maps", action="store_true",
+                         help="videos: also each frame's map and overlay as images in OUT/<name>/ (beside OUT/<name>_saliency.mp4)")
+    predict.add_argument("--smooth", type=smoothing, default=0.0, metavar="A",
+                         help="videos: smooth the maps over time, each the moving average A·previous + (1-A)·this "
+                              "(0 ≤ A < 1; default 0, none); the flicker with and without it is printed")
     predict.set_defaults(handler=_predict)
 
     bench = add_command(commands, "bench", help="params, MB, GFLOPs and ms/image of several models side by side")

@@ -1,26 +1,48 @@
 """Knowledge distillation by feature statistics: the statistics, their losses, and `Distiller`.
 
 The teacher passes on not its raw feature maps but their statistics, which do not depend on its width
-or resolution: first order — where it looks (spatial attention maps) and which channels fire (channel
-means); second order — how channels co-activate (Gram or covariance matrices) and how positions relate
-(spatial similarity); plus its output map. FitNets' raw feature hint is kept as the baseline.
+or resolution. First order, per image: where it looks (spatial attention map: channel mean of f² at
+each position) and how strongly and how unevenly each channel fires (per-channel mean and variance over
+positions). Second order: how channels co-activate (C×C Gram or covariance matrices), how the positions
+of an image relate (pairwise position similarity: s×s cosines) and how the images of a batch relate
+(batch similarity: B×B, similarity-preserving KD, Tung & Mori 2019). Plus its output map; FitNets' raw
+feature hint is kept as the baseline.
 
-Normalisation, so that the default weights give terms of comparable size: every statistic except
-the similarity matrix is L2-normalised per image (a Gram/covariance matrix by its Frobenius norm)
-before it is compared, and the loss is the squared distance between the two unit vectors,
-2 − 2·cos ∈ [0, 4], averaged over the batch and then over the matched stages. The terms therefore
-depend neither on the widths, the resolutions nor the activation scales of the two networks. The
-similarity matrices are cosines already and are compared by their mean squared difference; the
-FitNets hint is divided by the teacher's mean square (a relative error); the output term is a KL
-divergence in nats. Measured at init on random features (student widths [16,24,48,96], teacher
-[256,512,1024,2048], teacher scale ×1 or ×20; `tests/saliency/test_distill.py` checks the spread):
-attention ≈ 0.07–0.19, channel mean ≈ 2 and Gram ≈ 2 (a random adapter leaves the directions
-uncorrelated), similarity ≈ 0.006–0.035 (hence its default weight 10), FitNets ≈ 1–1.4, output ≈ 2.
+Common grid. Attention and position similarity pool both maps to the coarser of their two grids
+(position similarity: at most `position_grid`), so a teacher stage at stride 16 meets a student stage
+at stride 32 on the student's grid, and a student equal to the pooled teacher has zero loss.
+
+Adapters. Channel statistics need the student's features at the teacher's width: one learned 1×1 conv
+per stage (`FeatureAdapter`). A learned map could meet a first-order target by itself: a bias, or the
+image under the adapter of the channel profile all of a student's images share (post-ReLU features
+have one), outputs the teacher's average channel profile whatever the student sees. So channel means
+and variances are compared as deviations from their batch average, i.e. by what sets each image apart,
+which nothing input-independent produces: a bias cancels exactly, and with a frozen student an
+adapter matches the teacher's deviations only as far as they are a linear (means) or quadratic
+(variances) function of the student's — for a random student, far from all of it (tested). A batch
+of one image gives these two terms zero (under data parallelism: each process's share is centred). The
+adapter has no bias for the Gram's sake: the Gram is not centred, and a bias b would add b bᵀ, the
+rank-one mean part that dominates a post-ReLU teacher's Gram.
+
+Normalisation, so that the default weights give terms of comparable size: attention maps, centred
+channel means and variances, and Gram/covariance matrices (by their Frobenius norm) are L2-normalised
+per image before they are compared, and the loss is the squared distance between the two unit
+vectors, 2 − 2·cos ∈ [0, 4], averaged over the batch and then over the matched stages: it depends
+neither on the widths, the resolutions nor the activation scales of the two networks. The similarity
+matrices are cosines already and are compared by their mean squared difference; the FitNets hint is
+divided by the teacher's mean square (a relative error); the output term is a KL divergence in nats.
+Measured at init (random-init student against each random-init teacher, 16 synthetic 96×128 images):
+attention ≈ 0.44–0.57, channel mean ≈ 2.0, channel variance ≈ 1.5–1.8, Gram ≈ 1.7–2.0 (covariance
+1.6–2.0; a random adapter leaves the directions uncorrelated), position similarity ≈ 0.42–0.58 (×10),
+batch similarity ≈ 0.008–0.025 (hence its default weight 100), FitNets ≈ 1 (2,000 with MobileNetV2,
+whose stage outputs are tiny at init), output ≈ 0 (untrained decoders give near-uniform maps). On random
+post-ReLU features (`tests/saliency/test_distill.py` checks the spread) attention ≈ 0.18–0.25, position
+similarity ≈ 0.015–0.06 and batch similarity ≈ 0.0005–0.003.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
 import torch.nn as nn
@@ -43,8 +65,15 @@ def spatial_attention_map(f: torch.Tensor, size: tuple[int, int] | None = None) 
 
 
 def channel_means(f: torch.Tensor) -> torch.Tensor:
-    """[B,C,H,W] → [B,C]: global average pool."""
+    """[B,C,H,W] → [B,C]: each channel's mean over positions (global average pool)."""
     return f.mean((2, 3))
+
+
+def channel_variances(f: torch.Tensor) -> torch.Tensor:
+    """[B,C,H,W] → [B,C]: each channel's variance over positions, / (H·W − 1) (the covariance matrix's
+    diagonal); zero for a 1×1 map."""
+    flat = f.flatten(2)  # [B,C,HW]
+    return (flat - flat.mean(2, keepdim=True)).pow(2).sum(2) / max(flat.shape[2] - 1, 1)
 
 
 def gram_matrix(f: torch.Tensor) -> torch.Tensor:
@@ -60,12 +89,19 @@ def covariance_matrix(f: torch.Tensor) -> torch.Tensor:
     return centred @ centred.transpose(1, 2) / max(flat.shape[2] - 1, 1)
 
 
-def spatial_similarity(f: torch.Tensor, size: tuple[int, int] = (8, 8)) -> torch.Tensor:
-    """[B,C,H,W] → [B,s,s], s = size[0]·size[1]: cosine similarity between all positions of the
-    features average-pooled to `size` (similarity-preserving KD), comparable across resolutions."""
+def position_similarity(f: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[B,C,H,W] → [B,s,s], s = size[0]·size[1]: cosine similarity between every pair of positions of
+    the features average-pooled to `size`."""
     pooled = F.adaptive_avg_pool2d(f, size).flatten(2)  # [B,C,s]
     unit = F.normalize(pooled, dim=1)  # unit vector per position
     return unit.transpose(1, 2) @ unit  # [B,s,s]
+
+
+def batch_similarity(f: torch.Tensor) -> torch.Tensor:
+    """[B,C,H,W] → [B,B]: similarity-preserving KD's matrix, F Fᵀ with each row L2-normalised, F the
+    [B,C·H·W] flattened features (Tung & Mori 2019)."""
+    flat = f.flatten(1)  # [B,CHW]
+    return F.normalize(flat @ flat.T, dim=1)
 
 
 # --- losses between student and teacher statistics ----------------------------------------------
@@ -78,16 +114,22 @@ def _unit_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
     return (s - t).pow(2).sum(1).mean()
 
 
+def _batch_centred(statistic: torch.Tensor) -> torch.Tensor:
+    """[B,C] → [B,C]: each image's statistic minus the batch average, so no input-independent part
+    (an adapter's bias, the channel profile every image shares) survives."""
+    return statistic - statistic.mean(0, keepdim=True)
+
+
 def _common_size(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
-    """The smaller of two [B,C,H,W] maps' spatial sizes, per axis."""
+    """The coarser of two [B,C,H,W] maps' grids: the smaller spatial size, per axis."""
     return min(a.shape[2], b.shape[2]), min(a.shape[3], b.shape[3])
 
 
 def attention_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """‖a_s − a_t‖² between attention maps, batch mean; features [B,C_s,H_s,W_s] and [B,C_t,H_t,W_t].
 
-    Both maps are taken at the smaller of the two resolutions: the energy map (channel mean of f²) of
-    the larger is average-pooled down before normalising. Pooling the energy rather than the features
+    Both maps are taken at the coarser of the two grids: the energy map (channel mean of f²) of the
+    finer is average-pooled down before normalising. Pooling the energy rather than the features
     keeps activations of opposite sign from cancelling, and pooling never invents detail.
     """
     size = _common_size(student, teacher)
@@ -95,8 +137,16 @@ def attention_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
 
 
 def channel_mean_loss(adapted_student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Squared distance between L2-normalised channel means; both [B,C_t,·,·], batch mean."""
-    return _unit_distance(channel_means(adapted_student), channel_means(teacher))
+    """Squared distance between L2-normalised batch-centred channel means; both [B,C_t,·,·], batch mean."""
+    return _unit_distance(_batch_centred(channel_means(adapted_student)), _batch_centred(channel_means(teacher)))
+
+
+def channel_variance_loss(adapted_student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Squared distance between L2-normalised batch-centred channel variances; both [B,C_t,·,·] (any
+    resolutions), batch mean."""
+    return _unit_distance(
+        _batch_centred(channel_variances(adapted_student)), _batch_centred(channel_variances(teacher))
+    )
 
 
 def gram_loss(
@@ -110,11 +160,19 @@ def gram_loss(
     return _unit_distance(statistic(adapted_student), statistic(teacher))
 
 
-def similarity_loss(
-    student: torch.Tensor, teacher: torch.Tensor, size: tuple[int, int] = (8, 8)
+def position_similarity_loss(
+    student: torch.Tensor, teacher: torch.Tensor, max_grid: tuple[int, int] = (8, 8)
 ) -> torch.Tensor:
-    """Mean squared difference between the [B,s,s] spatial similarity matrices of any two feature maps."""
-    return F.mse_loss(spatial_similarity(student, size), spatial_similarity(teacher, size))
+    """Mean squared difference between the [B,s,s] position similarity matrices of any two feature maps,
+    both pooled to the coarser of their grids, at most `max_grid` (s² entries cost memory)."""
+    common = _common_size(student, teacher)
+    size = min(common[0], max_grid[0]), min(common[1], max_grid[1])
+    return F.mse_loss(position_similarity(student, size), position_similarity(teacher, size))
+
+
+def batch_similarity_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """‖G_s − G_t‖²_F / B² between the [B,B] batch similarity matrices of any two feature maps."""
+    return F.mse_loss(batch_similarity(student), batch_similarity(teacher))
 
 
 def output_kl(
@@ -137,10 +195,15 @@ def fitnets_hint_loss(adapted_student: torch.Tensor, teacher: torch.Tensor) -> t
 # --- configuration and the module ----------------------------------------------------------------
 
 
-TERMS = ("attention", "channel_mean", "gram", "similarity", "output", "fitnets")
+TERMS = (
+    "attention", "channel_mean", "channel_variance", "gram", "position_similarity", "batch_similarity",
+    "output", "fitnets",
+)
 FEATURE_TERMS = tuple(t for t in TERMS if t != "output")
-ADAPTED_TERMS = ("channel_mean", "gram", "fitnets")  # terms that need student features at teacher width
+# terms that need student features at teacher width
+ADAPTED_TERMS = ("channel_mean", "channel_variance", "gram", "fitnets")
 PRESETS = ("statistics", "first-order", "second-order", "output-only", "fitnets", "none")
+OFF = {t: 0.0 for t in TERMS}  # every term switched off: what presets and ablations start from
 
 
 @dataclass
@@ -152,22 +215,28 @@ class DistillConfig:
     """
 
     attention: float = 1.0  # first order: spatial attention maps
-    channel_mean: float = 1.0  # first order: channel means of adapted student features
+    channel_mean: float = 1.0  # first order: per-channel means (batch-centred) of adapted student features
+    channel_variance: float = 1.0  # first order: per-channel variances (batch-centred), adapted likewise
     gram: float = 1.0  # second order: Gram or covariance of adapted student features
-    similarity: float = 10.0  # second order: spatial similarity matrices (MSE of cosines: small)
+    position_similarity: float = 10.0  # second order: cosines between positions (MSE of cosines: small)
+    batch_similarity: float = 100.0  # second order: B×B similarity across the batch (MSE of cosines: tiny)
     output: float = 1.0  # KL(teacher ‖ student) between output maps
     fitnets: float = 0.0  # FitNets raw feature hint (baseline)
     ground_truth: float = 1.0  # weight of the ground-truth SaliencyLoss in the training total
     second_order: Literal["gram", "covariance"] = "gram"
     stages: list[int] = field(default_factory=lambda: [0, 1, 2, 3])  # feature indices, shallow → deep
     temperature: float = 1.0  # softens both output maps in the output term
-    similarity_size: tuple[int, int] = (8, 8)  # positions compared by the similarity term
-    adapter_batch_norm: bool = False  # BatchNorm after each adapter's 1×1 conv
+    # position similarity compares both maps at the coarser of their grids, at most this one (s² cost)
+    position_grid: tuple[int, int] = (8, 8)
+    adapter_batch_norm: bool = False  # BatchNorm (no learned shift or scale) after each adapter's 1×1 conv
     # Teacher stages wider than this are compressed by a fixed random orthonormal projection before the
-    # adapted terms (channel means, Gram/covariance, FitNets): 2048-channel Gram matrices would cost
+    # adapted terms (channel statistics, Gram/covariance, FitNets): 2048-channel Gram matrices would cost
     # B·2048² per stage and dominate a training step, while a random projection keeps the statistics'
     # structure (Johnson–Lindenstrauss). None matches the full teacher width.
     matched_width: Optional[int] = 256
+
+    # config.yaml files written before the renaming still load (their runs' students do not change)
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"similarity": "position_similarity", "similarity_size": "position_grid"}
 
     def __post_init__(self) -> None:
         for term in (*TERMS, "ground_truth"):
@@ -178,25 +247,27 @@ class DistillConfig:
         require(bool(self.stages) or not any(getattr(self, t) != 0 for t in FEATURE_TERMS), "stages",
                 "empty, but feature terms are switched on")
         require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
-        require(min(self.similarity_size) >= 1, "similarity_size", f"must be positive, got {self.similarity_size}")
+        require(min(self.position_grid) >= 1, "position_grid", f"must be positive, got {self.position_grid}")
         require_positive(self, "matched_width")
 
     @classmethod
     def preset(cls, name: str) -> "DistillConfig":
         """A named ablation: "statistics" (first + second order + output, the default), "first-order",
-        "second-order" (those statistics only), "output-only", "fitnets" (hint only), "none"."""
-        off = dict(attention=0.0, channel_mean=0.0, gram=0.0, similarity=0.0, output=0.0, fitnets=0.0)
+        "second-order" (those statistics only, at their default weights), "output-only", "fitnets" (hint
+        only), "none"."""
+        d = cls()
+        statistics = {t: getattr(d, t) for t in TERMS if t != "fitnets"}
         weights = {
-            "statistics": {},
-            "first-order": {**off, "attention": 1.0, "channel_mean": 1.0},
-            "second-order": {**off, "gram": 1.0, "similarity": 10.0},
-            "output-only": {**off, "output": 1.0},
-            "fitnets": {**off, "fitnets": 1.0},
-            "none": off,
+            "statistics": statistics,
+            "first-order": {t: statistics[t] for t in ("attention", "channel_mean", "channel_variance")},
+            "second-order": {t: statistics[t] for t in ("gram", "position_similarity", "batch_similarity")},
+            "output-only": {"output": statistics["output"]},
+            "fitnets": {"fitnets": 1.0},
+            "none": {},
         }
         if name not in weights:
             raise ConfigError(f"unknown distillation preset {name!r} (known: {', '.join(PRESETS)})")
-        return cls(**weights[name])
+        return cls(**{**OFF, **weights[name]})
 
     def active_terms(self) -> list[str]:
         """Names of the terms with non-zero weight, in a fixed order."""
@@ -204,12 +275,13 @@ class DistillConfig:
 
 
 class FeatureAdapter(nn.Module):
-    """Learned 1×1 conv (+ optional BatchNorm): [B,C_s,H,W] → [B,C_t,H,W]."""
+    """Learned bias-free 1×1 conv (+ optional BatchNorm without affine): [B,C_s,H,W] → [B,C_t,H,W]. No
+    bias or shift, so that it cannot add a Gram matrix's rank-one mean part by itself (module docstring)."""
 
     def __init__(self, student_channels: int, teacher_channels: int, batch_norm: bool = False):
         super().__init__()
-        self.conv = nn.Conv2d(student_channels, teacher_channels, 1, bias=not batch_norm)
-        self.norm = nn.BatchNorm2d(teacher_channels) if batch_norm else nn.Identity()
+        self.conv = nn.Conv2d(student_channels, teacher_channels, 1, bias=False)
+        self.norm = nn.BatchNorm2d(teacher_channels, affine=False) if batch_norm else nn.Identity()
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.norm(self.conv(f))
@@ -303,10 +375,14 @@ class Distiller(nn.Module):
                 per_stage["attention"].append(attention_loss(student, teacher))
             if c.channel_mean != 0:
                 per_stage["channel_mean"].append(channel_mean_loss(adapted, matched))
+            if c.channel_variance != 0:
+                per_stage["channel_variance"].append(channel_variance_loss(adapted, matched))
             if c.gram != 0:
                 per_stage["gram"].append(gram_loss(adapted, matched, c.second_order))
-            if c.similarity != 0:
-                per_stage["similarity"].append(similarity_loss(student, teacher, c.similarity_size))
+            if c.position_similarity != 0:
+                per_stage["position_similarity"].append(position_similarity_loss(student, teacher, c.position_grid))
+            if c.batch_similarity != 0:
+                per_stage["batch_similarity"].append(batch_similarity_loss(student, teacher))
             if c.fitnets != 0:
                 per_stage["fitnets"].append(fitnets_hint_loss(adapted, matched))
         return per_stage

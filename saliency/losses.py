@@ -132,15 +132,26 @@ class SaliencyLoss(nn.Module):
             raise ConfigError("loss: every term has weight 0; set at least one of kld, cc, nss, sim")
 
     def forward(
-        self, log_pred: torch.Tensor, density: torch.Tensor, fixations: torch.Tensor
+        self, log_pred: torch.Tensor, density: torch.Tensor, fixations: torch.Tensor,
+        has_density: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """→ (total, parts): total a 0-d tensor to backpropagate; parts the unweighted, detached terms."""
-        targets = {"kld": density, "cc": density, "sim": density, "nss": fixations}
+        """→ (total, parts): total a 0-d tensor to backpropagate; parts the unweighted, detached terms.
+
+        `has_density` [B] bool: the map terms (KLD, CC, SIM) average over the images that have a map only, so
+        unlabelled images (seen only through a teacher) add nothing, rather than zeros, to the batch mean; 0 when
+        no image of the batch has one. NSS already skips images without fixations."""
+        labelled = slice(None) if has_density is None else has_density.bool()
+        with_map = log_pred[labelled], density[labelled]
         with torch.autocast(log_pred.device.type, enabled=False):
-            values = {
-                name: TERMS[name](log_pred, targets[name])
-                for name, weight in self.weights.items()
-                if weight != 0
-            }
+            values = {}
+            for name, weight in self.weights.items():
+                if weight == 0:
+                    continue
+                if name == "nss":
+                    values[name] = TERMS[name](log_pred, fixations)
+                elif len(with_map[0]):
+                    values[name] = TERMS[name](*with_map)
+                else:
+                    values[name] = log_pred.sum() * 0.0  # no map in this batch: no signal, graph kept
         total = sum(self.weights[name] * value for name, value in values.items())
         return total, {name: value.detach() for name, value in values.items()}

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from saliency.infra import distributed
 from saliency.data import SaliencyTorchDataset, SaliencyTransform, open_dataset
+from saliency.data.unlabeled import PooledReader, UnlabeledReader
 from saliency.distill import DistillConfig, Distiller
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
@@ -49,10 +50,13 @@ class DataConfig:
     scale_jitter: float = 0.0
     batch_size: int = 16
     workers: int = 0
-    limit: Optional[int] = None  # use only the first N training images (quick experiments)
+    limit: Optional[int] = None  # use only the first N labelled training images (quick experiments, label budgets)
+    unlabeled: Optional[str] = None  # folder of images/videos without maps, seen only through the teacher (distill)
+    unlabeled_every: int = 8  # videos in the pool: every N-th frame ...
+    unlabeled_frames: int = 16  # ... and at most this many per video
 
     def __post_init__(self) -> None:
-        require_positive(self, "batch_size", "limit")
+        require_positive(self, "batch_size", "limit", "unlabeled_every", "unlabeled_frames")
         require(len(self.size) == 2 and min(self.size) >= 1, "size", f"expected two positive integers (H, W), got {self.size!r}")
         require(0 <= self.hflip <= 1, "hflip", f"a probability in [0, 1], got {self.hflip}")
         require(self.scale_jitter >= 0, "scale_jitter", f"must be >= 0, got {self.scale_jitter}")
@@ -90,6 +94,8 @@ class SaliencyRunConfig:
         unknown = [name for name in self.val_metrics if name not in METRICS]
         require(not unknown, "val_metrics", f"unknown metric {unknown[0] if unknown else ''!r} (known: {', '.join(METRICS)})")
         require(self.select_by in self.val_metrics, "select_by", f"{self.select_by!r} must be one of val_metrics {self.val_metrics}")
+        require(not self.data.unlabeled or self.teacher, "data.unlabeled",
+                "an unlabeled pool is learnt from a teacher only: use `saliency distill --teacher RUN --unlabeled DIR`")
 
 
 def open_split(config: SaliencyRunConfig, split: str):
@@ -109,8 +115,15 @@ def _train_loader(config: SaliencyRunConfig, world: distributed.World) -> tuple[
         hflip=config.data.hflip,
         scale_jitter=config.data.scale_jitter,
     )
+    if config.data.unlabeled:
+        pool = UnlabeledReader(config.data.unlabeled, config.data.size, config.data.unlabeled_every,
+                               config.data.unlabeled_frames)
+        for _, reason in pool.skipped:
+            logger.warning("unlabeled pool: skipped %s", reason)
+        reader = PooledReader(reader, config.data.limit, pool)
+        logger.info("training on %d labelled images and %d unlabelled ones", reader.n_labelled, len(pool))
     dataset = SaliencyTorchDataset(reader, transform, seed=config.seed)
-    subset = Subset(dataset, range(min(config.data.limit or len(reader), len(reader))))
+    subset = Subset(dataset, range(len(reader) if config.data.unlabeled else min(config.data.limit or len(reader), len(reader))))
     batch_size = config.data.batch_size
     if world.distributed and batch_size % world.size:
         raise UserError(f"data.batch_size {batch_size} is not divisible by the {world.size} processes; "
@@ -180,9 +193,10 @@ class SaliencyTrainer:
 
     def _step(self, batch: dict) -> dict[str, float]:
         """One optimiser step on this process's share of a batch; returns the losses averaged over processes."""
-        images, density, fixations = (batch[k].to(self.world.device) for k in ("image", "density", "fixations"))
+        images, density, fixations, has_density = (batch[k].to(self.world.device)
+                                                    for k in ("image", "density", "fixations", "has_density"))
         log_pred, features = self.student(images, return_features=True)
-        total, parts = self.loss(log_pred, density, fixations)
+        total, parts = self.loss(log_pred, density, fixations, has_density)
         total = total * (self.config.distill.ground_truth if self.distiller else 1.0)
         if self.distiller is not None:
             with torch.no_grad():

@@ -11,6 +11,7 @@ import pytest
 
 import saliency.cli
 import vidcap.cli
+from saliency.pretrain import PretrainConfig
 from saliency.train import SaliencyRunConfig
 from vidcap.run import VidcapRunConfig
 
@@ -43,23 +44,29 @@ def impossible(hint) -> list[str]:
     return []
 
 
-CASES = [(program, key, value) for program, config in (("saliency", SaliencyRunConfig), ("vidcap", VidcapRunConfig))
+# (program, command, its config): each is given the impossible values, with data that does not exist
+COMMANDS = (("saliency", "train", SaliencyRunConfig), ("saliency", "pretrain", PretrainConfig),
+            ("vidcap", "train", VidcapRunConfig))
+CASES = [(program, command, key, value) for program, command, config in COMMANDS
          for key, hint in leaves(config) for value in impossible(hint)
          if not (key in SIGNED and value.startswith("-"))]
 
 
 def test_the_sweep_covers_the_keys_users_meet():
-    keys = {key for _, key, _ in CASES}
+    keys = {key for _, _, key, _ in CASES}
     assert {"optim.epochs", "optim.lr", "data.batch_size", "data.size", "seed", "threads",
-            "captioner.sampler.n_frames", "captioner.decoder.heads", "distill.temperature"} <= keys
+            "captioner.sampler.n_frames", "captioner.decoder.heads", "distill.temperature",
+            "family", "images_per_epoch"} <= keys
 
 
-@pytest.mark.parametrize(("program", "key", "value"), CASES, ids=[f"{p} {k}={v}" for p, k, v in CASES])
-def test_an_impossible_value_is_one_line_naming_the_key_and_leaves_nothing(program, key, value, tmp_path, capsys):
+@pytest.mark.parametrize(("program", "command", "key", "value"), CASES,
+                         ids=[f"{p} {c} {k}={v}" for p, c, k, v in CASES])
+def test_an_impossible_value_is_one_line_naming_the_key_and_leaves_nothing(program, command, key, value, tmp_path,
+                                                                           capsys):
     main = {"saliency": saliency.cli.main, "vidcap": vidcap.cli.main}[program]
     out = tmp_path / "run"
-    status = main(["train", "--set", f"data.root={tmp_path / 'missing'}", "--set", f"{key}={value}",
-                   "--out", str(out), "--quiet"])
+    data = ["--set", f"data.root={tmp_path / 'missing'}"] if command == "train" else []
+    status = main([command, *data, "--set", f"{key}={value}", "--out", str(out), "--quiet"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"{program}: error: --set {key}"), lines[0]

@@ -32,12 +32,15 @@ def to_dict(config: Any) -> dict:
 
 
 def from_dict(cls: type[T], data: dict | None, where: str = "config") -> T:
-    """Build dataclass `cls` from `data`, checking every key and type; missing keys keep defaults."""
+    """Build dataclass `cls` from `data`, checking every key and type; missing keys keep defaults. Keys a class
+    renamed (its `RENAMED_KEYS`, old → new) are read under their new names."""
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    renamed = getattr(cls, "RENAMED_KEYS", {})  # old spellings a class still reads, so old run directories load
+    data = {renamed.get(key, key): value for key, value in data.items()}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{where.rstrip()}: unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})")

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from saliency.infra.errors import UserError
+from saliency.infra.rundir import load_safetensors
 
 logger = logging.getLogger(__name__)
 _MISSING_SAID: set[Path] = set()  # ImageNet files already reported missing: said once per process
@@ -52,7 +53,8 @@ def load_imagenet_backbone(
     """Load torchvision ImageNet weights into `backbone` from a local file, never downloading.
 
     `pretrained`: False → keep random init; True → torchvision's cache file for `weights` if present,
-    else random init with one warning; a str → that file (missing → UserError). Every backbone key
+    else random init with one warning; a str → that file, `.pth` or `.safetensors`, or a `saliency pretrain` run
+    directory (missing → UserError). Every backbone key
     `k` must be present as `prefix + k` with the same shape; the file's other keys (classifier,
     layers we drop) are ignored. `rename` maps legacy key spellings to current ones.
     """
@@ -69,14 +71,10 @@ def load_imagenet_backbone(
             return
     else:
         path = Path(pretrained)
+        path = path / "model.safetensors" if path.is_dir() else path  # a `saliency pretrain` run directory
         if not path.is_file():
             raise UserError(f"{path}: pretrained weights file for {name} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
-        raise UserError(f"{path}: cannot read as a torchvision state_dict ({str(error).splitlines()[0]})") from None
-    if not isinstance(state, dict):
-        raise UserError(f"{path}: expected a state_dict, got {type(state).__name__}")
+    state = read_backbone_file(path)
     rename = rename or (lambda key: key)
     state = {rename(k): v for k, v in state.items()}
     own = backbone.state_dict()
@@ -87,6 +85,20 @@ def load_imagenet_backbone(
     if problem:
         raise UserError(f"{path}: does not fit the {name} backbone ({problem})")
     backbone.load_state_dict(kept, strict=True)  # BatchNorm fills in absent num_batches_tracked
+
+
+def read_backbone_file(path: Path) -> dict[str, Tensor]:
+    """A state_dict from a torchvision `.pth` file (never unpickled: `weights_only`) or from a `.safetensors`
+    file (`saliency pretrain` writes one), as a one-line UserError when it is neither."""
+    if path.suffix == ".safetensors":
+        return load_safetensors(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        raise UserError(f"{path}: cannot read as a torchvision state_dict ({str(error).splitlines()[0]})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: expected a state_dict, got {type(state).__name__}")
+    return state
 
 
 def load_state_strictly(module: nn.Module, state: dict[str, Tensor], where: str | Path, what: str,

@@ -29,13 +29,14 @@ class DenseNetSaliency(TappedBackboneNet):
     """Features: [256@/4, 512@/8, 1024@/16, 1024@/32]."""
 
     taps = TAPS
+    backbone_prefix = "features."  # where torchvision's ImageNet files keep the backbone's keys
 
     def __init__(self, pretrained: bool | str = True, decoder_width: int = 64):
         super().__init__(feature_channels=[256, 512, 1024, 1024], feature_strides=[4, 8, 16, 32])
         self.backbone = densenet121(weights=None).features  # conv0 … denseblock4, norm5
         self.backbone.add_module("relu5", nn.ReLU(inplace=True))  # as torchvision's forward applies
         load_imagenet_backbone(self.backbone, DenseNet121_Weights.IMAGENET1K_V1, pretrained, name="densenet121",
-                               prefix="features.", rename=modern_densenet_key)
+                               prefix=self.backbone_prefix, rename=modern_densenet_key)
         self.decoder = TopDownDecoder(self.feature_channels, decoder_width)
 
 

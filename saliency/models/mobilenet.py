@@ -20,12 +20,13 @@ class MobileNetSaliency(TappedBackboneNet):
     """Features: [24@/4, 32@/8, 96@/16, 320@/32]."""
 
     taps = TAPS
+    backbone_prefix = "features."  # where torchvision's ImageNet files keep the backbone's keys
 
     def __init__(self, pretrained: bool | str = True, decoder_width: int = 32):
         super().__init__(feature_channels=[24, 32, 96, 320], feature_strides=[4, 8, 16, 32])
         self.backbone = mobilenet_v2(weights=None).features[:18]
         load_imagenet_backbone(self.backbone, MobileNet_V2_Weights.IMAGENET1K_V1, pretrained, name="mobilenet_v2",
-                               prefix="features.")
+                               prefix=self.backbone_prefix)
         self.decoder = TopDownDecoder(self.feature_channels, decoder_width, separable=True)
 
 

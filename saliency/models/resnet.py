@@ -27,11 +27,12 @@ class ResNetSaliency(TappedBackboneNet):
     """Features: [256@/4, 512@/8, 1024@/16, 2048@/32]."""
 
     taps = TAPS
+    backbone_prefix = ""  # where torchvision's ImageNet files keep the backbone's keys
 
     def __init__(self, pretrained: bool | str = True, decoder_width: int = 64):
         super().__init__(feature_channels=[256, 512, 1024, 2048], feature_strides=[4, 8, 16, 32])
         self.backbone = resnet_trunk(resnet50(weights=None))
-        load_imagenet_backbone(self.backbone, ResNet50_Weights.IMAGENET1K_V1, pretrained, name="resnet50", prefix="")
+        load_imagenet_backbone(self.backbone, ResNet50_Weights.IMAGENET1K_V1, pretrained, name="resnet50", prefix=self.backbone_prefix)
         self.decoder = TopDownDecoder(self.feature_channels, decoder_width)
 
 

@@ -23,6 +23,7 @@ class VGGSaliency(TappedBackboneNet):
     """Features: [128@/4, 256@/8, 512@/16, 512@/16]."""
 
     taps = TAPS
+    backbone_prefix = "features."  # where torchvision's ImageNet files keep the backbone's keys
 
     def __init__(self, pretrained: bool | str = True, decoder_width: int = 64):
         super().__init__(feature_channels=[128, 256, 512, 512], feature_strides=[4, 8, 16, 16])
@@ -35,7 +36,7 @@ class VGGSaliency(TappedBackboneNet):
         for i in BLOCK5_CONVS:
             conv = self.backbone[i]
             conv.dilation, conv.padding = (2, 2), (2, 2)
-        load_imagenet_backbone(self.backbone, VGG16_Weights.IMAGENET1K_V1, pretrained, name="vgg16", prefix="features.")
+        load_imagenet_backbone(self.backbone, VGG16_Weights.IMAGENET1K_V1, pretrained, name="vgg16", prefix=self.backbone_prefix)
         self.decoder = TopDownDecoder(self.feature_channels, decoder_width)
 
 

@@ -1,31 +1,43 @@
-"""Distillation statistics and losses: hand-checked values on a 1×2×2×2 feature map, zero when the
-student equals the teacher, switches and presets, gradients, and magnitudes at initialisation."""
+"""Distillation statistics and losses: hand-checked values on tiny feature maps, zero when the student
+equals the (pooled) teacher, what an adapter alone cannot match, switches and presets, config errors,
+gradients, and magnitudes at initialisation."""
 import math
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from saliency.infra.config import from_dict
 from saliency.distill import (
+    OFF,
     DistillConfig,
     Distiller,
     FeatureAdapter,
     attention_loss,
+    batch_similarity,
+    batch_similarity_loss,
     channel_mean_loss,
     channel_means,
+    channel_variance_loss,
+    channel_variances,
     covariance_matrix,
     fitnets_hint_loss,
     gram_loss,
     gram_matrix,
     output_kl,
-    similarity_loss,
+    position_similarity,
+    position_similarity_loss,
     spatial_attention_map,
-    spatial_similarity,
 )
 from saliency.infra.errors import ConfigError
 
-ALL_TERMS = {"attention", "channel_mean", "gram", "similarity", "output", "fitnets"}
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors throughout
+
+ALL_TERMS = {
+    "attention", "channel_mean", "channel_variance", "gram", "position_similarity", "batch_similarity", "output",
+    "fitnets",
+}
 
 
 def tiny_features():
@@ -60,6 +72,13 @@ def test_channel_means_by_hand():
     assert approx(channel_means(tiny_features()), [[0.5, 1.0]])
 
 
+def test_channel_variances_by_hand():
+    # channel 0: (1,0,0,1) − ½ → squares sum 1; channel 1: (3,1,1,−1) − 1 → 4+0+0+4 = 8; / (H·W − 1 = 3)
+    assert approx(channel_variances(tiny_features()), [[1 / 3, 8 / 3]])
+    assert torch.allclose(channel_variances(tiny_features()), torch.diagonal(covariance_matrix(tiny_features()), dim1=1, dim2=2))
+    assert torch.equal(channel_variances(torch.ones(2, 3, 1, 1)), torch.zeros(2, 3))
+
+
 def test_gram_matrix_by_hand():
     # F = [[1,0,0,1],[3,1,1,−1]]: F Fᵀ = [[2, 2],[2, 12]], / (H·W = 4)
     assert approx(gram_matrix(tiny_features()), [[[0.5, 0.5], [0.5, 3.0]]])
@@ -74,18 +93,27 @@ def test_covariance_of_a_single_position_is_zero():
     assert torch.equal(covariance_matrix(torch.ones(2, 3, 1, 1)), torch.zeros(2, 3, 3))
 
 
-def test_spatial_similarity_by_hand():
+def test_position_similarity_by_hand():
     # unit vectors p0 = (1,3)/√10, p1 = p2 = (0,1), p3 = (1,−1)/√2
     a, b, c = 3 / math.sqrt(10), -1 / math.sqrt(5), -1 / math.sqrt(2)
     expected = [[[1, a, a, b], [a, 1, 1, c], [a, 1, 1, c], [b, c, c, 1]]]
-    assert approx(spatial_similarity(tiny_features(), size=(2, 2)), expected)
+    assert approx(position_similarity(tiny_features(), size=(2, 2)), expected)
 
 
-def test_spatial_similarity_pools_to_its_size_first():
+def test_position_similarity_pools_to_its_size_first():
     # column means: left (p0+p2)/2 = (½, 2), right (p1+p3)/2 = (½, 0): cos = ¼ / (√4.25 · ½) = 1/√17
     c = 1 / math.sqrt(17)
-    assert approx(spatial_similarity(tiny_features(), size=(1, 2)), [[[1, c], [c, 1]]])
-    assert spatial_similarity(torch.rand(3, 5, 17, 23), size=(4, 4)).shape == (3, 16, 16)
+    assert approx(position_similarity(tiny_features(), size=(1, 2)), [[[1, c], [c, 1]]])
+    assert position_similarity(torch.rand(3, 5, 17, 23), size=(4, 4)).shape == (3, 16, 16)
+
+
+def test_batch_similarity_by_hand():
+    # two 1×1 images with channel vectors (1,0) and (1,1): F Fᵀ = [[1,1],[1,2]], rows / (√2, √5)
+    f = torch.tensor([[1.0, 0.0], [1.0, 1.0]]).view(2, 2, 1, 1)
+    r2, r5 = 1 / math.sqrt(2), 1 / math.sqrt(5)
+    assert approx(batch_similarity(f), [[r2, r2], [r5, 2 * r5]])
+    # any width and resolution: [B, C·H·W] rows, so the matrix is B×B
+    assert batch_similarity(torch.rand(3, 5, 7, 2)).shape == (3, 3)
 
 
 # --- losses, by hand ----------------------------------------------------------------------------------
@@ -105,11 +133,34 @@ def test_attention_loss_by_hand_and_across_resolutions():
     assert attention_loss(teacher, f).item() == pytest.approx(0, abs=1e-6)
 
 
-def test_channel_mean_loss_by_hand():
-    ones = torch.ones(1, 1, 2, 2)
-    first, second = torch.cat([ones, 0 * ones], 1), torch.cat([0 * ones, ones], 1)
-    assert channel_mean_loss(first, second).item() == pytest.approx(2.0)  # orthogonal
-    assert channel_mean_loss(first, 5 * first).item() == pytest.approx(0, abs=1e-6)  # same direction
+def test_channel_mean_loss_compares_batch_centred_means_by_hand():
+    # student means (1,0) and (0,1) → centred ±(½,−½); teacher (2,0) and (0,0) → ±(1,0): cos = 1/√2 each
+    student = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(2, 2, 1, 1)
+    teacher = torch.tensor([[2.0, 0.0], [0.0, 0.0]]).view(2, 2, 1, 1)
+    assert channel_mean_loss(student, teacher).item() == pytest.approx(2 - math.sqrt(2), rel=1e-5)
+    assert channel_mean_loss(student, 5 * student).item() == pytest.approx(0, abs=1e-6)  # scale-free
+    assert channel_mean_loss(student, -student).item() == pytest.approx(4.0)  # opposite deviations
+
+
+def test_channel_variance_loss_compares_batch_centred_variances_by_hand():
+    # two 1×2 images. Student: (0,2) | (0,0) has variances (2,0); (0,0) | (1,−1) has (0,2) → centred ±(1,−1).
+    # Teacher: variances (2,0) and (0,0) → centred ±(1,0). cos = 1/√2 for both images.
+    student = torch.tensor([[[[0.0, 2.0]], [[0.0, 0.0]]], [[[0.0, 0.0]], [[1.0, -1.0]]]])
+    teacher = torch.tensor([[[[0.0, 2.0]], [[0.0, 0.0]]], [[[0.0, 0.0]], [[0.0, 0.0]]]])
+    assert channel_variances(student).tolist() == [[2.0, 0.0], [0.0, 2.0]]
+    assert channel_variance_loss(student, teacher).item() == pytest.approx(2 - math.sqrt(2), rel=1e-5)
+    # resolutions may differ: each variance is over its own map's positions
+    wide = F.interpolate(student, scale_factor=(1, 2), mode="nearest")  # (0,0,2,2): variance 4/3 instead of 2
+    assert channel_variance_loss(wide, student).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_first_order_terms_ignore_any_constant_the_adapter_could_add():
+    student, teacher = torch.rand(4, 3, 5, 5), torch.rand(4, 3, 2, 2)
+    shift = torch.randn(1, 3, 1, 1)  # a bias: the same for every image
+    for loss in (channel_mean_loss, channel_variance_loss):
+        assert loss(student + shift, teacher).item() == pytest.approx(loss(student, teacher).item(), rel=1e-5)
+    # a single image has no deviation from its batch's average: nothing to match
+    assert channel_mean_loss(student[:1], teacher[:1]).item() == 0
 
 
 def test_gram_loss_by_hand():
@@ -130,10 +181,25 @@ def test_covariance_loss_by_hand():
     assert gram_loss(tiny_features(), teacher, "covariance").item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_similarity_loss_by_hand():
-    # student at size (1,2): [[1, c],[c, 1]], c = 1/√17; teacher with orthogonal halves: identity
+def test_position_similarity_loss_by_hand_on_the_coarser_grid():
+    # the 2×2 student is pooled to the 1×2 teacher's grid: [[1, c],[c, 1]], c = 1/√17; the teacher's
+    # orthogonal halves give the identity; (c² + c²) / 4 entries
     teacher = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])
-    assert similarity_loss(tiny_features(), teacher, size=(1, 2)).item() == pytest.approx(2 / 17 / 4, rel=1e-5)
+    assert position_similarity_loss(tiny_features(), teacher).item() == pytest.approx(2 / 17 / 4, rel=1e-5)
+    assert position_similarity_loss(teacher, tiny_features()).item() == pytest.approx(2 / 17 / 4, rel=1e-5)
+    # and to at most max_grid: at 1×1 every cosine is 1
+    assert position_similarity_loss(tiny_features(), torch.rand(1, 3, 4, 4), max_grid=(1, 1)).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_batch_similarity_loss_by_hand():
+    # student images (1,0), (0,1): G = I; teacher images (1,0), (1,0): rows (1,1)/√2.
+    # ‖G_s − G_t‖² = 2(1 − 1/√2)² + 2·½ = 4 − 2√2, / B² = 4
+    student = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(2, 2, 1, 1)
+    teacher = torch.tensor([[1.0, 0.0], [1.0, 0.0]]).view(2, 2, 1, 1)
+    assert batch_similarity_loss(student, teacher).item() == pytest.approx(1 - math.sqrt(2) / 2, rel=1e-5)
+    # widths and resolutions may differ
+    f = torch.rand(3, 4, 6, 8)
+    assert batch_similarity_loss(f, torch.cat([f, f], 1)).item() == pytest.approx(0, abs=1e-6)
 
 
 def test_output_kl_by_hand():
@@ -188,7 +254,6 @@ def set_to_identity(distiller):
         c = adapter.conv.weight.shape[0]
         with torch.no_grad():
             adapter.conv.weight.copy_(torch.eye(c)[:, :, None, None])
-            adapter.conv.bias.zero_()
 
 
 @pytest.mark.parametrize("second_order", ["gram", "covariance"])
@@ -221,12 +286,16 @@ def test_gradients_reach_the_student_and_the_adapters_but_not_the_teacher():
 
 
 def test_each_term_is_its_weight_times_its_loss():
-    config = DistillConfig(attention=2.0, channel_mean=0.0, gram=0.0, similarity=0.0, output=3.0)
+    config = DistillConfig(**{**OFF, "attention": 2.0, "position_similarity": 5.0, "batch_similarity": 7.0, "output": 3.0})
     f, g = features(WIDTHS, SIZES, seed=3), features(WIDTHS, SIZES, seed=4)
     s_log, t_log = log_maps(3, 1.0), log_maps(4, 1.0)
     parts = Distiller(config, WIDTHS, WIDTHS)(f, g, s_log, t_log)
-    attention = torch.stack([attention_loss(a, b) for a, b in zip(f, g)]).mean()
-    assert parts["attention"].item() == pytest.approx(2 * attention.item(), rel=1e-5)
+    for name, weight, loss in (
+        ("attention", 2.0, attention_loss), ("position_similarity", 5.0, position_similarity_loss),
+        ("batch_similarity", 7.0, batch_similarity_loss),
+    ):
+        expected = weight * torch.stack([loss(a, b) for a, b in zip(f, g)]).mean()
+        assert parts[name].item() == pytest.approx(expected.item(), rel=1e-5), name
     assert parts["output"].item() == pytest.approx(3 * output_kl(s_log, t_log).item(), rel=1e-5)
 
 
@@ -242,7 +311,7 @@ def test_a_zero_weight_switches_its_term_off(term):
 
 def test_adapters_are_built_only_for_matched_stages_of_terms_that_need_them():
     assert len(Distiller(DistillConfig(stages=[1, 3]), WIDTHS, WIDTHS).adapters) == 2
-    first_order_attention = DistillConfig(channel_mean=0.0, gram=0.0)
+    first_order_attention = DistillConfig(channel_mean=0.0, channel_variance=0.0, gram=0.0)
     assert len(Distiller(first_order_attention, WIDTHS, WIDTHS).adapters) == 0
     assert len(Distiller(DistillConfig.preset("output-only"), WIDTHS, WIDTHS).adapters) == 0
     with_bn = Distiller(DistillConfig(adapter_batch_norm=True), WIDTHS, [8, 8, 8, 8])
@@ -258,12 +327,70 @@ def test_only_the_chosen_stages_are_matched():
     assert torch.equal(distiller(f, g, log, log)["attention"], distiller(f, h, log, log)["attention"])
 
 
+@pytest.mark.parametrize("teacher_size", [(4, 6), (8, 12), (32, 48)])
+def test_a_student_equal_to_the_pooled_teacher_has_zero_loss_at_a_coarser_stride(teacher_size):
+    # e.g. VGG-16's stage 3 at stride 16 against the student's at stride 32 (2×2 positions per student
+    # position), up to a shallow stage larger than position_grid (pooled further, to 8×8, on both sides)
+    teacher = features([6], [teacher_size], seed=13)[0]
+    student = F.avg_pool2d(teacher, 2)  # the same features on the student's coarser grid
+    assert position_similarity_loss(student, teacher).item() == pytest.approx(0, abs=1e-6)
+    # the attention map pools the energy: a student whose energy is the pooled teacher energy is perfect
+    assert attention_loss(F.avg_pool2d(teacher.pow(2), 2).sqrt(), teacher).item() == pytest.approx(0, abs=1e-6)
+    unrelated = features([6], [student.shape[2:]], seed=14)[0]
+    assert position_similarity_loss(unrelated, teacher).item() > 1e-3
+
+
+def test_the_distiller_compares_positions_on_the_coarser_grid():
+    config = DistillConfig(**{**OFF, "position_similarity": 10.0})
+    teacher = features(WIDTHS, [(h, w) for h, w in SIZES[:3]] + [(4, 6)], seed=15)  # last stage at half stride
+    student = teacher[:3] + [F.avg_pool2d(teacher[3], 2)]
+    parts = Distiller(config, WIDTHS, WIDTHS)(student, teacher, log_maps(13, 1), log_maps(13, 1))
+    assert parts["position_similarity"].item() == pytest.approx(0, abs=1e-5)
+
+
+def profiled_features(batch, channels, size, seed):
+    """Post-ReLU random features with a channel profile every image shares, as real CNN features have."""
+    gen = torch.Generator().manual_seed(seed)
+    profile = 1.5 * torch.randn(1, channels, 1, 1, generator=gen)
+    low = torch.randn(batch, channels, size[0] // 4, size[1] // 4, generator=gen)
+    smooth = F.interpolate(low, size=size, mode="bilinear", align_corners=False)
+    return torch.relu(smooth + 0.5 * torch.randn(batch, channels, *size, generator=gen) + profile)
+
+
+def adapter_alone(loss, student, teacher, steps=100):
+    """The loss after optimising only a 1×1 conv (with a bias, the most it could have) on a frozen student."""
+    torch.manual_seed(0)
+    adapter = nn.Conv2d(student.shape[1], teacher.shape[1], 1)
+    optimiser = torch.optim.Adam(adapter.parameters(), lr=0.1)
+    for _ in range(steps):
+        value = loss(adapter(student), teacher)
+        optimiser.zero_grad()
+        value.backward()
+        optimiser.step()
+    return loss(adapter(student), teacher).item()
+
+
+def test_an_adapter_alone_cannot_match_the_first_order_terms_for_a_student_that_knows_nothing():
+    # 48 images; a frozen random 8-channel student; a 32-channel teacher unrelated to it
+    student, teacher = profiled_features(48, 8, (8, 8), 1), profiled_features(48, 32, (4, 4), 2)
+    # Uncentred channel means (the former term) are matched by the profile every image shares: ~0.2 of 2.
+    uncentred = lambda adapted, t: 2 - 2 * F.cosine_similarity(channel_means(adapted), channel_means(t)).mean()
+    assert adapter_alone(uncentred, student, teacher) < 0.3
+    # Batch-centred statistics keep over half of the distance between unrelated unit vectors (2).
+    assert adapter_alone(channel_mean_loss, student, teacher) > 1.0
+    assert adapter_alone(channel_variance_loss, student, teacher) > 0.8
+    # A student that carries the teacher's information (here: linearly) lets the adapter reach zero.
+    knows = F.conv2d(student, torch.randn(32, 8, 1, 1, generator=torch.Generator().manual_seed(3)))
+    assert adapter_alone(channel_mean_loss, student, knows) < 1e-3
+    assert adapter_alone(channel_variance_loss, student, knows) < 1e-3
+
+
 @pytest.mark.parametrize(
     "name, expected",
     [
-        ("statistics", {"attention", "channel_mean", "gram", "similarity", "output"}),
-        ("first-order", {"attention", "channel_mean"}),
-        ("second-order", {"gram", "similarity"}),
+        ("statistics", ALL_TERMS - {"fitnets"}),
+        ("first-order", {"attention", "channel_mean", "channel_variance"}),
+        ("second-order", {"gram", "position_similarity", "batch_similarity"}),
         ("output-only", {"output"}),
         ("fitnets", {"fitnets"}),
         ("none", set()),
@@ -277,6 +404,8 @@ def test_presets_produce_their_terms(name, expected):
     parts = distiller(f, f, log_maps(9, 1), log_maps(10, 1))
     assert set(parts) == expected
     assert DistillConfig.preset("statistics") == DistillConfig()
+    default = DistillConfig()  # a preset keeps the default weight of every term it switches on
+    assert all(getattr(config, t) == getattr(default, t) for t in expected - {"fitnets"})
 
 
 def test_terms_at_init_are_within_two_orders_of_magnitude_on_realistic_widths():
@@ -312,6 +441,24 @@ def test_bad_configs_are_config_errors():
         DistillConfig.preset("hints")
 
 
+@pytest.mark.parametrize(
+    "distill, message",
+    [
+        ({"channel_var": 1.0}, r"config\.distill: unknown key 'channel_var' \(known: .*channel_variance"),
+        ({"batch_similarity": -1}, r"config\.distill\.batch_similarity: weight must be >= 0, got -1\.0"),
+        ({"channel_variance": -0.5}, r"config\.distill\.channel_variance: weight must be >= 0, got -0\.5"),
+        ({"position_grid": [0, 4]}, r"config\.distill\.position_grid: must be positive, got \(0, 4\)"),
+        ({"second_order": "moments"}, r"config\.distill\.second_order: 'moments' is not one of"),
+    ],
+)
+def test_config_mistakes_are_one_line_errors_naming_the_key(distill, message):
+    from saliency.train import SaliencyRunConfig
+
+    with pytest.raises(ConfigError, match=f"^{message}") as error:
+        from_dict(SaliencyRunConfig, {"distill": distill})
+    assert "\n" not in str(error.value)
+
+
 def test_features_of_the_wrong_widths_are_rejected():
     distiller = Distiller(DistillConfig(), WIDTHS, WIDTHS)
     f, log = features(WIDTHS, SIZES, 12), log_maps(12, 1)
@@ -322,9 +469,9 @@ def test_features_of_the_wrong_widths_are_rejected():
 def test_config_loads_from_yaml_data():
     config = from_dict(
         DistillConfig,
-        {"second_order": "covariance", "stages": [1, 2, 3], "similarity_size": [4, 4], "output": 0},
+        {"second_order": "covariance", "stages": [1, 2, 3], "position_grid": [4, 4], "output": 0},
     )
-    assert config.similarity_size == (4, 4) and config.output == 0.0
+    assert config.position_grid == (4, 4) and config.output == 0.0
     assert Distiller(config, WIDTHS, WIDTHS).adapters.keys() == {"1", "2", "3"}
 
 
@@ -340,9 +487,17 @@ def test_wide_teacher_stages_are_matched_through_a_fixed_orthonormal_projection(
     projected = distiller._matched_teacher(teacher, 1)
     # statistics of the adapted student are compared with the projected teacher's: equal → zero
     assert gram_loss(projected, projected) == 0 and channel_mean_loss(projected, projected) == 0
+    assert channel_variance_loss(projected, projected) == 0
     assert torch.allclose(projected, torch.einsum("bchw,ck->bkhw", teacher, basis))
 
 
 def test_matched_width_none_keeps_the_full_teacher_width():
     distiller = Distiller(DistillConfig(matched_width=None, stages=[0]), student_channels=[4], teacher_channels=[300])
     assert distiller.adapters["0"].conv.out_channels == 300 and not list(distiller.buffers())
+
+
+def test_a_config_written_before_the_renaming_still_loads():
+    from saliency.infra.config import from_dict
+
+    old = from_dict(DistillConfig, {"similarity": 3.0, "similarity_size": [4, 4]})
+    assert old.position_similarity == 3.0 and old.position_grid == (4, 4)

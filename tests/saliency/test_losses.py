@@ -189,3 +189,30 @@ def test_bad_loss_configs_are_config_errors():
         SaliencyLoss(LossConfig(kld=0.0, cc=0.0, nss=0.0, sim=0.0))
     with pytest.raises(ConfigError, match="unknown loss preset"):
         LossConfig.preset("kld-only")
+
+
+def test_images_without_a_map_add_nothing_to_the_map_terms():
+    """An unlabelled image (all-zero density, has_density False) must not pull the batch mean towards zero."""
+    log_pred, gt, fix = batch()
+    unlabelled_pred = torch.log_softmax(torch.randn(1, 1, *log_pred.shape[2:]).flatten(1), 1).view(1, 1, *log_pred.shape[2:])
+    mixed_pred = torch.cat([log_pred, unlabelled_pred])
+    mixed_gt = torch.cat([gt, torch.zeros_like(gt[:1])])
+    mixed_fix = torch.cat([fix, torch.zeros_like(fix[:1])])
+    has_density = torch.tensor([True] * len(gt) + [False])
+    loss = SaliencyLoss(LossConfig(kld=1.0, cc=-0.5, nss=-0.1, sim=-0.2))
+    labelled_total, labelled_parts = loss(log_pred, gt, fix)
+    total, parts = loss(mixed_pred, mixed_gt, mixed_fix, has_density)
+    assert total.item() == pytest.approx(labelled_total.item(), rel=1e-5)
+    for name in parts:
+        assert parts[name].item() == pytest.approx(labelled_parts[name].item(), rel=1e-5)
+    unmasked_total, _ = loss(mixed_pred, mixed_gt, mixed_fix)
+    assert unmasked_total.item() != pytest.approx(labelled_total.item(), rel=1e-3)  # the mask matters
+
+
+def test_a_batch_without_any_map_gives_zero_and_a_usable_graph():
+    log_pred, gt, fix = batch()
+    logits = log_pred.clone().requires_grad_()
+    total, parts = SaliencyLoss()(logits, torch.zeros_like(gt), torch.zeros_like(fix), torch.zeros(len(gt), dtype=torch.bool))
+    assert total.item() == 0 and all(value.item() == 0 for value in parts.values())
+    total.backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
