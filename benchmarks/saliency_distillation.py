@@ -1,149 +1,215 @@
-"""Does distillation by feature statistics work? Teachers, distilled students and baselines on held-out synthetic data.
+"""Does distillation by feature statistics work where saliency needs knowledge? The paper's regime in world v2.
 
-    python benchmarks/saliency_distillation.py [--teachers teacher-resnet50,...] [--n 800] [--student-seeds 0,1,2]
+    python benchmarks/saliency_distillation.py [--family mobilenetv2] [--pretrained RUN] [--student-seeds 0,1,2]
 
-For each teacher: train it on synthetic SALICON-layout data, then train the same student six ways
-with the same data, budget and seed — ground truth only (no KD), the paper's statistics (first +
-second order + output), the FitNets hint baseline, and the first-order / second-order / output-only
-ablations — and score all of them with the seven metrics on the held-out test split. With several
-student seeds (same data and teacher, different initialisation and batch order) it also prints each
-metric's mean, and each student's CC gain over the no-KD student of the same seed. Existing runs are
-reused, so an interrupted benchmark continues where it stopped.
+World v2 (gaze drawn by object knowledge; a colour heuristic fails there). A teacher backbone is pretrained on
+synthetic object recognition (`saliency pretrain`, the stand-in for ImageNet) and trained on all the training
+labels. The student starts from random weights and sees a small labelled set (`--labels`, default 200) plus the
+training images without their maps (the unlabelled pool), which reach it only through the teacher. Arms, every
+one with the same data, initial weights and seed:
+
+- `no-kd`: the labelled images only, as many optimiser steps as a distilled student; `no-kd-3x`: three times that;
+- `all-labels`: every training label, no teacher (an upper bound for the student);
+- `output-only` (the teacher's maps as pseudo-labels on the pool), `fitnets`, `first-order`, `second-order`,
+  `statistics` (both orders and the output): distilled with the pool.
+
+Scored on the held-out test split (per image, so that each arm's CC gain over `no-kd` of the same seed gets a
+paired bootstrap 95% interval, and the share of the teacher − no-KD gap it closes), beside the world's baselines
+(colour heuristic, centre prior, a second set of observers, the world's own density). Every run directory is kept
+and reused: an interrupted benchmark continues where it stopped.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import statistics
 from pathlib import Path
 
-from saliency.infra.commandline import parse_size
-from saliency.infra.config import apply_overrides, from_dict
+from saliency.baselines import baseline_scores
 from saliency.data import open_dataset
 from saliency.distill import DistillConfig
 from saliency.evaluate import evaluate_model
-from saliency.models import load
-from saliency.infra.rundir import atomic_write_json
-from saliency.synthetic import write_salicon
+from saliency.infra.commandline import parse_size
+from saliency.infra.config import apply_overrides, from_dict
+from saliency.infra.rundir import RunDir, atomic_write_json
+from saliency.infra.stats import paired_bootstrap
 from saliency.infra.training import continue_training
+from saliency.models import build, load
+from saliency.models.components import count_parameters, model_size_mb
+from saliency.pretrain import Pretrainer, PretrainConfig
+from saliency.synthetic import write_salicon
 from saliency.train import SaliencyRunConfig, SaliencyTrainer
 
-STUDENTS = {  # run name → distillation preset (None: ground truth only)
-    "student-no-kd": None,
-    "student-statistics": "statistics",
-    "student-fitnets": "fitnets",
-    "student-first-order": "first-order",
-    "student-second-order": "second-order",
-    "student-output-only": "output-only",
+ARMS = {  # name → (distillation preset or None, labels: "few" | "all", steps as a multiple of a distilled arm's)
+    "no-kd": (None, "few", 1),  # the reference: trained first
+    "statistics": ("statistics", "few", 1),
+    "output-only": ("output-only", "few", 1),
+    "first-order": ("first-order", "few", 1),
+    "second-order": ("second-order", "few", 1),
+    "fitnets": ("fitnets", "few", 1),
+    "all-labels": (None, "all", 1),
+    "no-kd-3x": (None, "few", 3),
 }
-COLUMNS = ["CC", "KLD", "NSS", "SIM", "AUC_Judd", "AUC_Borji", "sAUC"]
+COLUMNS = ["CC", "KLD", "NSS", "SIM"]
+SPLITS = (0.7, 0.1, 0.2)  # train (labelled budget + the pool), validation (epoch selection), held-out test
 
 
-def train(out: Path, overrides: list[str], teacher: Path | None = None, preset: str | None = None) -> float:
-    """Train one run (continuing it if interrupted, skipping it if finished); returns its training seconds."""
-    config = from_dict(SaliencyRunConfig, apply_overrides({}, overrides))
-    if teacher is not None:
-        config.teacher = str(teacher)
-        config.distill = DistillConfig.preset(preset)
-    return continue_training(SaliencyTrainer, config, out)["train_seconds_this_session"]
+def run_config(overrides: list[str]) -> SaliencyRunConfig:
+    return from_dict(SaliencyRunConfig, apply_overrides({}, overrides))
 
 
-def student_dir(out: Path, teacher_name: str, name: str, seed: int, base_seed: int) -> Path:
-    """Where a student run lives: the no-KD student is shared by all teachers; seeds other than the base get a suffix."""
-    run = name if STUDENTS[name] is None else f"{teacher_name}--{name}"
-    return out / (run if seed == base_seed else f"{run}-seed{seed}")
+def score(model, held_out, size: tuple[int, int]) -> tuple[dict[str, float], list[float]]:
+    """Mean of each column on the held-out split, and the per-image CC (reading order) for paired comparisons."""
+    per_image: dict[str, list[float]] = {}
+    means = evaluate_model(model, held_out, size, metrics=COLUMNS, progress=False, per_image=per_image)
+    return means, per_image["CC"]
 
 
-def score(run_dir: Path, held_out, size: tuple[int, int]) -> dict[str, float]:
-    """The seven metrics of a trained run on the held-out split, and its parameter count."""
-    model = load(run_dir)
-    row = evaluate_model(model, held_out, size, metrics=COLUMNS, progress=False)
-    row["params"] = sum(p.numel() for p in model.parameters())
-    return row
+def pretrained_backbone(args: argparse.Namespace, out: Path) -> Path:
+    """The pretraining run the teacher starts from: `--pretrained`, or one trained (or continued) here."""
+    if args.pretrained:
+        return Path(args.pretrained)
+    config = PretrainConfig(family=args.family, size=tuple(args.size), images_per_epoch=args.pretrain_images)
+    config.optim.epochs = args.pretrain_epochs
+    continue_training(Pretrainer, config, out / f"pretrain-{args.family}")
+    return out / f"pretrain-{args.family}"
 
 
-def summarise(students: dict[int, dict[str, dict]], teacher_cc: float) -> dict[str, dict]:
-    """Per student: each metric's mean and std over seeds, and its CC gain over the no-KD student of the same seed."""
-    seeds = list(students)
+def arm_overrides(name: str, common: list[str], seed: int, labels: int, n_train: int, pool: int, args) -> list[str]:
+    """The run config of arm `name`: its labels, pool and epochs so that its optimiser steps match the budget."""
+    preset, label_set, multiple = ARMS[name]
+    seen_per_epoch = labels + pool if preset else (labels if label_set == "few" else n_train)
+    budget = args.student_epochs * (labels + pool) * multiple  # images a distilled arm sees in all
+    epochs = max(1, round(budget / seen_per_epoch))
+    overrides = common + [f"seed={seed}", "model.name=student", f"optim.epochs={epochs}", f"optim.lr={args.student_lr}"]
+    return overrides + ([f"data.limit={labels}"] if label_set == "few" else [])
+
+
+def summarise(rows: dict[int, dict[str, dict]]) -> dict[str, dict]:
+    """Per arm over the seeds it has finished: mean CC, mean gain over no-KD, share of the gap closed, and how many
+    seeds' intervals lie above 0."""
     summary = {}
-    for name in next(iter(students.values())):
-        row = {}
-        for column in COLUMNS:
-            values = [students[s][name][column] for s in seeds]
-            row[column] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-        gains = [students[s][name]["CC"] - students[s]["student-no-kd"]["CC"] for s in seeds]
-        row["CC_vs_teacher"] = row["CC"]["mean"] / teacher_cc
-        row["CC_gain_over_no_kd"] = {"mean": statistics.mean(gains), "wins": sum(g > 0 for g in gains)}
+    for name in ARMS:
+        per_seed = [rows[s][name] for s in rows if name in rows[s]]
+        if not per_seed:
+            continue
+        row = {"seeds": len(per_seed)} | {column: statistics.mean(r[column] for r in per_seed) for column in COLUMNS}
+        row["CC_std"] = statistics.stdev([r["CC"] for r in per_seed]) if len(per_seed) > 1 else 0.0
+        if "gain" in per_seed[0]:
+            row["gain"] = statistics.mean(r["gain"]["diff"] for r in per_seed)
+            row["gap_closed"] = statistics.mean(r["gap_closed"] for r in per_seed)
+            row["seeds_ci_above_0"] = sum(r["gain"]["ci95"][0] > 0 for r in per_seed)
         summary[name] = row
     return summary
 
 
-def print_tables(teacher_name: str, teacher: dict, students: dict[int, dict[str, dict]], summary: dict,
-                 held_out_images: int, size: tuple[int, int]) -> None:
-    header = f"{'model':<24}" + "".join(f"{c:>10}" for c in COLUMNS)
-    for seed, rows in students.items():
-        print(f"\n## {teacher_name}: held-out synthetic test split ({held_out_images} images, {size[0]}x{size[1]}), student seed {seed}")
-        print(header + f"{'CC/teacher':>12}{'params':>11}")
-        for name, row in {teacher_name: teacher, **rows}.items():
-            print(f"{name:<24}" + "".join(f"{row[c]:>10.4f}" for c in COLUMNS)
-                  + f"{row['CC'] / teacher['CC']:>12.3f}{row['params']:>11,}")
-    if len(students) > 1:
-        print(f"\n## {teacher_name}: mean over {len(students)} student seeds (std of CC; CC gain over no-KD, seeds won)")
-        print(header + f"{'CC std':>9}{'CC gain':>9}{'won':>5}")
-        for name, row in summary.items():
-            gain = row["CC_gain_over_no_kd"]
-            print(f"{name:<24}" + "".join(f"{row[c]['mean']:>10.4f}" for c in COLUMNS)
-                  + f"{row['CC']['std']:>9.4f}{gain['mean']:>+9.4f}{gain['wins']:>3}/{len(students)}")
+def print_tables(results: dict) -> None:
+    base = results["baselines"]
+    print(f"\n## world v2, held-out test split ({results['held_out_images']} images, "
+          f"{results['size'][0]}x{results['size'][1]}): baselines (CC)")
+    print("  ".join(f"{k} {v:.3f}" for k, v in base.items()))
+    teacher = results["teacher"]
+    print(f"\n## teacher-{results['family']} (pretrained: held-out object accuracy "
+          f"{results['pretraining']['object_accuracy']:.3f}; trained on {results['n_train']} labels)")
+    print("  ".join(f"{c} {teacher[c]:.4f}" for c in COLUMNS) + f"  params {teacher['params']:,}")
+    for seed, rows in results["students"].items():
+        print(f"\n## students, seed {seed}: {results['labels']} labels + {results['pool']} unlabelled images")
+        print(f"{'arm':<14}" + "".join(f"{c:>9}" for c in COLUMNS) + f"{'epochs':>8}{'CC gain [95% CI]':>30}{'gap':>8}")
+        for name, row in rows.items():
+            gain = row.get("gain")
+            shown = f"{gain['diff']:+.4f} [{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}]" if gain else ""
+            gap = f"{row['gap_closed']:.0%}" if gain else ""
+            print(f"{name:<14}" + "".join(f"{row[c]:>9.4f}" for c in COLUMNS) + f"{row['epochs']:>8}{shown:>30}{gap:>8}")
+    print("\n## mean over the seeds each arm finished")
+    print(f"{'arm':<14}{'seeds':>6}{'CC':>9}{'CC std':>9}{'gain':>9}{'gap':>8}{'seeds CI>0':>12}")
+    for name, row in results["summary"].items():
+        gain = f"{row['gain']:>+9.4f}{row['gap_closed']:>8.0%}{row['seeds_ci_above_0']:>9}/{row['seeds']}" \
+            if "gain" in row else ""
+        print(f"{name:<14}{row['seeds']:>6}{row['CC']:>9.4f}{row['CC_std']:>9.4f}{gain}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teachers", default="teacher-resnet50")
-    parser.add_argument("--n", type=int, default=800, help="synthetic images (70/15/15 train/val/test)")
+    parser.add_argument("--family", default="mobilenetv2", help="teacher family (default mobilenetv2)")
+    parser.add_argument("--pretrained", metavar="RUN", help="an existing `saliency pretrain` run (default: pretrain here)")
+    parser.add_argument("--pretrain-images", type=int, default=8192, help="pretraining images per epoch")
+    parser.add_argument("--pretrain-epochs", type=int, default=4)
+    parser.add_argument("--n", type=int, default=2500, help="synthetic images (70/10/20 train/val/test)")
+    parser.add_argument("--labels", type=int, default=200, help="labelled training images the students see")
     parser.add_argument("--size", type=parse_size, default=(96, 128), help="training and evaluation resolution, HxW")
-    parser.add_argument("--teacher-epochs", type=int, default=10)
-    parser.add_argument("--student-epochs", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the teachers")
-    parser.add_argument("--student-seeds", default=None,
-                        help="comma-separated seeds to train every student with (default: --seed)")
-    parser.add_argument("--students", default=",".join(STUDENTS),
-                        help="comma-separated subset of the students (student-no-kd, the reference, is always trained)")
-    parser.add_argument("--out", default="runs/bench-distill")
+    parser.add_argument("--teacher-epochs", type=int, default=4)
+    parser.add_argument("--student-epochs", type=int, default=3, help="epochs of a distilled arm over labels + pool")
+    parser.add_argument("--student-lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the teacher")
+    parser.add_argument("--student-seeds", default="0,1,2")
+    parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset (no-kd is always trained)")
+    parser.add_argument("--out", default="runs/bench-distill-v2")
     parser.add_argument("--json", default="runs/bench/saliency_distillation.json",
-                        help="where the results go (default %(default)s; the committed reference is benchmarks/results/saliency_distillation.json)")
+                        help="where the results go (default %(default)s; the committed reference is "
+                             "benchmarks/results/saliency_distillation.json)")
+    parser.add_argument("--table", action="store_true",
+                        help="only print the tables of the results in --json, as far as they go (no training)")
     args = parser.parse_args()
-    out = Path(args.out)
-    height, width = args.size
-    seeds = [int(s) for s in args.student_seeds.split(",")] if args.student_seeds else [args.seed]
-    unknown = set(args.students.split(",")) - set(STUDENTS)
+    if args.table:
+        results = json.loads(Path(args.json).read_text())
+        print_tables(results | {"summary": summarise(results["students"])})
+        return
+    arms = ["no-kd", *[a for a in args.arms.split(",") if a != "no-kd"]]
+    unknown = set(arms) - set(ARMS)
     if unknown:
-        parser.error(f"unknown student {sorted(unknown)[0]!r} (known: {', '.join(STUDENTS)})")
-    chosen = {name: preset for name, preset in STUDENTS.items() if name == "student-no-kd" or name in args.students.split(",")}
+        parser.error(f"unknown arm {sorted(unknown)[0]!r} (known: {', '.join(ARMS)})")
+    out, size = Path(args.out), tuple(args.size)
     data = out / "data"
     if not (data / "synthetic_meta.json").is_file():
-        write_salicon(data, n=args.n, seed=args.seed, size=(height, width))
-    common = [f"data.root={data}", f"data.size=[{height}, {width}]"]
+        write_salicon(data, n=args.n, seed=args.seed, size=size, splits=SPLITS, world="v2")
     held_out = open_dataset(data, split="test")
-    results: dict = {"n_images": args.n, "size": [height, width], "held_out_images": len(held_out),
-                     "student_seeds": seeds, "teachers": {}}
-    for teacher_name in args.teachers.split(","):
-        teacher_dir = out / teacher_name
-        teacher = {"train_seconds": train(teacher_dir, common + [
-            f"seed={args.seed}", f"model.name={teacher_name}", "model.options={pretrained: false}",
-            f"optim.epochs={args.teacher_epochs}", "optim.lr=1e-3"])}
-        teacher.update(score(teacher_dir, held_out, (height, width)))
-        students: dict[int, dict[str, dict]] = {}
-        for seed in seeds:
-            student = common + [f"seed={seed}", "model.name=student", f"optim.epochs={args.student_epochs}", "optim.lr=3e-3"]
-            students[seed] = {}
-            for name, preset in chosen.items():
-                run_dir = student_dir(out, teacher_name, name, seed, args.seed)
-                row = {"train_seconds": train(run_dir, student, teacher_dir if preset else None, preset)}
-                row.update(score(run_dir, held_out, (height, width)))
-                students[seed][name] = row
-        summary = summarise(students, teacher["CC"])
-        results["teachers"][teacher_name] = {"teacher": teacher, "students": students, "summary": summary}
-        print_tables(teacher_name, teacher, students, summary, len(held_out), (height, width))
+    n_train = len(open_dataset(data, split="train"))
+    pool_dir = data / "images" / "train"  # every training image, its map unused: the unlabelled pool
+    common = [f"data.root={data}", f"data.size=[{size[0]}, {size[1]}]", "val_metrics=[CC]", "select_by=CC"]
+
+    pretrained = pretrained_backbone(args, out)
+    teacher_dir = out / f"teacher-{args.family}"
+    continue_training(SaliencyTrainer, run_config(common + [
+        f"seed={args.seed}", f"model.name=teacher-{args.family}", f"model.options={{pretrained: {pretrained}}}",
+        f"optim.epochs={args.teacher_epochs}", "optim.lr=1e-3"]), teacher_dir)
+    teacher_model = load(teacher_dir)
+    teacher_means, teacher_cc = score(teacher_model, held_out, size)
+    student_params = count_parameters(build("student"))
+    results = {"family": args.family, "size": list(size), "n_train": n_train, "labels": args.labels, "pool": n_train,
+               "held_out_images": len(held_out), "settings": vars(args) | {"size": list(size)},
+               "baselines": {k: statistics.mean(v) for k, v in baseline_scores(data, "test").items()},
+               "pretraining": RunDir(pretrained).load_metrics()["final"] | {
+                   "epochs_completed": RunDir(pretrained).completed_epochs(),
+                   "epochs_planned": RunDir(pretrained).config_dict()["optim"]["epochs"]},
+               "teacher": teacher_means | {"params": count_parameters(teacher_model), "mb": model_size_mb(teacher_model)},
+               "student_params": student_params,
+               "student_size_reduction": 1 - student_params / count_parameters(teacher_model),
+               "students": {}}
+    for seed in (int(s) for s in args.student_seeds.split(",")):
+        rows, per_image = {}, {}
+        for name in arms:
+            run_dir = out / f"seed{seed}" / name
+            overrides = arm_overrides(name, common, seed, args.labels, n_train, n_train, args)
+            config = run_config(overrides)
+            if ARMS[name][0]:
+                config.teacher = str(teacher_dir)
+                config.distill = DistillConfig.preset(ARMS[name][0])
+                config.data.unlabeled = str(pool_dir)
+            continue_training(SaliencyTrainer, config, run_dir)
+            means, per_image[name] = score(load(run_dir), held_out, size)
+            rows[name] = means | {"epochs": config.optim.epochs}
+            if name == "no-kd":
+                gap = teacher_means["CC"] - means["CC"]
+                rows[name]["teacher_minus_no_kd"] = paired_bootstrap(teacher_cc, per_image["no-kd"], seed=seed)
+            else:
+                rows[name]["gain"] = paired_bootstrap(per_image[name], per_image["no-kd"], seed=seed)
+                rows[name]["gap_closed"] = rows[name]["gain"]["diff"] / gap if gap > 0 else math.nan
+            results["students"][seed] = rows
+            atomic_write_json(args.json, results)  # after every arm: a partial table survives an interruption
+    results["summary"] = summarise(results["students"])
     atomic_write_json(args.json, results)
+    print_tables(results)
     print(f"\nwrote {args.json}")
 
 

@@ -82,14 +82,16 @@ def other_fixations(index: FixationIndex, current: int, rng: np.random.Generator
 def evaluate_model(model: torch.nn.Module, reader: Sequence[SaliencySample], size: tuple[int, int],
                    metrics: Sequence[str] = ALL_METRICS, batch_size: int = 8, seed: int = 0,
                    progress: bool = True, skipped: list[tuple[int, str]] | None = None,
-                   left_out: dict[str, str] | None = None) -> dict[str, float]:
+                   left_out: dict[str, str] | None = None,
+                   per_image: dict[str, list[float]] | None = None) -> dict[str, float]:
     """Mean of each metric over the images that have the ground truth it needs.
 
     A metric that no image has that ground truth for (NSS on maps without fixations) is an error; with a
     `left_out` dict it is dropped from the result instead and recorded there (name → what the data
     lacks), for callers that score whatever the data allows. Scoring no metric at all is always an error.
     With a `skipped` list, an image whose files cannot be read is left out and (its index, its one-line
-    error) appended there; without one, the first such error propagates.
+    error) appended there; without one, the first such error propagates. A `per_image` dict receives each
+    metric's score per scored image, in reading order (for paired comparisons of two models on the same images).
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
@@ -129,6 +131,8 @@ def evaluate_model(model: torch.nn.Module, reader: Sequence[SaliencySample], siz
         raise UserError(f"the data has no ground truth for {describe_left_out(lacking)}")
     if left_out is not None:
         left_out.update(lacking)
+    if per_image is not None:
+        per_image.update({name: [float(v) for v in values] for name, values in scores.items() if values})
     return {name: float(np.mean(values)) for name, values in scores.items() if values}
 
 
