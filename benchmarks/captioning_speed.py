@@ -1,32 +1,40 @@
-"""Captioning time per video, stage by stage, with saliency none / each teacher / the student, in one run.
+"""Captioning time per video, stage by stage, per inference backend and saliency model; and videos per hour over a
+folder of 720p clips, one video at a time vs the overlapped pipeline; all in one run.
 
-    python benchmarks/captioning_speed.py [--videos 4] [--json benchmarks/results/captioning_speed.json]
+    python benchmarks/captioning_speed.py [--videos 4] [--folder 20] [--json benchmarks/results/captioning_speed.json]
 
-The captioner is the MSR-VTT preset (16 frames at 224×224, ResNet-50 encoder, saliency at 224×224,
-3-layer decoder, beam 3); weights are random, which does not change the time, and every caption is
-generated to the full length (`min_new_tokens`), so the decoder costs the same in every row and the
-differences are the saliency model's. Clips: synthetic videos and a generated 720p 10 s clip.
-Prints seconds per video for decode, saliency, encoder and decoder, and the student's saving over
-each teacher (the target: at least 40% less time per video than teacher-embedded captioning).
+The captioner is the MSR-VTT preset (16 frames at 224×224, ResNet-50 encoder, saliency at 224×224, 3-layer decoder,
+beam 3); weights are random, which does not change the time, and every caption is generated to the full length
+(`min_new_tokens`), so the decoder costs the same in every row and the differences are the saliency model's and the
+backend's. The saliency model and the encoder run on each backend (torch eager, onnxruntime float32, onnxruntime
+int8 calibrated on frames of the synthetic clips); exports are cached in `--exports`. Clips: synthetic videos and a
+generated 720p 10 s clip; the folder holds `--folder` copies of that clip. Prints seconds per video for decode,
+saliency, encoder and decoder, the student's saving over each teacher on the same backend, and the folder's
+throughput: one video at a time (`Captioner.caption_files`) and overlapped (`vidcap.pipeline.caption_videos`).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
+from saliency.backends import BACKENDS, exported_session, on_backend
 from saliency.infra.config import load_config
-from saliency.models import build_untrained
 from saliency.infra.rundir import atomic_write_json
-from vidcap.captioner import Captioner, with_saliency
+from saliency.models import build_untrained
+from vidcap.captioner import Captioner, frames_to_tensor, with_saliency
 from vidcap.data.datasets import open_caption_dataset
-from vidcap.reports.evaluation import STAGES
 from vidcap.data.synthetic import write_msrvtt, write_test_pattern
-from vidcap.tokenizer import CaptionTokenizer
+from vidcap.data.video import read_frames
+from vidcap.pipeline import caption_videos
+from vidcap.reports.evaluation import STAGES
 from vidcap.run import VidcapRunConfig
+from vidcap.tokenizer import CaptionTokenizer
 
 SALIENCY = ["none", "teacher-vgg16", "teacher-resnet50", "teacher-densenet121", "teacher-mobilenetv2", "student"]
 
@@ -41,6 +49,20 @@ def captioner(config: VidcapRunConfig, tokenizer: CaptionTokenizer, saliency: st
     return Captioner(captioner_config, tokenizer, model).eval()
 
 
+def on(model: Captioner, backend: str, saliency: str, calibration: list, exports: Path) -> Captioner:
+    """`model` with its encoder and saliency model on `backend` (int8 calibrated on `calibration` frame batches)."""
+    if backend == "torch":
+        return model
+    front, config = model.front, model.config
+    front.encoder.session = exported_session(front.encoder, backend, config.sampler.size, exports,
+                                             f"encoder-{config.encoder.backbone}", lambda: calibration, "features",
+                                             spinning=False)  # as `vidcap.backends.use_backend` runs them
+    if front.saliency_model is not None:
+        front.saliency_model = on_backend(front.saliency_model, backend, config.saliency.size or config.sampler.size,
+                                          exports, saliency, lambda: calibration, spinning=False)
+    return model
+
+
 def seconds_per_video(model: Captioner, videos: list[Path], length: int) -> dict[str, float]:
     model.caption_files(videos[:1], min_new_tokens=length)  # warm-up: allocations, decord, thread pools
     timings: dict[str, float] = {}
@@ -49,12 +71,27 @@ def seconds_per_video(model: Captioner, videos: list[Path], length: int) -> dict
     return per_video | {"total": sum(per_video.values())}
 
 
-def table(title: str, rows: dict[str, dict[str, float]]) -> str:
-    lines = [f"\n## {title}", f"{'saliency':<22}" + "".join(f"{s:>10}" for s in (*STAGES, "total")) + f"{'vs student':>12}"]
-    student = rows["student"]["total"]
-    for name, row in rows.items():
-        saving = f"{100 * (1 - student / row['total']):>11.0f}%" if name.startswith("teacher") else ""
-        lines.append(f"{name:<22}" + "".join(f"{row[s]:>10.3f}" for s in (*STAGES, "total")) + saving)
+def folder_throughput(model: Captioner, videos: list[Path], length: int, overlapped: bool) -> dict[str, float]:
+    """Wall-clock seconds for the whole folder and videos per hour, one at a time or overlapped."""
+    model.caption_files(videos[:1], min_new_tokens=length)
+    start = time.perf_counter()
+    if overlapped:
+        captions = [caption for _, caption, _ in caption_videos(model, list(enumerate(videos)), min_new_tokens=length)]
+    else:
+        captions = model.caption_files(videos, min_new_tokens=length)
+    seconds = time.perf_counter() - start
+    assert len(captions) == len(videos) and all(captions)
+    return {"seconds": seconds, "videos_per_hour": 3600 * len(videos) / seconds}
+
+
+def table(title: str, rows: dict[str, dict[str, dict[str, float]]]) -> str:
+    lines = [f"\n## {title}", f"{'backend':<18}{'saliency':<22}" + "".join(f"{s:>10}" for s in (*STAGES, "total"))
+             + f"{'vs student':>12}"]
+    for backend, by_saliency in rows.items():
+        student = by_saliency.get("student", {}).get("total")
+        for name, row in by_saliency.items():
+            saving = f"{100 * (1 - student / row['total']):>11.0f}%" if student and name.startswith("teacher") else ""
+            lines.append(f"{backend:<18}{name:<22}" + "".join(f"{row[s]:>10.3f}" for s in (*STAGES, "total")) + saving)
     return "\n".join(lines)
 
 
@@ -63,28 +100,58 @@ def main() -> None:
     parser.add_argument("--config", default="configs/vidcap/msrvtt.yaml")
     parser.add_argument("--videos", type=int, default=4, help="synthetic videos timed per row")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the generated 720p clip")
+    parser.add_argument("--folder", type=int, default=20, help="720p clips in the throughput folder (0: skip it)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--saliency", default=",".join(SALIENCY))
-    parser.add_argument("--json", default="benchmarks/results/captioning_speed.json")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--exports", default="runs/bench/exports", help="cache of the exported models")
+    parser.add_argument("--json", default="runs/bench/captioning_speed.json",
+                        help="where the results go (default %(default)s; the committed reference is "
+                             "benchmarks/results/captioning_speed.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_config(VidcapRunConfig, args.config)
     length = config.captioner.max_length
+    backends = args.backends.split(",")
     results = {"config": args.config, "threads": torch.get_num_threads(), "caption_tokens": length, "clips": {}}
     with tempfile.TemporaryDirectory() as folder:
         write_msrvtt(Path(folder) / "synthetic", n=max(10, args.videos), size=(120, 160), n_frames=32, progress=False)
         data = open_caption_dataset(Path(folder) / "synthetic", split="train")
         tokenizer = CaptionTokenizer.build([c for item in data.items for c in item.captions], min_count=1,
                                            max_length=config.captioner.max_length)
+        calibration = [frames_to_tensor(read_frames(item.path, config.captioner.sampler)).numpy()
+                       for item in data.items[:4]]  # (16, 3, 224, 224) each
+        clip = write_test_pattern(Path(folder) / "clip720p.mp4", (720, 1280), args.seconds, 30.0)
         clips = {"synthetic 120x160, 32 frames": [item.path for item in data.items[:args.videos]],
-                 f"generated 720p, {args.seconds:.0f} s": [write_test_pattern(Path(folder) / "clip720p.mp4", (720, 1280),
-                                                                              args.seconds, 30.0)]}
+                 f"generated 720p, {args.seconds:.0f} s": [clip]}
+
+        def build(backend: str, saliency: str) -> Captioner:
+            model = captioner(load_config(VidcapRunConfig, args.config), tokenizer, saliency)
+            return on(model, backend, saliency, calibration, Path(args.exports))
+
         for title, videos in clips.items():
-            rows = {name: seconds_per_video(captioner(load_config(VidcapRunConfig, args.config), tokenizer, name), videos, length)
-                    for name in args.saliency.split(",")}
-            print(table(f"{title}: seconds per video ({len(videos)} videos, {torch.get_num_threads()} threads)", rows))
+            rows = {backend: {name: seconds_per_video(build(backend, name), videos, length)
+                              for name in args.saliency.split(",")} for backend in backends}
+            print(table(f"{title}: seconds per video ({len(videos)} videos, {torch.get_num_threads()} threads)", rows),
+                  flush=True)
             results["clips"][title] = rows
+        if args.folder:
+            many = []
+            for index in range(args.folder):
+                many.append(Path(folder) / "folder" / f"clip{index:02d}.mp4")
+                many[-1].parent.mkdir(exist_ok=True)
+                shutil.copyfile(clip, many[-1])
+            results["folder"] = throughput = {"videos": args.folder, "saliency": "student", "rows": {}}
+            print(f"\n## a folder of {args.folder} 720p {args.seconds:.0f} s clips, student saliency: videos per hour")
+            for backend in backends:
+                model = build(backend, "student")
+                for mode in ("one at a time", "overlapped"):
+                    row = folder_throughput(model, many, length, overlapped=mode == "overlapped")
+                    throughput["rows"][f"{backend}, {mode}"] = row
+                    print(f"{backend:<18}{mode:<16}{row['seconds']:>9.1f} s{row['videos_per_hour']:>10.0f} videos/h",
+                          flush=True)
     atomic_write_json(args.json, results)
+    print(f"\nwrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ from saliency.infra.commandline import (add_command, add_config_arguments, add_s
                                         positive_int, report_skipped, run_command)
 from saliency.infra.errors import UserError
 
+BACKEND_HELP = ("where the model runs: auto (default: the fastest installed, onnxruntime), torch, onnxruntime or "
+                "onnxruntime-int8; exports are cached in RUN/export/")
+
 
 def _synth(args: argparse.Namespace) -> int:
     from saliency.synthetic import write_salicon
@@ -78,12 +81,20 @@ def _model_and_size(args: argparse.Namespace):
     return model, args.size or RunDir(args.model).load_config(SaliencyRunConfig).data.size
 
 
+def _model_on_backend(args: argparse.Namespace):
+    """`_model_and_size`, the model running on `--backend` (its exports cached in the run directory)."""
+    from saliency.backends import run_on_backend
+
+    model, size = _model_and_size(args)
+    return run_on_backend(args.model, model, args.backend, size), size
+
+
 def _eval(args: argparse.Namespace) -> int:
     from saliency.data import open_dataset
     from saliency.evaluate import ALL_METRICS, describe_left_out, evaluate_model
     from saliency.infra.rundir import atomic_write_json
 
-    model, size = _model_and_size(args)
+    model, size = _model_on_backend(args)
     reader = open_dataset(args.data, kind=args.kind, split=args.split)
     metrics = args.metrics.split(",") if args.metrics else ALL_METRICS
     skipped: list[tuple[int, str]] = []
@@ -112,7 +123,7 @@ def _predict(args: argparse.Namespace) -> int:
     from saliency.predict import predict_paths
 
     require_writable(args.out)
-    model, size = _model_and_size(args)
+    model, size = _model_on_backend(args)
     videos = []
     skipped = predict_paths(model, args.inputs, args.out, size, every=args.every, max_frames=args.max_frames,
                             progress=not args.quiet, maps=args.maps, smooth=args.smooth, videos=videos)
@@ -128,13 +139,16 @@ def _predict(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     import torch
 
-    from saliency.bench import benchmark, format_table
+    from saliency.bench import benchmark, format_table, matmul_peaks
     from saliency.infra.rundir import atomic_write_json
 
     set_torch_threads(args.threads)
+    peaks = matmul_peaks()
     rows = benchmark([m for m in args.models.split(",") if m], size=args.size, batch=args.batch,
-                     rounds=args.rounds, progress=not args.quiet)
-    print(f"input {args.size[0]}x{args.size[1]}, batch {args.batch}, {torch.get_num_threads()} CPU threads")
+                     rounds=args.rounds, progress=not args.quiet, backends=tuple(args.backends.split(",")), peaks=peaks)
+    int8 = f", {peaks['int8']:.0f} GOP/s int8" if "int8" in peaks else ""
+    print(f"input {args.size[0]}x{args.size[1]}, batch {args.batch}, {torch.get_num_threads()} CPU threads; "
+          f"measured matmul peak {peaks['float32']:.0f} GFLOP/s float32{int8}")
     print(format_table(rows))
     if args.json:
         atomic_write_json(args.json, rows)
@@ -142,11 +156,14 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from saliency.export import export_onnx
+    from saliency.export import export_onnx, run_calibration_images
 
     model, size = _model_and_size(args)
-    error = export_onnx(model, args.onnx, size)
-    print(f"wrote {args.onnx} (input {size[0]}x{size[1]}, dynamic batch); max |onnxruntime - torch| = {error:.2e}")
+    calibration = run_calibration_images(args.model, size) if args.int8 else None
+    error = export_onnx(model, args.onnx, size, calibration=calibration)
+    kind = f"int8, calibrated on {len(calibration)} training images" if calibration else "float32"
+    print(f"wrote {args.onnx} ({kind}; input {size[0]}x{size[1]}, dynamic batch); "
+          f"float32 max |onnxruntime - torch| = {error:.2e}")
     return 0
 
 
@@ -209,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--size", type=parse_size, help="model input HxW (default: the run's training size)")
     evaluate.add_argument("--metrics", help="comma-separated subset, e.g. CC,KLD,NSS")
     evaluate.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+    evaluate.add_argument("--backend", default="auto", help=BACKEND_HELP)
     evaluate.set_defaults(handler=_eval)
 
     predict = add_command(commands, "predict", help="write saliency maps and overlays for images, folders and videos")
@@ -224,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--smooth", type=smoothing, default=0.0, metavar="A",
                          help="videos: smooth the maps over time, each the moving average A·previous + (1-A)·this "
                               "(0 ≤ A < 1; default 0, none); the flicker with and without it is printed")
+    predict.add_argument("--backend", default="auto", help=BACKEND_HELP)
     predict.set_defaults(handler=_predict)
 
     bench = add_command(commands, "bench", help="params, MB, GFLOPs and ms/image of several models side by side")
@@ -233,12 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
     bench.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default 5)")
     bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    bench.add_argument("--backends", default="torch",
+                       help="comma-separated: torch, torch-channels-last, onnxruntime, onnxruntime-int8 (default torch); "
+                            "a row per model and backend, int8 rows against the int8 matmul peak")
     bench.set_defaults(handler=_bench)
 
     export = add_command(commands, "export", help="export a trained model to ONNX, checked against onnxruntime")
     export.add_argument("--model", required=True, metavar="RUN", help="trained run directory")
     export.add_argument("--onnx", required=True, metavar="FILE", help="output .onnx file")
     export.add_argument("--size", type=parse_size, help="input HxW (default: the run's training size)")
+    export.add_argument("--int8", action="store_true", help="quantize to int8 (static, QDQ, per-channel weights), "
+                                                           "calibrated on the run's own training images")
     export.set_defaults(handler=_export)
 
     return parser

@@ -1,34 +1,134 @@
-"""ONNX export of a trained saliency model, verified against onnxruntime."""
+"""ONNX export of a frozen image network (float32, checked against onnxruntime) and its int8 static quantization
+(QDQ, per-channel weights) calibrated on the run's own training images."""
 from __future__ import annotations
 
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from saliency.infra.errors import UserError
+from saliency.infra.errors import DatasetError, UserError
+from saliency.infra.rundir import RunDir, atomic_write_bytes
+
+INPUT = "image"  # every export's input: float [N,3,H,W], ImageNet-normalised RGB, N free, H×W as exported
+CALIBRATION_IMAGES = 64  # int8: enough to place every activation range; min-max calibration keeps only the ranges
 
 
-def export_onnx(model: torch.nn.Module, path: str | Path, size: tuple[int, int], tolerance: float = 1e-4) -> float:
-    """Write `path` (dynamic batch, fixed H×W) and return the max |torch − onnxruntime| on a random batch."""
+def require_onnxruntime():
+    """The onnxruntime module, or a one-line UserError saying how to install it."""
     try:
         import onnxruntime
     except ImportError:
-        raise UserError("ONNX export needs the 'export' extra: pip install 'vidcap[export]'") from None
-    model = model.eval()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.randn(1, 3, *size)
-    batch = torch.export.Dim("batch", min=1, max=64)
-    program = torch.onnx.export(model, (example,), dynamo=True, input_names=["image"], output_names=["log_density"],
-                                dynamic_shapes=({0: batch},), verbose=False)
-    program.save(str(path))
-    check = torch.randn(2, 3, *size)
+        raise UserError("ONNX export needs onnxruntime, onnx and onnxscript: pip install onnxruntime onnx onnxscript") \
+            from None
+    return onnxruntime
+
+
+def onnx_float32(model: torch.nn.Module, size: tuple[int, int], output: str = "log_density") -> bytes:
+    """`model`'s forward as ONNX bytes (torch.export-based exporter): input `image` `[N,3,H,W]` with a dynamic
+    batch N, H×W fixed to `size`; output named `output`."""
+    require_onnxruntime()
+    batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
-        expected = model(check).numpy()
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"image": check.numpy()})[0]
+        program = torch.onnx.export(model.eval(), (torch.randn(1, 3, *size),), dynamo=True, input_names=[INPUT],
+                                    output_names=[output], dynamic_shapes=({0: batch},), verbose=False)
+    return program.model_proto.SerializeToString()
+
+
+def max_difference(model: torch.nn.Module, run_onnx, size: tuple[int, int], relative: bool = False) -> float:
+    """max |onnxruntime − torch| of the outputs on a seeded random batch of two; `run_onnx` is ONNX bytes or a
+    callable `[N,3,H,W]` tensor → tensor. `relative`: divided by the largest |torch output| when that exceeds 1
+    (features of any scale)."""
+    check = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    if isinstance(run_onnx, bytes):
+        session = require_onnxruntime().InferenceSession(run_onnx, providers=["CPUExecutionProvider"])
+        got = session.run(None, {INPUT: check.numpy()})[0]
+    else:
+        got = run_onnx(check).numpy()
+    with torch.no_grad():
+        expected = model.eval()(check).numpy()
     error = float(np.abs(got - expected).max())
+    return error / max(1.0, float(np.abs(expected).max())) if relative else error
+
+
+def quantize_int8(onnx: bytes, calibration: Iterable[np.ndarray]) -> bytes:
+    """Static post-training quantization of float32 ONNX bytes: QDQ format, int8 weights per output channel, uint8
+    activations whose ranges are the min and max seen on the `calibration` batches (`[n,3,H,W]` float32)."""
+    require_onnxruntime()
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(calibration)
+
+        def get_next(self) -> dict | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {INPUT: np.ascontiguousarray(batch, dtype=np.float32)}
+
+    with tempfile.TemporaryDirectory(prefix="saliency-int8-") as folder, root_logger_quiet():
+        fp32, prepared, int8 = (Path(folder) / name for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
+        fp32.write_bytes(onnx)
+        # ONNX Runtime's pre-processing (shape inference, graph optimisation) places the QDQ pairs better; its
+        # symbolic shape inference fails on the models' centre-bias arithmetic and is not needed at fixed H×W.
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(int8), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return int8.read_bytes()
+
+
+@contextlib.contextmanager
+def root_logger_quiet() -> Iterator[None]:
+    """Below ERROR, nothing logged through the root logger gets out, and logging.warning() configures no handler:
+    onnxruntime's quantizer writes a warning there per tensor it leaves in float (DenseNet's batch norms), which
+    would otherwise print hundreds of lines and leave a handler on the root logger for the whole process."""
+    root = logging.getLogger()
+    guard = logging.NullHandler()
+    root.addHandler(guard)
+    root.addFilter(keep_errors := lambda record: record.levelno >= logging.ERROR)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep_errors)
+        root.removeHandler(guard)
+
+
+def run_calibration_images(run_dir: str | Path, size: tuple[int, int],
+                           count: int = CALIBRATION_IMAGES) -> list[np.ndarray]:
+    """Up to `count` images of the saliency run's own training split, spread evenly over it, as normalised
+    `[1,3,H,W]` float32 batches at `size`; a one-line UserError naming the folder when it has none."""
+    from saliency.data import open_dataset
+    from saliency.evaluate import image_to_tensor
+    from saliency.train import SaliencyRunConfig  # saliency.train imports the models, which import this package
+
+    data = RunDir(run_dir).load_config(SaliencyRunConfig).data
+    where = f"{data.root} (split {data.train_split})"
+    try:
+        reader = open_dataset(data.root, kind=data.kind, split=data.train_split)
+    except UserError as error:
+        raise UserError(f"int8 calibration needs the run's training images, looked in {where}: {error}") from None
+    batches = []
+    for index in np.linspace(0, len(reader) - 1, min(count, len(reader))).round().astype(int):
+        try:
+            batches.append(image_to_tensor(reader[int(index)].image, size)[None].numpy())  # (1, 3, H, W)
+        except DatasetError:
+            continue  # an unreadable image calibrates nothing; the others do
+    if not batches:
+        raise UserError(f"int8 calibration needs the run's training images: none readable in {where}")
+    return batches
+
+
+def export_onnx(model: torch.nn.Module, path: str | Path, size: tuple[int, int], tolerance: float = 1e-4,
+                calibration: Iterable[np.ndarray] | None = None) -> float:
+    """Write `path` (dynamic batch, fixed H×W; int8 when `calibration` batches are given) atomically and return the
+    float32 export's max |torch − onnxruntime| on a random batch, which must stay within `tolerance`."""
+    onnx = onnx_float32(model, size)
+    error = max_difference(model, onnx, size)
     if error > tolerance:
         raise UserError(f"{path}: ONNX output differs from PyTorch by {error:.2e} (> {tolerance:.0e})")
+    atomic_write_bytes(path, onnx if calibration is None else quantize_int8(onnx, calibration))
     return error

@@ -1,8 +1,12 @@
-"""Saliency maps for images, folders and videos: a grayscale PNG map and a colour overlay per image or frame."""
+"""Saliency maps for images, folders and videos: a grayscale PNG map and a colour overlay per image; per video an
+overlay video (and, when asked, the maps of its frames), optionally smoothed over time."""
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,7 @@ from tqdm import tqdm
 
 from saliency.infra.errors import OutputError, UserError
 from saliency.evaluate import predict_maps
-from saliency.infra.media import DECORD_ERRORS, check_file, decord_reason, open_reader
+from saliency.infra.media import Mp4Writer, check_file, open_frames, probe
 from saliency.infra.rundir import atomic_write_bytes
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -58,20 +62,18 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def video_frames(path: Path, every: int, max_frames: int | None) -> Iterator[tuple[int, np.ndarray]]:
-    """(frame index, uint8 RGB frame) for every `every`-th frame, decoded with decord; a video damaged
-    part-way yields the frames before the damage, then a UserError saying where it stopped."""
-    reader = open_reader(path)
+    """(frame index, uint8 RGB frame) for every `every`-th frame, read as `vidcap` reads videos (decord, or ffmpeg where
+    decord fails or decodes wrongly); a video damaged part-way yields the frames before the damage, then a UserError
+    saying where it stopped."""
+    reader = open_frames(path)
     indices = list(range(0, len(reader), every))[:max_frames]
-    if not indices:
-        raise UserError(f"{path}: video has no frames")
-    for start in range(0, len(indices), 16):
-        chunk = indices[start:start + 16]
-        try:
-            frames = reader.get_batch(chunk).asnumpy()
-        except DECORD_ERRORS as error:
-            raise UserError(f"{path}: cannot decode frame {chunk[0]} or later ({decord_reason(error)}); "
-                            f"the maps of the {start} frames before it are written") from None
-        yield from zip(chunk, frames)
+    given = 0
+    try:
+        for chunk, frames in reader.batches(indices, 16):
+            yield from zip(chunk, frames)
+            given += len(chunk)
+    except UserError as error:
+        raise UserError(f"{error}; the maps of the {given} frames before it are written") from None
 
 
 def encoded(pixels: np.ndarray, **options) -> bytes:
@@ -91,9 +93,91 @@ def write_outputs(image: np.ndarray, probability: np.ndarray, stem: Path) -> Non
                        encoded(colour_overlay(image, unit), format="JPEG", quality=90), durable=False)
 
 
+@dataclass
+class VideoSaliency:
+    """What `saliency predict` wrote for one video: the overlay video, its frame count, and the flicker of the maps
+    (mean absolute frame-to-frame change of the [0,1] map) as predicted and, when smoothed, as written."""
+
+    path: Path
+    overlay: Path
+    frames: int
+    flicker: float
+    flicker_smoothed: float | None = None
+
+
+class TemporalSmoother:
+    """Exponential moving average over a video's maps: `s_t = a·s_(t-1) + (1-a)·p_t` (a = 0: the maps as they are)."""
+
+    def __init__(self, a: float):
+        self.a, self.state = a, None
+
+    def __call__(self, probability: np.ndarray) -> np.ndarray:
+        self.state = probability if self.state is None else self.a * self.state + (1 - self.a) * probability
+        return self.state
+
+
+class Flicker:
+    """Mean absolute change of a [0,1] map from one frame to the next, averaged over the frames seen."""
+
+    def __init__(self):
+        self.previous, self.total, self.count = None, 0.0, 0
+
+    def add(self, unit: np.ndarray) -> None:
+        if self.previous is not None:
+            self.total += float(np.abs(unit - self.previous).mean())
+            self.count += 1
+        self.previous = unit
+
+    @property
+    def value(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+
+def frame_rate(path: Path) -> float:
+    """A readable video's average frame rate; 25 where its container does not tell (every frame is written still)."""
+    try:
+        return probe(path).fps or 25.0
+    except UserError:
+        return 25.0
+
+
+def predict_video(model: torch.nn.Module, path: Path, out: Path, size: tuple[int, int], every: int = 1,
+                  max_frames: int | None = None, maps: bool = False, smooth: float = 0.0) -> VideoSaliency:
+    """`<out>/<stem>_saliency.mp4`: every `every`-th frame with its map blended in, H.264 at the video's frame rate
+    (divided by `every`), and with `maps` each frame's map and overlay as images in `<out>/<stem>/`; the maps
+    smoothed over time when `smooth` > 0. A video damaged part-way keeps what came before the damage."""
+    target, partial = out / f"{path.stem}_saliency.mp4", out / f".{path.stem}_saliency.partial.mp4"
+    smoother, raw, shown = TemporalSmoother(smooth), Flicker(), Flicker()
+    written = 0
+    try:
+        with ExitStack() as stack:
+            for index, frame in video_frames(path, every, max_frames):
+                if not written:  # the file is a readable video: its frame rate can be asked for
+                    out.mkdir(parents=True, exist_ok=True)
+                    writer = stack.enter_context(Mp4Writer(partial, frame_rate(path) / every))
+                probability = predict_maps(model, [frame], size)[0]
+                raw.add(to_unit_range(probability))
+                smoothed = smoother(probability)
+                unit = to_unit_range(smoothed)
+                shown.add(unit)
+                overlay = colour_overlay(frame, unit)[: frame.shape[0] // 2 * 2, : frame.shape[1] // 2 * 2]  # H.264: even sides
+                writer.write(overlay[None])
+                if maps:
+                    write_outputs(frame, smoothed, out / path.stem / f"frame_{index:06d}")
+                written += 1
+    except OSError as error:
+        raise OutputError(f"{target}: could not be written ({error.strerror or error})") from None
+    finally:
+        if written and partial.is_file():
+            os.replace(partial, target)  # whole once ffmpeg has closed it: never half a video under the real name
+    return VideoSaliency(path, target, written, raw.value, shown.value if smooth else None)
+
+
 def predict_paths(model: torch.nn.Module, inputs: list[str], out: str | Path, size: tuple[int, int],
-                  every: int = 1, max_frames: int | None = None, progress: bool = True) -> list[tuple[str, str]]:
-    """Write maps for every input; returns (input, one-line reason) for each input skipped."""
+                  every: int = 1, max_frames: int | None = None, progress: bool = True, maps: bool = False,
+                  smooth: float = 0.0, videos: list[VideoSaliency] | None = None) -> list[tuple[str, str]]:
+    """Write maps for every input (videos: `predict_video`, each appended to `videos`); returns (input, one-line
+    reason) for each input skipped."""
     out = Path(out)
     skipped: list[tuple[str, str]] = []
     model.eval()
@@ -102,8 +186,9 @@ def predict_paths(model: torch.nn.Module, inputs: list[str], out: str | Path, si
             if path.is_dir():
                 raise UserError(f"{path}: folder holds no images or videos")
             if path.suffix.lower() in VIDEO_SUFFIXES:
-                for index, frame in video_frames(path, every, max_frames):
-                    write_outputs(frame, predict_maps(model, [frame], size)[0], out / path.stem / f"frame_{index:06d}")
+                result = predict_video(model, path, out, size, every, max_frames, maps, smooth)
+                if videos is not None:
+                    videos.append(result)
             else:
                 image = read_image(path)
                 write_outputs(image, predict_maps(model, [image], size)[0], out / path.stem)

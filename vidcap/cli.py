@@ -9,6 +9,10 @@ from pathlib import Path
 from saliency.infra.commandline import (EXIT_SKIPPED, add_command, add_config_arguments, add_synth_arguments,
                                         positive_int, report_skipped, run_command)
 from saliency.infra.errors import UserError
+from vidcap.formats import FORMATS, SUBTITLES
+
+BACKEND_HELP = ("where the saliency model and frozen encoder run: auto (the fastest installed, onnxruntime), torch, "
+                "onnxruntime or onnxruntime-int8; exports are cached beside the weights")
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -31,7 +35,8 @@ def _run_config(args: argparse.Namespace):
     resuming = getattr(args, "resume", False) and not args.config and (Path(args.out) / "config.yaml").is_file()
     config = load_config(VidcapRunConfig, Path(args.out) / "config.yaml" if resuming else args.config, args.overrides)
     source = args.saliency or config.captioner.saliency.source
-    return replace(config, captioner=with_saliency(config.captioner, source, args.saliency_model))
+    backend = getattr(args, "backend", None) or config.backend
+    return replace(config, captioner=with_saliency(config.captioner, source, args.saliency_model), backend=backend)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -73,26 +78,87 @@ def _report_skipped_videos(command: str, skipped: list[tuple[str, str]]) -> int:
 
 
 def _caption(args: argparse.Namespace) -> int:
+    from saliency.backends import EXPORT_FOLDER
+    from vidcap.backends import use_backend
+    from vidcap.batch import check_results_path, expand_videos
+    from vidcap.pipeline import CaptionsAhead
     from vidcap.run import load_run
+    from vidcap.segments import VideoCaption, caption_video, parse_segments
 
-    model, _ = load_run(args.model)
+    segments = parse_segments(args.segments)
+    if args.json and args.format not in (None, "json"):
+        raise UserError(f"--json is --format json; give one of --json and --format {args.format}")
+    form = "json" if args.json else args.format or ("jsonl" if args.out else "text")
+    videos = expand_videos(args.videos)
+    if args.out and form != "jsonl":
+        raise UserError(f"--out writes JSON lines; --format {form} is for printing, without --out")
+    if args.retry_failed and not args.out:
+        raise UserError("--retry-failed retries the failures recorded in a results file: give it with --out")
+    if form in SUBTITLES and len(videos) > 1:
+        raise UserError(f"--format {form} prints the subtitles of one video, got {len(videos)}; "
+                        "caption many into --out results.jsonl")
+    out = check_results_path(args.out) if args.out else None
+    model, config = load_run(args.model)
+    use_backend(model.front, config, args.backend, Path(args.model) / EXPORT_FOLDER)
+    ahead = CaptionsAhead(model, videos, args.beams) if segments is None else None  # decoding overlapped, batched
+
+    def caption(path: str):
+        result = VideoCaption(ahead.caption(path), []) if ahead else caption_video(model, path, segments, args.beams)
+        if args.overlay:
+            from vidcap.reports.overlay import write_overlay
+
+            write_overlay(model.front, path, overlay_path(args.overlay, path, len(videos)))
+        return result
+
+    if out:
+        return _caption_into(args, out, videos, caption)
+    return _print_captions(form, videos, caption)
+
+
+def _caption_into(args: argparse.Namespace, out: Path, videos: list[str], caption) -> int:
+    """`vidcap caption --out`: one JSON line per video in `out`, resumable; a summary on stdout."""
+    from saliency.infra import distributed
+    from vidcap.batch import caption_into
+
+    with distributed.session() as world:  # under torchrun: each process captions its share into a part file
+        report = caption_into(out, videos, lambda path: caption(path).as_fields(), world,
+                              retry_failed=args.retry_failed, progress=not args.quiet)
+    unusable = [path for path, _ in report.failed + report.failed_before]
+    if not world.is_main:  # the same exit status everywhere, the lists printed once
+        return EXIT_SKIPPED if unusable else 0
+    for _, error in report.failed:
+        print(f"vidcap caption: skipped {error}", file=sys.stderr)
+    if report.failed_before:
+        print(f"vidcap caption: {len(report.failed_before)} video(s) failed in an earlier run, not retried "
+              "(--retry-failed retries them)", file=sys.stderr)
+    print(f"{out}: {len(report.captioned)} video(s) captioned, {len(report.done_before)} already there, "
+          f"{len(report.failed)} failed")
+    return report_skipped("vidcap caption", unusable, "video")
+
+
+def _print_captions(form: str, videos: list[str], caption) -> int:
+    """`vidcap caption` without --out: each video's caption(s) on stdout in `form`, bad files skipped."""
+    from vidcap import formats
+    from vidcap.segments import whole_video_cue
+
     results, skipped = [], []
-    for path in args.videos:
+    for path in videos:
         try:
-            caption = model.caption_files([path], num_beams=args.beams)[0]
-            if args.overlay:
-                from vidcap.reports.overlay import write_overlay
-
-                write_overlay(model.front, path, overlay_path(args.overlay, path, len(args.videos)))
+            result = caption(path)
+            cues = (result.segments or [whole_video_cue(path, result.caption)]) if form in SUBTITLES else []
         except UserError as error:
             print(f"vidcap caption: skipped {error}", file=sys.stderr)
             skipped.append(path)
             continue
-        results.append({"video": path, "caption": caption})
-        if not args.json:
-            print(f"{path}\t{caption}" if len(args.videos) > 1 else caption)
-    if args.json:
-        print(json.dumps(results, indent=2, ensure_ascii=False))
+        results.append((path, result))
+        if form == "text":
+            print("\n".join(formats.text_lines(path, result, name_it=len(videos) > 1)), flush=True)
+        elif form == "jsonl":
+            print(formats.jsonl_line(path, result), flush=True)
+        elif form in SUBTITLES:
+            print(formats.srt(cues) if form == "srt" else formats.vtt(cues), end="")
+    if form == "json":
+        print(json.dumps([formats.record(path, result) for path, result in results], indent=2, ensure_ascii=False))
     return report_skipped("vidcap caption", skipped, "video")
 
 
@@ -101,7 +167,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     out = args.out or evaluation_folder(args.model, args.split, args.predictions)
     metrics = evaluate_split(args.model, args.split, predictions_file=args.predictions, per_video=args.per_video,
-                             data_root=args.data, progress=not args.quiet, out=out)
+                             data_root=args.data, progress=not args.quiet, out=out, backend=args.backend)
     for entry in metrics["skipped"]:
         if entry["reason"] != "no prediction":
             print(f"vidcap eval: skipped {entry['reason']}", file=sys.stderr)
@@ -131,6 +197,36 @@ def _demo(args: argparse.Namespace) -> int:
     written = [Path(config.out) / "summary.json"] + ([] if "report" in skip else [Path(config.out) / "report.html"])
     print(f"total {summary['seconds_this_run']['total'] / 60:.1f} min; wrote {' and '.join(map(str, written))}")
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    from vidcap.run import load_run
+    from vidcap.serve import create_app, listen, serve
+
+    sock = listen(args.host, args.port)  # a busy port or a bad host: one line, before the model is loaded
+    model, _ = load_run(args.model)
+    with tempfile.TemporaryDirectory(prefix="vidcap-serve-") as workdir:
+        # process-wide, so set here: files decord cannot read are transcoded into the server's own folder
+        os.environ["VIDCAP_TRANSCODE_CACHE"] = str(Path(workdir) / "transcode")
+        app = create_app(model, args.model, workdir, max_upload_mb=args.max_upload_mb, queue=args.queue)
+        host, port = sock.getsockname()[:2]
+        print(f"serving {args.model} at http://{f'[{host}]' if ':' in host else host}:{port}/ (Ctrl-C stops)", flush=True)
+        serve(app, sock, quiet=args.quiet)
+    return 0
+
+
+def positive_number(text: str) -> float:
+    """`'2.5'` → 2.5, for sizes that must be above 0, as argparse `type=`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be above 0")
+    return value
 
 
 def overlay_path(template: str, video: str, count: int) -> Path:
@@ -169,14 +265,28 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
         else:
             command.add_argument("--splits", default="train,val,test", help="comma-separated splits (default train,val,test)")
+            command.add_argument("--backend", help=f"{BACKEND_HELP} (default: the config's `backend`, which "
+                                                   "vidcap train extracts with)")
         command.set_defaults(handler=_train if name == "train" else _extract)
 
     caption = add_command(commands, "caption", help="caption video files with a trained captioner")
-    caption.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (any format ffmpeg reads)")
+    caption.add_argument("videos", nargs="+", metavar="VIDEO",
+                         help="video files (any format ffmpeg reads), folders (the videos in them) or quoted glob patterns")
     caption.add_argument("--model", required=True, metavar="RUN", help="trained captioner run directory")
-    caption.add_argument("--json", action="store_true", help='print [{"video": path, "caption": text}]')
+    caption.add_argument("--json", action="store_true", help='print [{"video": path, "caption": text}] (= --format json)')
     caption.add_argument("--beams", type=positive_int, help="beam width (default: the run's, 3)")
     caption.add_argument("--overlay", metavar="OUT.mp4", help="also write the video with its saliency map blended in")
+    caption.add_argument("--segments", metavar="SECONDS|scenes",
+                         help="caption each SECONDS-long segment, or each scene (ffmpeg's scene-change detection), "
+                              "with its start and end; frames are read segment by segment, so any length fits in memory")
+    caption.add_argument("--format", choices=FORMATS,
+                         help="what to print: text (default), json, jsonl, or the subtitles of one video as srt or vtt "
+                              "(one cue per segment; without --segments one cue spans the whole video)")
+    caption.add_argument("--out", metavar="RESULTS.jsonl",
+                         help='write there instead of printing: one line per video ({"path", "caption" or "segments", '
+                              '"seconds"}, or {"path", "error"}) as each finishes; run again, it skips what is there')
+    caption.add_argument("--retry-failed", action="store_true", help="with --out: caption the videos recorded as failed again")
+    caption.add_argument("--backend", help=f"{BACKEND_HELP} (default: the run's `backend`)")
     caption.set_defaults(handler=_caption)
 
     evaluate = add_command(commands, "eval", help="caption a whole split and score it (BLEU-1..4, METEOR, ROUGE-L, CIDEr)")
@@ -186,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--predictions", metavar="FILE",
                           help='score these captions instead of the model\'s: [{"video_id", "caption"}] JSON')
     evaluate.add_argument("--per-video", action="store_true", help="also write per_video.json (worst CIDEr first)")
+    evaluate.add_argument("--backend", help=f"{BACKEND_HELP} (default: the run's `backend`)")
     evaluate.add_argument("--out", metavar="DIR", help="output folder (default: RUN/eval/SPLIT, or RUN/eval/SPLIT-NAME "
                                                        "for --predictions NAME.json, so the run's own scores stay)")
     evaluate.set_defaults(handler=_eval)
@@ -210,6 +321,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
     demo.add_argument("--skip", metavar="STAGES", help="comma-separated stages not to run (their outputs must exist): "
                                                       "world, teacher, student, student-no-kd, captioners, evaluate, report")
+
+    serve = add_command(commands, "serve", help="a local web page and JSON API that caption uploaded videos",
+                        description="Serve a page at / where one uploads or drops a video and sees its caption (or "
+                                    "timestamped segment captions), the saliency overlay playing and the time each stage "
+                                    "took; POST /api/caption (multipart field video, optional segments) answers JSON; "
+                                    "GET /api/health.")
+    serve.add_argument("--model", required=True, metavar="RUN", help="trained captioner run directory")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    serve.add_argument("--max-upload-mb", type=positive_number, default=200, metavar="MB",
+                       help="larger uploads get 413 (default 200)")
+    serve.add_argument("--queue", type=positive_int, default=4, metavar="N",
+                       help="requests waiting or being captioned at once; more get 503 (default 4)")
+    serve.set_defaults(handler=_serve)
 
     return parser
 

@@ -106,6 +106,7 @@ class FrameEncoder(nn.Module):
         self.backbone, self.out_channels = build_backbone(config.backbone, config.pretrained)
         self.pool = nn.AdaptiveAvgPool2d(config.grid) if config.grid else nn.Identity()
         self.backbone.requires_grad_(config.trainable)
+        self.session = None  # an onnxruntime export of this frozen encoder (`vidcap.backends`), for frames of its size
         self.train()
 
     def train(self, mode: bool = True) -> FrameEncoder:
@@ -115,6 +116,8 @@ class FrameEncoder(nn.Module):
         return self
 
     def forward(self, frames: Tensor) -> Tensor:
+        if self.session is not None and self.session.accepts(frames):
+            return self.session(frames)  # [N,C,h,w]
         with torch.set_grad_enabled(self.config.trainable and torch.is_grad_enabled()):
             features = self.backbone(frames)  # [N,C,H/32,W/32]
         return self.pool(features)  # [N,C,h,w]

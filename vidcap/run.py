@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
@@ -56,6 +56,8 @@ class VidcapRunConfig:
     optim: CaptionOptimConfig = field(default_factory=CaptionOptimConfig)
     seed: int = 0
     threads: int = 0  # torch CPU threads, set by the CLI; 0 = all cores
+    # where the frozen saliency model and encoder run (`vidcap.backends`); auto: the fastest installed, onnxruntime
+    backend: Literal["auto", "torch", "onnxruntime", "onnxruntime-int8"] = "auto"
 
     def __post_init__(self) -> None:
         validate_run_basics(self)

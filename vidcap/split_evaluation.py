@@ -12,11 +12,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from saliency.backends import EXPORT_FOLDER
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import atomic_write_json, require_writable
+from vidcap.backends import use_backend
 from vidcap.captioner import Captioner
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.evaluate import METRIC_KEYS, score, score_and_per_item
+from vidcap.pipeline import caption_videos
 from vidcap.reports.evaluation import write_eval_report
 from vidcap.run import VidcapRunConfig, captioner_run, load_run
 
@@ -46,13 +49,16 @@ def read_predictions(path: str | Path) -> dict[str, str]:
 
 
 def caption_split(model: Captioner, items, progress: bool = True) -> tuple[dict[str, str], dict[str, float], list]:
-    """Beam-search captions for every item; returns (captions, seconds per stage, skipped (id, reason))."""
+    """Beam-search captions for every item, decoding overlapped (`vidcap.pipeline`); returns (captions, seconds per
+    stage, skipped (id, reason)). The stages overlap, so their seconds add up to more than the time taken."""
     captions, timings, skipped = {}, {}, []
-    for item in tqdm(items, desc="captioning", unit="video", disable=not progress):
-        try:
-            captions[item.video_id] = model.caption_files([item.path], timings=timings)[0]
-        except UserError as error:
-            skipped.append((item.video_id, str(error)))
+    results = caption_videos(model, [(item.video_id, item.path) for item in items], timings=timings)
+    for video_id, caption, error in tqdm(results, total=len(items), desc="captioning", unit="video",
+                                         disable=not progress):
+        if error is not None:
+            skipped.append((video_id, str(error)))
+        else:
+            captions[video_id] = caption
     return captions, timings, skipped
 
 
@@ -65,9 +71,9 @@ def evaluation_folder(run_dir: str | Path, split: str, predictions_file: str | P
 
 def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: str | Path | None = None,
                    per_video: bool = False, data_root: str | None = None, progress: bool = True,
-                   out: str | Path | None = None) -> dict:
+                   out: str | Path | None = None, backend: str | None = None) -> dict:
     """Score the run's captions (or `predictions_file`) on the whole split into `out` (default:
-    `evaluation_folder`); returns what metrics.json holds."""
+    `evaluation_folder`), the front end on `backend` (default: the run's); returns what metrics.json holds."""
     run = captioner_run(run_dir)
     out = Path(out) if out is not None else evaluation_folder(run_dir, split, predictions_file)
     require_writable(out)  # before captioning a whole split
@@ -87,6 +93,7 @@ def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: s
         front = None
     else:
         model = load_run(run_dir)[0]
+        use_backend(model.front, config, backend, run.file(EXPORT_FOLDER))
         captions, timings, skipped = caption_split(model, dataset.items, progress)
         front = model.front
     gts = {item.video_id: item.captions for item in dataset.items if item.video_id in captions}

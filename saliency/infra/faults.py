@@ -152,12 +152,15 @@ def differences(reference: Path, trial: Path) -> list[str]:
     """How output folder `trial` differs from `reference`: every file must be there and equal — tensors bit for
     bit (cache shards pooled, since a resumed extraction cuts its shards elsewhere), JSON equal but for the
     seconds a session took, other text equal once the trial's folder is named as the reference's. Lock and
-    temp files are not outputs, and figures are not compared."""
+    temp files are not outputs, and figures and TensorBoard event logs (wall-clock stamped, one file per
+    session) are not compared."""
     import torch
+
+    from saliency.infra.training import TENSORBOARD
 
     def outputs(folder: Path) -> dict[str, Path]:
         return {str(path.relative_to(folder)): path for path in sorted(folder.rglob("*"))
-                if path.is_file() and not path.name.startswith(".")}
+                if path.is_file() and not path.name.startswith(".") and TENSORBOARD not in path.parts}
 
     def here(path: Path) -> str:
         """A text file of the trial as if written in the reference folder (configs name their folders)."""

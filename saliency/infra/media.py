@@ -1,23 +1,31 @@
-"""Video files on disk: where ffmpeg comes from, how it is run, and how a file is opened with decord.
+"""Video files on disk: where ffmpeg comes from, how it is run, how a file is probed and how its frames are read.
 
 The ffmpeg binary comes from the system PATH first, imageio-ffmpeg second. A user's file is checked
 first, FFmpeg's own log kept quiet, and every failure turned into one `UserError` line that names the
-file. A file decord cannot read (an AV1 stream, a GIF, a damaged index) is transcoded once by ffmpeg to
-H.264 and the copy cached, so a dataset with a few odd files costs one transcode per file, not one per epoch.
+file. Frames are decord's (it seeks, so it decodes only the frames asked for), checked against the container:
+where decord's frame count, frame size, channels or type do not match (decord 0.6 hands back a buffer of the
+wrong size at some small frame sizes, e.g. 48x32 or 16x16 in 4:2:0), or decord fails part-way, ffmpeg decodes
+the frames to raw RGB through a pipe instead. A file decord cannot open at all (an AV1 stream, a GIF, a damaged
+index) is transcoded once by ffmpeg to H.264 and the copy cached, so a dataset with a few odd files costs one
+transcode per file, not one per epoch. `vidcap` and `saliency predict` read videos through `open_frames`.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import hashlib
+import itertools
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 import decord
 import ffmpeg
@@ -30,6 +38,8 @@ T = TypeVar("T")
 # decord raises its own DECORDError (not a RuntimeError) for most failures, RuntimeError for others.
 DECORD_ERRORS = (decord.DECORDError, RuntimeError, ValueError, IndexError)
 TRANSCODE_TIMEOUT_S = 600.0  # an ffmpeg transcode that runs longer is treated as a failure
+PROBE_TIMEOUT_S = 120.0
+DECODE_STALL_S = 600.0  # an ffmpeg decode that gives no batch of frames for this long is treated as a failure
 
 # decord's wording → what it means for the user's file
 _DECORD_REASONS = (
@@ -121,6 +131,127 @@ class Mp4Writer:
             raise UserError(f"{self.path}: ffmpeg failed writing the video ({stderr.decode(errors='replace').strip()[:200]})")
 
 
+# ----------------------------------------------------------------------------- probing
+
+@dataclass
+class VideoInfo:
+    """What a video holds: frame count, average frame rate (1/s), duration (s), frame size as shown (rotation
+    applied, as both decoders apply it), codec."""
+
+    path: str
+    n_frames: int
+    fps: float
+    duration: float
+    width: int
+    height: int
+    codec: str
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Describe the first video stream of `path` (ffprobe if installed, else ffmpeg's own report)."""
+    path = check_file(path)
+    if ffprobe_path():
+        return _probe_with_ffprobe(path)
+    return _probe_with_ffmpeg(path)
+
+
+def _probe_with_ffprobe(path: str) -> VideoInfo:
+    def run(**options) -> dict:
+        try:
+            return ffmpeg.probe(path, cmd=ffprobe_path(), **options)
+        except ffmpeg.Error as error:
+            reason = ffmpeg_reason(error.stderr.decode(errors="replace") if error.stderr else "")
+            raise UserError(f"{path}: not a media file ({reason})") from None
+
+    report = run()
+    streams = [s for s in report.get("streams", []) if _is_motion_video(s)]
+    if not streams:
+        raise UserError(f"{path}: no video stream (audio only or not a video file)")
+    stream = streams[0]
+    n_frames = int(_number(stream.get("nb_frames")))
+    if n_frames <= 0:  # Matroska/WebM store no frame count: count the packets (demuxing, no decoding)
+        counted = next(s for s in run(count_packets=None)["streams"] if s.get("index") == stream.get("index"))
+        n_frames = int(_number(counted.get("nb_read_packets")))
+    fps = _rate(stream.get("avg_frame_rate")) or _rate(stream.get("r_frame_rate"))
+    duration = _number(stream.get("duration")) or _number(report.get("format", {}).get("duration"))
+    if not fps and duration:
+        fps = n_frames / duration
+    rotation = next((side["rotation"] for side in stream.get("side_data_list", []) if "rotation" in side),
+                    stream.get("tags", {}).get("rotate"))  # the display matrix, or the older `rotate` tag
+    width, height = _shown(int(stream.get("width") or 0), int(stream.get("height") or 0), _number(rotation))
+    return VideoInfo(path=path, n_frames=n_frames, fps=fps, duration=duration or (n_frames / fps if fps else 0.0),
+                     width=width, height=height, codec=str(stream.get("codec_name", "unknown")))
+
+
+def _is_motion_video(stream: dict) -> bool:
+    """A video stream that is not an album cover or thumbnail attached to an audio file."""
+    return stream.get("codec_type") == "video" and not stream.get("disposition", {}).get("attached_pic")
+
+
+def _number(text: str | float | None) -> float:
+    """ffprobe's numeric strings; 0 for missing or 'N/A'."""
+    try:
+        return float(text) if text is not None else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _rate(text: str | None) -> float:
+    """'30000/1001' → 29.97; '0/0' or None → 0."""
+    if not text:
+        return 0.0
+    num, _, den = str(text).partition("/")
+    try:
+        return float(num) / float(den or 1) if float(den or 1) else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _shown(width: int, height: int, rotation: float) -> tuple[int, int]:
+    """(width, height) as a player shows a frame stored at `width`×`height` and turned by `rotation` degrees."""
+    return (height, width) if round(abs(rotation)) % 180 == 90 else (width, height)
+
+
+_STREAM_LINE = re.compile(r"Stream #\d+:\d+.*?: Video: (\w+)(.*)")
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_FRAME_COUNT = re.compile(r"frame=\s*(\d+)")
+_ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees", re.IGNORECASE)
+
+
+def _probe_with_ffmpeg(path: str) -> VideoInfo:
+    """Without ffprobe: ffmpeg prints the stream header, then stream-copies to null to count frames."""
+    # `V` (capital) skips attached pictures, so an mp3 with cover art has no video stream.
+    command = [ffmpeg_path(), "-hide_banner", "-nostdin", "-i", path, "-map", "0:V:0", "-c", "copy",
+               "-f", "null", "-"]
+    stderr = run_ffmpeg(command, path, PROBE_TIMEOUT_S, what="probing")[1]
+    if "Input #0" not in stderr:
+        raise UserError(f"{path}: not a media file ({ffmpeg_reason(stderr)})")
+    lines = stderr.splitlines()
+    found = [(i, m) for i, m in enumerate(map(_STREAM_LINE.search, lines)) if m and "attached pic" not in m.group(0)]
+    if not found:
+        raise UserError(f"{path}: no video stream (audio only or not a video file)")
+    line, match = found[0]
+    codec, details = match.group(1), match.group(2)
+    size = re.search(r", (\d+)x(\d+)\b", details)
+    fps = re.search(r", ([\d.]+)(k?) fps", details) or re.search(r", ([\d.]+)(k?) tbr", details)
+    counts = _FRAME_COUNT.findall(stderr)
+    n_frames = int(counts[-1]) if counts else 0
+    if n_frames == 0:
+        raise UserError(f"{path}: the video stream has no readable frames ({ffmpeg_reason(stderr)})")
+    fps_value = float(fps.group(1)) * (1000 if fps.group(2) else 1) if fps else 0.0
+    duration_match = _DURATION.search(stderr)
+    if duration_match:
+        hours, minutes, seconds = duration_match.groups()
+        duration = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    else:
+        duration = n_frames / fps_value if fps_value else 0.0
+    stream_block = itertools.takewhile(lambda text: "Stream " not in text, lines[line + 1:])  # its metadata lines
+    rotation = next((float(m.group(1)) for m in map(_ROTATION.search, stream_block) if m), 0.0)
+    width, height = _shown(int(size.group(1)) if size else 0, int(size.group(2)) if size else 0, rotation)
+    return VideoInfo(path=path, n_frames=n_frames, fps=fps_value, duration=duration, width=width, height=height,
+                     codec=codec)
+
+
 # ----------------------------------------------------------------------------- users' files
 
 def check_file(path: str | Path) -> str:
@@ -183,9 +314,157 @@ def open_decord(source: str, **options) -> decord.VideoReader:
         return decord.VideoReader(source, ctx=decord.cpu(0), **options)
 
 
-def open_reader(path: str | Path, **options) -> decord.VideoReader:
-    """A decord reader over `path`, transcoded once if decord cannot read it, or a one-line UserError."""
-    return decode_with_fallback(path, lambda source: open_decord(source, **options))
+def open_frames(path: str | Path, decode_size: Callable[[tuple[int, int]], tuple[int, int]] | None = None,
+                num_threads: int = 0) -> FrameReader:
+    """A `FrameReader` over `path` with frames at `decode_size((H, W))` (default: as shown), or a one-line UserError
+    naming the file; decord reads a transcoded copy where it cannot open the file."""
+    name = check_file(path)
+    return decode_with_fallback(name, lambda source: _checked_reader(source, name, decode_size, num_threads))
+
+
+def _checked_reader(source: str, name: str, decode_size: Callable[[tuple[int, int]], tuple[int, int]] | None,
+                    num_threads: int) -> FrameReader:
+    """decord over `source` where its frame count and first frame match the container's, else ffmpeg alone."""
+    reader = open_decord(source, num_threads=num_threads)
+    info = probe(source)
+    shown = (info.height, info.width)
+    if info.n_frames < 1 or min(shown) < 1:
+        raise UserError(f"{name}: the video stream has no frames")
+    size = decode_size(shown) if decode_size else shown
+    first = reader[0]  # where decord 0.6 mis-sizes frames, this one comes back wrong (32×48×4) with no error
+    if len(reader) != info.n_frames or first.shape != (*shown, 3) or first.dtype != "uint8":
+        return FrameReader(source, name, info, size, None)
+    if size != shown:
+        # Much larger than needed (4K for a 224 crop): let decord's scaler shrink it while decoding,
+        # which saves most of the time and memory; the final antialiased resize does the rest.
+        reader = open_decord(source, num_threads=num_threads, height=size[0], width=size[1])
+    return FrameReader(source, name, info, size, reader)
+
+
+class WrongFrames(Exception):
+    """decord decoded frames that do not match the container: another size, channel count or type."""
+
+
+class FrameReader:
+    """Frames of one video by index, `[n,H,W,3]` uint8 RGB at `size` (H, W): decord's while they match the
+    container, ffmpeg's from the first batch decord fails on or decodes wrongly."""
+
+    def __init__(self, source: str, name: str, info: VideoInfo, size: tuple[int, int],
+                 reader: decord.VideoReader | None):
+        self.source, self.name, self.info, self.size, self.decord = source, name, info, size, reader
+
+    def __len__(self) -> int:
+        return self.info.n_frames
+
+    @property
+    def fps(self) -> float:
+        """Average frame rate, frames per second."""
+        return self.info.fps
+
+    def timestamps(self) -> np.ndarray | None:
+        """(N, 2) [start, end] of every frame, seconds, from decord's index; None where ffmpeg decodes."""
+        if self.decord is None:
+            return None
+        try:
+            return self.decord.get_frame_timestamp(list(range(len(self))))
+        except DECORD_ERRORS:
+            return None
+
+    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        """Frames `indices` (any order, repeats allowed): (n, H, W, 3) uint8, each frame decoded once."""
+        unique, inverse = np.unique(np.asarray(indices, np.int64), return_inverse=True)
+        return np.concatenate([frames for _, frames in self.batches(unique.tolist(), len(unique))])[inverse]
+
+    def batches(self, indices: list[int], chunk: int) -> Iterator[tuple[list[int], np.ndarray]]:
+        """(indices, frames) `chunk` frames at a time for sorted, distinct `indices`; a UserError naming the file at
+        the first frame neither decoder gives, after the frames before it."""
+        done = 0
+        while self.decord is not None and done < len(indices):
+            part = indices[done:done + chunk]
+            try:
+                frames = self._decord_batch(part)
+            except (*DECORD_ERRORS, WrongFrames):
+                self.decord = None  # decord fails from here on: ffmpeg decodes this batch and the rest
+                break
+            yield part, frames
+            done += len(part)
+        if done < len(indices):
+            yield from ffmpeg_batches(self.source, self.name, indices[done:], chunk, self.size)
+
+    def _decord_batch(self, indices: list[int]) -> np.ndarray:
+        """decord's frames `indices`, a WrongFrames unless they are (n, H, W, 3) uint8."""
+        frames = self.decord.get_batch(indices).asnumpy()
+        if frames.shape != (len(indices), *self.size, 3) or frames.dtype != np.uint8:
+            raise WrongFrames(f"decord gave {frames.dtype} frames of shape {frames.shape}")
+        return frames
+
+
+def ffmpeg_batches(source: str, name: str, indices: list[int], chunk: int,
+                   size: tuple[int, int]) -> Iterator[tuple[list[int], np.ndarray]]:
+    """(indices, (n, H, W, 3) uint8 frames) `chunk` at a time for sorted, distinct frame `indices` of `source`, from
+    one ffmpeg process decoding to raw RGB at `size` (H, W); a UserError naming `name` at the first frame it lacks."""
+    height, width = size
+    frame_bytes = height * width * 3
+    command = [ffmpeg_path(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", source, "-map", "0:V:0",
+               "-vf", f"select='{select_expression(indices)}',scale={width}:{height}", *passthrough_option(),
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a damaged stream's error flood cannot block ffmpeg
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+        try:
+            for start in range(0, len(indices), chunk):
+                part = indices[start:start + chunk]
+                data = _read_stalling(process, len(part) * frame_bytes)
+                got = len(data) // frame_bytes
+                if got:
+                    yield part[:got], np.frombuffer(data[:got * frame_bytes], np.uint8).reshape(got, height, width, 3)
+                if got < len(part):
+                    raise UserError(f"{name}: cannot decode frame {part[got]} or later ({_decode_failure(process, log)})")
+        finally:  # every frame read, or the reader gave up: the rest of the file need not be decoded
+            process.kill()
+            process.wait()
+
+
+def _read_stalling(process: subprocess.Popen, size: int) -> bytes:
+    """Up to `size` bytes of ffmpeg's output (fewer at its end); ffmpeg is killed if it stalls for DECODE_STALL_S."""
+    watchdog = threading.Timer(DECODE_STALL_S, process.kill)
+    watchdog.start()
+    try:
+        return process.stdout.read(size)
+    finally:
+        watchdog.cancel()
+
+
+def _decode_failure(process: subprocess.Popen, log: IO[bytes]) -> str:
+    """Why ffmpeg's output ended early: its error line, its stall, or a stream shorter than its container said."""
+    if process.wait() == -signal.SIGKILL:
+        return f"ffmpeg gave no frame for {DECODE_STALL_S:g} s"
+    log.seek(0)
+    stderr = log.read().decode(errors="replace")
+    return ffmpeg_reason(stderr) if stderr.strip() else "ffmpeg decodes fewer frames than the container holds"
+
+
+def select_expression(indices: list[int]) -> str:
+    """An ffmpeg `select` expression true for frame numbers `indices` (sorted, distinct): one term per evenly
+    spaced run, so every k-th frame of a long video is one term, not thousands."""
+    terms, start = [], 0
+    while start < len(indices):
+        step = indices[start + 1] - indices[start] if start + 1 < len(indices) else 1
+        end = start + 1
+        while end < len(indices) and indices[end] - indices[end - 1] == step:
+            end += 1
+        first, last = indices[start], indices[end - 1]
+        terms.append(f"between(n,{first},{last})*not(mod(n-{first},{step}))")
+        start = end
+    return "+".join(terms)
+
+
+@functools.lru_cache(maxsize=None)
+def passthrough_option() -> list[str]:
+    """ffmpeg's option that passes each decoded frame on once, without frame-rate conversion (which would drop or
+    repeat frames of a variable-rate video): `-fps_mode` from ffmpeg 5.1, `-vsync` before (newer ones lack it)."""
+    options = subprocess.run([ffmpeg_path(), "-hide_banner", "-h", "long"], check=False, capture_output=True,
+                             text=True, timeout=PROBE_TIMEOUT_S).stdout
+    return ["-fps_mode" if "-fps_mode" in options else "-vsync", "passthrough"]
 
 
 def transcode_cache_dir() -> Path:

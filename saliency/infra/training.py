@@ -17,6 +17,8 @@ from saliency.infra.config import require, require_positive
 from saliency.infra.figures import training_curves_png
 from saliency.infra.rundir import CURVES, LOG, WEIGHTS, RunDir, atomic_write_bytes, atomic_write_text
 
+TENSORBOARD = "tensorboard"  # folder of TensorBoard event files in a run directory
+
 log = logging.getLogger(__name__)
 
 
@@ -121,6 +123,7 @@ class EpochLog:
         self.run, self.select_by, self.higher_is_better = run, select_by, higher_is_better
         self.history: list[dict] = []
         self.best = -math.inf  # the best epoch's validation score, oriented so that higher is better
+        self._board = None  # TensorBoard writer once opened; False when the package is not installed
 
     def score(self, val: dict[str, float]) -> float:
         return val[self.select_by] if self.higher_is_better else -val[self.select_by]
@@ -147,7 +150,8 @@ class EpochLog:
                 "epochs": self.history, **extra, "train_seconds_this_session": seconds}
 
     def write(self, metrics: dict) -> None:
-        """metrics.json, log.csv (epoch, training loss, every validation metric, lr) and curves.png."""
+        """metrics.json, log.csv (epoch, training loss, every validation metric, lr), curves.png and, with the
+        optional `tensorboard` package, TensorBoard scalars."""
         self.run.save_metrics(metrics)
         names = list(self.history[0]["val"])
         rows = [["epoch", "train_loss", *(f"val_{name}" for name in names), "lr"]]
@@ -159,3 +163,23 @@ class EpochLog:
         atomic_write_bytes(self.run.file(CURVES), training_curves_png(
             [r["epoch"] for r in self.history], [r["train"]["loss"] for r in self.history], self.select_by,
             [r["val"][self.select_by] for r in self.history], self.higher_is_better, title=self.run.path.name))
+        self._tensorboard(self.history[-1])
+
+    def _tensorboard(self, record: dict) -> None:
+        """The epoch's training losses, validation scores and learning rate as TensorBoard scalars in
+        `RUN/tensorboard/` (`tensorboard --logdir runs`), when the optional `tensorboard` package is installed."""
+        if self._board is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self._board = False
+                return
+            self._board = SummaryWriter(str(self.run.file(TENSORBOARD)))
+        if self._board is False:
+            return
+        epoch = record["epoch"]
+        for group in ("train", "val"):
+            for name, value in record[group].items():
+                self._board.add_scalar(f"{group}/{name}", value, epoch)
+        self._board.add_scalar("lr", record["lr"], epoch)
+        self._board.flush()

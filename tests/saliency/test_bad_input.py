@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from saliency import predict
 from saliency.cli import main
+from saliency.infra import media as infra_media
+from saliency.infra.errors import UserError
 from saliency.models import build
 from saliency.infra.rundir import RunDir
 
@@ -69,7 +70,7 @@ def test_predict_skips_a_bad_file_names_it_and_still_writes_the_good_ones(world,
 
 def test_one_frame_video_4k_grayscale_and_rgba_inputs_all_get_maps(world, media, tmp_path, run):
     inputs = [media[name] for name in ("one.mp4", "gray.mp4", "4k.jpg", "gray.png", "rgba.png")]
-    code, _, err = run("predict", "--model", world / "student", *inputs, "--out", tmp_path, "--quiet")
+    code, _, err = run("predict", "--model", world / "student", *inputs, "--out", tmp_path, "--maps", "--quiet")
     assert code == 0 and err == ""
     shapes = {path.relative_to(tmp_path).as_posix(): np.asarray(Image.open(path)).shape
               for path in tmp_path.rglob("*.png")}
@@ -79,30 +80,41 @@ def test_one_frame_video_4k_grayscale_and_rgba_inputs_all_get_maps(world, media,
                       "rgba.png": (40, 60)}
 
 
-class DamagedAfter16Frames:
-    """A decord reader over a video whose data is damaged from frame 16 on."""
+def decord_fails_from_frame_16(monkeypatch) -> None:
+    """decord's batches from frame 16 on raise what decord raises on damaged data."""
+    decord_batch = infra_media.FrameReader._decord_batch
 
-    def __init__(self, reader):
-        self.reader = reader
-
-    def __len__(self) -> int:
-        return len(self.reader)
-
-    def get_batch(self, indices):
+    def batch(reader, indices):
         if indices[0] >= 16:
             raise decord.DECORDError("[12:00:00] video_reader.cc:486: Error: av_read_frame failed with 1094995529")
-        return self.reader.get_batch(indices)
+        return decord_batch(reader, indices)
+
+    monkeypatch.setattr(infra_media.FrameReader, "_decord_batch", batch)
+
+
+def test_frames_decord_fails_on_part_way_are_decoded_by_ffmpeg(world, media, tmp_path, run, monkeypatch):
+    decord_fails_from_frame_16(monkeypatch)
+    code, _, err = run("predict", "--model", world / "student", media["clip.mp4"], "--out", tmp_path, "--maps",
+                       "--quiet")
+    assert code == 0 and err == ""
+    assert len(list((tmp_path / "clip").glob("frame_*.png"))) == 20
 
 
 def test_a_video_damaged_part_way_keeps_the_maps_of_the_frames_before_the_damage(world, media, tmp_path, run,
                                                                                   monkeypatch):
-    open_reader = predict.open_reader
-    monkeypatch.setattr(predict, "open_reader", lambda path: DamagedAfter16Frames(open_reader(path)))
+    decord_fails_from_frame_16(monkeypatch)
+
+    def ffmpeg_fails_too(source, name, indices, chunk, size):
+        raise UserError(f"{name}: cannot decode frame {indices[0]} or later (Invalid data found when processing input)")
+        yield  # a generator, as the real one
+
+    monkeypatch.setattr(infra_media, "ffmpeg_batches", ffmpeg_fails_too)
     clip = media["clip.mp4"]
-    code, _, err = run("predict", "--model", world / "student", clip, "--out", tmp_path, "--quiet")
+    code, _, err = run("predict", "--model", world / "student", clip, "--out", tmp_path, "--maps", "--quiet")
     assert code == 1
     assert err.splitlines()[0] == (f"saliency predict: skipped {clip}: cannot decode frame 16 or later "
-                                   "(damaged or cut-short video data); the maps of the 16 frames before it are written")
+                                   "(Invalid data found when processing input); the maps of the 16 frames before it "
+                                   "are written")
     assert len(list((tmp_path / "clip").glob("frame_*.png"))) == 16
 
 
@@ -245,7 +257,8 @@ def test_predict_falls_back_to_a_transcoded_copy_when_decord_fails_on_the_origin
         return real_reader(path, *args, **kwargs)
 
     monkeypatch.setattr(decord, "VideoReader", reader_failing_on_original)
-    code, _, err = run("predict", "--model", world / "student", original, "--out", tmp_path / "maps", "--quiet")
+    code, _, err = run("predict", "--model", world / "student", original, "--out", tmp_path / "maps", "--maps",
+                       "--quiet")
     assert code == 0 and err == ""
     assert list((tmp_path / "maps" / "gray").glob("frame_*.png"))
     assert len(list((tmp_path / "transcoded").glob("*.mp4"))) == 1

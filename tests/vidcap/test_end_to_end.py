@@ -2,6 +2,8 @@
 import json
 import re
 
+import subprocess
+
 import pytest
 import torch
 
@@ -94,6 +96,18 @@ def test_overlay_writes_a_video_with_the_saliency_map(trained, tmp_path, capsys)
     assert main(["caption", str(video), "--model", str(trained / "with-student"), "--overlay", str(out)]) == 0
     reader = decord.VideoReader(str(out))
     assert len(reader) == len(decord.VideoReader(str(video)))
+
+
+def test_overlay_of_a_thumbnail_video_decord_misreads_is_written_through_ffmpeg(trained, tmp_path, capsys):
+    """decord returns wrongly sized buffers for a 48×32 H.264 clip; the overlay reads it as captioning does."""
+    from saliency.infra.media import ffmpeg_path, open_frames
+
+    tiny, out = tmp_path / "tiny.mp4", tmp_path / "tiny-overlay.mp4"
+    subprocess.run([ffmpeg_path(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=48x32:rate=25", "-t", "1",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(tiny)], check=True)
+    assert main(["caption", str(tiny), "--model", str(trained / "with-student"), "--overlay", str(out)]) == 0
+    reader = open_frames(out)  # decord misreads this size in the written file too
+    assert len(reader) == 25 and reader.get_batch([0]).shape == (1, 32, 48, 3)
 
 
 def test_extract_fills_the_cache_that_training_reads(trained, capsys):

@@ -24,14 +24,16 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
+from saliency.backends import EXPORT_FOLDER, resolve_backend
 from saliency.infra import distributed
 from saliency.infra.config import to_dict
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import (atomic_write_json, require_writable, safetensors_header, safetensors_problem,
                                    save_safetensors, try_flock)
-from vidcap.captioner import CaptionerConfig, VisualFrontEnd, frames_to_tensor, load_saliency_source
+from vidcap.backends import use_backend
+from vidcap.captioner import CaptionerConfig, VisualFrontEnd, load_saliency_source
 from vidcap.data.datasets import open_caption_dataset
-from vidcap.data.video import read_frames
+from vidcap.pipeline import visual_tokens
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +50,14 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def extractor_fingerprint(config: CaptionerConfig, encoder_state: dict[str, torch.Tensor]) -> str:
-    """Hash of the front end: its configs, the saliency weights, the (frozen) encoder weights and the stored
-    precision (a cache written in another precision, like the float16 ones of old, is a miss)."""
-    digest = hashlib.sha1(json.dumps({"sampler": to_dict(config.sampler), "encoder": to_dict(config.encoder),
-                                      "saliency": to_dict(config.saliency), "dtype": str(DTYPE)},
+def extractor_fingerprint(config: CaptionerConfig, encoder_state: dict[str, torch.Tensor],
+                          backend: str = "torch") -> str:
+    """Hash of the front end: its configs, the saliency weights, the (frozen) encoder weights, the stored
+    precision (a cache written in another precision, like the float16 ones of old, is a miss) and the inference
+    backend unless torch (onnxruntime's tokens differ from torch's in the last bits, int8's more)."""
+    described = {"sampler": to_dict(config.sampler), "encoder": to_dict(config.encoder),
+                 "saliency": to_dict(config.saliency), "dtype": str(DTYPE)}
+    digest = hashlib.sha1(json.dumps(described | ({} if backend == "torch" else {"backend": backend}),
                                      sort_keys=True).encode())
     if config.saliency.source != "none" and config.saliency.run:
         digest.update(file_digest(Path(config.saliency.run) / "model.safetensors").encode())
@@ -191,19 +196,17 @@ def extract_features(front: VisualFrontEnd, videos: dict[str, Path], cache: Feat
     _merge_on_main(cache, world)  # shards an interrupted parallel extraction left behind count too
     _drop_damaged(cache, world)
     front.eval()
-    device = next(front.parameters()).device
     rank = world.rank if world.distributed else None
     todo = cache.missing(videos)[world.rank::world.size]
     skipped: list[tuple[str, str]] = []
     pending: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-    for video_id in tqdm(todo, desc="extracting features", unit="video", disable=not (progress and world.is_main)):
-        try:
-            frames = frames_to_tensor(read_frames(videos[video_id], front.config.sampler))[None]  # (1, T, 3, H, W)
-        except UserError as error:
+    extracted = visual_tokens(front, [(video_id, videos[video_id]) for video_id in todo])  # decoding overlapped
+    for video_id, tokens, bias, error in tqdm(extracted, total=len(todo), desc="extracting features", unit="video",
+                                              disable=not (progress and world.is_main)):
+        if error is not None:
             skipped.append((video_id, str(error)))
             continue
-        tokens, bias = front(frames.to(device))
-        pending[video_id] = (tokens[0], None if bias is None else bias[0])
+        pending[video_id] = (tokens, bias)
         if len(pending) == SHARD_SIZE:
             cache.write_shard(pending, extractor, rank)
             pending = {}
@@ -249,8 +252,10 @@ def extract_splits(config, splits: list[str], progress: bool = True) -> Extracti
     torch.manual_seed(config.seed)  # a randomly initialised encoder is then the one `vidcap train` builds
     device = distributed.current().device
     front = VisualFrontEnd(config.captioner, load_saliency_source(config.captioner.saliency)).to(device)
-    fingerprint = extractor_fingerprint(config.captioner, front.encoder.state_dict())
+    backend = resolve_backend(config.backend, device)
+    fingerprint = extractor_fingerprint(config.captioner, front.encoder.state_dict(), backend)
     cache = FeatureCache(config.data.cache_dir, fingerprint)
+    use_backend(front, config, backend, cache.folder / EXPORT_FOLDER)
     _drop_damaged(cache, distributed.current())  # before counting: damaged entries extracted again are new
     before, listed, skipped = len(cache.index), 0, []
     for split in splits:

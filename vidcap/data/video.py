@@ -1,13 +1,13 @@
-"""Frames for the captioner: probe a video, choose which frames to show it, decode and resize them.
+"""Frames for the captioner: choose which frames of a video to show it, decode and resize them.
 
-Decoding is decord's (one batched `get_batch` per clip), opened through `saliency.infra.media`, which
-transcodes a file decord cannot read once and turns every failure a user's file can cause into a one-line
-`UserError` that names the file.
+Probing and decoding are `saliency.infra.media`'s (`probe`, `open_frames`), shared with `saliency predict`:
+decord's batched `get_batch` where it decodes the file right, ffmpeg's where it does not, a transcoded copy where
+decord cannot open the file, and every failure a user's file can cause turned into a one-line `UserError` that
+names the file.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -15,14 +15,11 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from decord import VideoReader
 
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import ConfigError, UserError
-from saliency.infra.media import (DECORD_ERRORS, check_file, decode_with_fallback, ffmpeg_path, ffmpeg_reason,
-                                  ffprobe_path, open_decord, run_ffmpeg)
-
-PROBE_TIMEOUT_S = 120.0
+from saliency.infra.media import open_frames
+from saliency.infra.media import VideoInfo, probe  # noqa: F401  (vidcap probes videos through this module)
 
 
 @dataclass
@@ -44,124 +41,12 @@ class FrameSamplerConfig:
 
 
 @dataclass
-class VideoInfo:
-    """What a video holds: frame count, average frame rate (1/s), duration (s), frame size, codec."""
-
-    path: str
-    n_frames: int
-    fps: float
-    duration: float
-    width: int
-    height: int
-    codec: str
-
-
-@dataclass
 class VideoFrames:
     """Frames sampled from one video, with where they came from."""
 
     frames: np.ndarray  # (N, H, W, 3) uint8 RGB at the configured size
     indices: np.ndarray  # (N,) int64 frame indices in the video, sorted
     times: np.ndarray  # (N,) float64 presentation times of those frames, seconds
-
-
-# --------------------------------------------------------------------------------------------------
-# Probing
-
-
-def probe(path: str | Path) -> VideoInfo:
-    """Describe the first video stream of `path` (ffprobe if installed, else ffmpeg's own report)."""
-    path = check_file(path)
-    if ffprobe_path():
-        return _probe_with_ffprobe(path)
-    return _probe_with_ffmpeg(path)
-
-
-def _probe_with_ffprobe(path: str) -> VideoInfo:
-    import ffmpeg
-
-    def run(**options) -> dict:
-        try:
-            return ffmpeg.probe(path, cmd=ffprobe_path(), **options)
-        except ffmpeg.Error as error:
-            reason = ffmpeg_reason(error.stderr.decode(errors="replace") if error.stderr else "")
-            raise UserError(f"{path}: not a media file ({reason})") from None
-
-    report = run()
-    streams = [s for s in report.get("streams", []) if _is_motion_video(s)]
-    if not streams:
-        raise UserError(f"{path}: no video stream (audio only or not a video file)")
-    stream = streams[0]
-    n_frames = int(_number(stream.get("nb_frames")))
-    if n_frames <= 0:  # Matroska/WebM store no frame count: count the packets (demuxing, no decoding)
-        counted = next(s for s in run(count_packets=None)["streams"] if s.get("index") == stream.get("index"))
-        n_frames = int(_number(counted.get("nb_read_packets")))
-    fps = _rate(stream.get("avg_frame_rate")) or _rate(stream.get("r_frame_rate"))
-    duration = _number(stream.get("duration")) or _number(report.get("format", {}).get("duration"))
-    if not fps and duration:
-        fps = n_frames / duration
-    return VideoInfo(path=path, n_frames=n_frames, fps=fps, duration=duration or (n_frames / fps if fps else 0.0),
-                     width=int(stream.get("width") or 0), height=int(stream.get("height") or 0),
-                     codec=str(stream.get("codec_name", "unknown")))
-
-
-def _is_motion_video(stream: dict) -> bool:
-    """A video stream that is not an album cover or thumbnail attached to an audio file."""
-    return stream.get("codec_type") == "video" and not stream.get("disposition", {}).get("attached_pic")
-
-
-def _number(text: str | float | None) -> float:
-    """ffprobe's numeric strings; 0 for missing or 'N/A'."""
-    try:
-        return float(text) if text is not None else 0.0
-    except ValueError:
-        return 0.0
-
-
-def _rate(text: str | None) -> float:
-    """'30000/1001' → 29.97; '0/0' or None → 0."""
-    if not text:
-        return 0.0
-    num, _, den = str(text).partition("/")
-    try:
-        return float(num) / float(den or 1) if float(den or 1) else 0.0
-    except ValueError:
-        return 0.0
-
-
-_STREAM_LINE = re.compile(r"Stream #\d+:\d+.*?: Video: (\w+)(.*)")
-_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
-_FRAME_COUNT = re.compile(r"frame=\s*(\d+)")
-
-
-def _probe_with_ffmpeg(path: str) -> VideoInfo:
-    """Without ffprobe: ffmpeg prints the stream header, then stream-copies to null to count frames."""
-    # `V` (capital) skips attached pictures, so an mp3 with cover art has no video stream.
-    command = [ffmpeg_path(), "-hide_banner", "-nostdin", "-i", path, "-map", "0:V:0", "-c", "copy",
-               "-f", "null", "-"]
-    stderr = run_ffmpeg(command, path, PROBE_TIMEOUT_S, what="probing")[1]
-    if "Input #0" not in stderr:
-        raise UserError(f"{path}: not a media file ({ffmpeg_reason(stderr)})")
-    lines = [m for m in map(_STREAM_LINE.search, stderr.splitlines()) if m and "attached pic" not in m.group(0)]
-    if not lines:
-        raise UserError(f"{path}: no video stream (audio only or not a video file)")
-    codec, details = lines[0].group(1), lines[0].group(2)
-    size = re.search(r", (\d+)x(\d+)\b", details)
-    fps = re.search(r", ([\d.]+)(k?) fps", details) or re.search(r", ([\d.]+)(k?) tbr", details)
-    counts = _FRAME_COUNT.findall(stderr)
-    n_frames = int(counts[-1]) if counts else 0
-    if n_frames == 0:
-        raise UserError(f"{path}: the video stream has no readable frames ({ffmpeg_reason(stderr)})")
-    fps_value = float(fps.group(1)) * (1000 if fps.group(2) else 1) if fps else 0.0
-    duration_match = _DURATION.search(stderr)
-    if duration_match:
-        hours, minutes, seconds = duration_match.groups()
-        duration = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-    else:
-        duration = n_frames / fps_value if fps_value else 0.0
-    return VideoInfo(path=path, n_frames=n_frames, fps=fps_value, duration=duration,
-                     width=int(size.group(1)) if size else 0, height=int(size.group(2)) if size else 0,
-                     codec=codec)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -231,54 +116,16 @@ def read_frames(path: str | Path, config: FrameSamplerConfig | None = None, *, n
 def read_clip(path: str | Path, config: FrameSamplerConfig | None = None, *, num_threads: int = 0) -> VideoFrames:
     """`read_frames` plus the indices and times of the frames; `num_threads=0` lets decord choose."""
     config = config or FrameSamplerConfig()
-    name = str(path)
-    frames, indices, times = decode_with_fallback(path, lambda source: _decode(source, name, config, num_threads))
-    return VideoFrames(frames=resize_frames(frames, config.size, config.resize), indices=indices, times=times)
-
-
-def _decode(source: str, name: str, config: FrameSamplerConfig,
-            num_threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode the sampled frames of `source` (reported as `name`): (N, h, w, 3), indices, times."""
-    reader = open_decord(source, num_threads=num_threads)
-    total = len(reader)
-    if total < 1:
-        raise UserError(f"{name}: the video stream has no frames")
-    height, width = reader[0].shape[:2]
-    decode_height, decode_width = _decode_size((height, width), config)
-    if (decode_height, decode_width) != (height, width):
-        # Much larger than needed (4K for a 224 crop): let decord's scaler shrink it while decoding,
-        # which saves most of the time and memory; the final antialiased resize does the rest.
-        reader = open_decord(source, num_threads=num_threads, width=decode_width,
-                             height=decode_height)
-    try:
-        timestamps = reader.get_frame_timestamp(list(range(total)))  # (N, 2) [start, end] seconds
-    except DECORD_ERRORS:
-        timestamps = None
-    indices = sample_indices(total, config.n_frames, config.mode, config.stride,
+    reader = open_frames(path, lambda shape: _decode_size(shape, config), num_threads=num_threads)
+    timestamps = reader.timestamps()  # (N, 2) [start, end] seconds; None where ffmpeg decodes
+    indices = sample_indices(len(reader), config.n_frames, config.mode, config.stride,
                              timestamps if config.mode == "segment" else None)
-    unique, inverse = np.unique(indices, return_inverse=True)  # decode repeated frames once
-    frames = reader.get_batch(unique.tolist()).asnumpy()[inverse]  # (N, h, w, 3)
+    frames = reader.get_batch(indices)  # (N, h, w, 3)
     if timestamps is not None:
         times = timestamps[indices, 0].astype(np.float64)
     else:
-        times = indices / max(reader.get_avg_fps(), 1e-9)
-    return frames, indices, times
-
-
-def open_video(path: str | Path, max_side: int | None = None, num_threads: int = 0) -> tuple[VideoReader, float]:
-    """A decord reader over every frame of `path` (transcoded once if decord can't read it) and its fps;
-    frames are decoded with the longer side at most `max_side`."""
-    return decode_with_fallback(path, lambda source: _open_scaled(source, max_side, num_threads))
-
-
-def _open_scaled(source: str, max_side: int | None, num_threads: int) -> tuple[VideoReader, float]:
-    reader = open_decord(source, num_threads=num_threads)
-    height, width = reader[0].shape[:2]
-    if max_side and max(height, width) > max_side:
-        scale = max_side / max(height, width)
-        reader = open_decord(source, num_threads=num_threads,
-                             width=max(2, round(width * scale)), height=max(2, round(height * scale)))
-    return reader, float(reader.get_avg_fps())
+        times = indices / max(reader.fps, 1e-9)
+    return VideoFrames(frames=resize_frames(frames, config.size, config.resize), indices=indices, times=times)
 
 
 def _resized_shape(shape: tuple[int, int], size: tuple[int, int], resize: str) -> tuple[int, int]:

@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from saliency.infra.errors import UserError
 from saliency import colour_overlay
 from vidcap.captioner import VisualFrontEnd, frames_to_tensor
-from saliency.infra.media import Mp4Writer
-from vidcap.data.video import open_video
+from saliency.infra.media import Mp4Writer, open_frames
 
 CHUNK = 32  # frames per saliency batch
 
@@ -21,14 +20,23 @@ def write_overlay(front: VisualFrontEnd, video: str | Path, out: str | Path, max
     """Blend the front end's saliency over each frame (downscaled to `max_side`) and write an H.264 mp4."""
     if front.saliency_model is None:
         raise UserError(f"{video}: --overlay needs a captioner trained with saliency (this one uses none)")
-    reader, fps = open_video(video, max_side=max_side)
+    reader = open_frames(video, lambda shape: fit_within(shape, max_side))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with Mp4Writer(out, fps) as writer:
+    with Mp4Writer(out, reader.fps) as writer:
         for start in range(0, len(reader), CHUNK):
-            frames = reader.get_batch(list(range(start, min(start + CHUNK, len(reader))))).asnumpy()  # (n, H, W, 3)
+            frames = reader.get_batch(list(range(start, min(start + CHUNK, len(reader)))))  # (n, H, W, 3)
             frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # H.264 wants even sizes
             writer.write(saliency_overlays(front, frames))
     return Path(out)
+
+
+def fit_within(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """(H, W) scaled down so the longer side is at most `max_side` (unchanged if it already is)."""
+    height, width = shape
+    if max(height, width) <= max_side:
+        return height, width
+    scale = max_side / max(height, width)
+    return max(2, round(height * scale)), max(2, round(width * scale))
 
 
 @torch.no_grad()

@@ -1,0 +1,77 @@
+"""What int8 costs in accuracy: held-out saliency metrics of trained runs, and caption metrics of trained captioners,
+with the models run by torch, onnxruntime float32 and onnxruntime int8 (calibrated on each run's training data).
+
+    python benchmarks/int8_accuracy.py --runs runs/demo/teacher,runs/demo/student --data runs/demo/data/saliency \
+        [--split test] [--captioners runs/demo/captioner-student] [--json benchmarks/results/int8_accuracy.json]
+
+Saliency runs are scored at their training size on `--data`'s `--split` (CC, KLD, NSS, SIM); captioners on their own
+data's `--caption-split` (BLEU-4, METEOR, ROUGE-L, CIDEr), their encoder and saliency model on each backend, the
+decoder always torch. Prints each backend's scores and int8 − float32 (onnxruntime).
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from saliency.backends import BACKENDS, run_on_backend
+from saliency.data import open_dataset
+from saliency.evaluate import evaluate_model
+from saliency.infra.rundir import RunDir, atomic_write_json
+from saliency.models import load
+from saliency.train import SaliencyRunConfig
+from vidcap.split_evaluation import evaluate_split
+
+SALIENCY_METRICS = ["CC", "KLD", "NSS", "SIM"]
+CAPTION_METRICS = ["Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]
+
+
+def table(title: str, scores: dict[str, dict[str, dict[str, float]]], metrics: list[str], scale: float) -> str:
+    """Rows: each run on each backend, then its int8 − float32 difference."""
+    lines = [f"\n## {title}", f"{'run':<40}{'backend':<22}" + "".join(f"{m:>10}" for m in metrics)]
+    for run, by_backend in scores.items():
+        for backend, row in by_backend.items():
+            lines.append(f"{run:<40}{backend:<22}" + "".join(f"{scale * row[m]:>10.4f}" for m in metrics))
+        if {"onnxruntime", "onnxruntime-int8"} <= by_backend.keys():
+            diff = {m: by_backend["onnxruntime-int8"][m] - by_backend["onnxruntime"][m] for m in metrics}
+            lines.append(f"{'':<40}{'int8 - float32':<22}" + "".join(f"{scale * diff[m]:>+10.4f}" for m in metrics))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="", help="comma-separated saliency run directories")
+    parser.add_argument("--data", help="saliency dataset the runs are scored on")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--captioners", default="", help="comma-separated captioner run directories")
+    parser.add_argument("--caption-split", default="test")
+    parser.add_argument("--json", default="runs/bench/int8_accuracy.json",
+                        help="where the results go (default %(default)s; the committed reference is "
+                             "benchmarks/results/int8_accuracy.json)")
+    args = parser.parse_args()
+    results: dict = {"saliency": {}, "captioning": {}, "data": args.data, "split": args.split}
+    runs = [run for run in args.runs.split(",") if run]
+    if runs:
+        held_out = open_dataset(args.data, split=args.split)
+        results["images"] = len(held_out)
+        for run in runs:
+            size = RunDir(run).load_config(SaliencyRunConfig).data.size
+            model = load(run)
+            results["saliency"][run] = {
+                backend: evaluate_model(run_on_backend(run, model, backend, size), held_out, size,
+                                        metrics=SALIENCY_METRICS, progress=False) for backend in BACKENDS}
+        print(table(f"saliency, {args.data} ({args.split}, {len(held_out)} images)", results["saliency"],
+                    SALIENCY_METRICS, 1.0), flush=True)
+    for run in (run for run in args.captioners.split(",") if run):
+        with tempfile.TemporaryDirectory() as out:
+            results["captioning"][run] = {
+                backend: evaluate_split(run, args.caption_split, progress=False, out=Path(out) / backend,
+                                        backend=backend)["metrics"] for backend in BACKENDS}
+    if results["captioning"]:
+        print(table(f"captioning, split {args.caption_split} (×100)", results["captioning"], CAPTION_METRICS, 100.0))
+    atomic_write_json(args.json, results)
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

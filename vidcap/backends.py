@@ -1,0 +1,57 @@
+"""The captioner's frozen front end on an inference backend (`saliency.backends`): its saliency model and encoder
+exported to ONNX and run by onnxruntime, in float32 or int8. The encoder is calibrated for int8 on frames of the
+captioner's own training videos, the saliency model on its own run's training images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from saliency.backends import EXPORT_FOLDER, exported_session, on_backend, resolve_backend
+from saliency.export import run_calibration_images
+from saliency.infra.errors import UserError
+from vidcap.captioner import VisualFrontEnd, frames_to_tensor
+from vidcap.data.datasets import open_caption_dataset
+from vidcap.data.video import read_frames
+from vidcap.run import VidcapRunConfig
+
+CALIBRATION_VIDEOS = 4  # training videos whose sampled frames calibrate the int8 encoder (64 frames at 16 each)
+
+
+def training_frames(config: VidcapRunConfig, count: int = CALIBRATION_VIDEOS) -> list[np.ndarray]:
+    """The sampled, normalised frames `[T,3,H,W]` of up to `count` training videos spread over the split; a
+    one-line UserError naming the folder when none can be read."""
+    where = f"{config.data.root} (split {config.data.train_split})"
+    try:
+        items = open_caption_dataset(config.data.root, kind=config.data.kind, split=config.data.train_split).items
+    except UserError as error:
+        raise UserError(f"int8 calibration needs the captioner's training videos, looked in {where}: {error}") from None
+    batches = []
+    for index in np.linspace(0, len(items) - 1, min(count, len(items))).round().astype(int):
+        try:
+            batches.append(frames_to_tensor(read_frames(items[index].path, config.captioner.sampler)).numpy())
+        except UserError:
+            continue  # an unreadable video calibrates nothing; the others do
+    if not batches:
+        raise UserError(f"int8 calibration needs the captioner's training videos: none readable in {where}")
+    return batches
+
+
+def use_backend(front: VisualFrontEnd, config: VidcapRunConfig, backend: str | None, export_dir: str | Path) -> str:
+    """Run `front`'s saliency model and encoder on `backend` (None: the config's; `auto`: the fastest installed) and
+    return the backend now in use. The encoder's exports are cached in `export_dir`, the saliency model's in its
+    own run directory. Call it once per front end."""
+    backend = resolve_backend(backend or config.backend, next(front.parameters()).device)
+    if backend == "torch":
+        return backend
+    frame_size = config.captioner.sampler.size
+    # no busy-waiting threads: the frames of the next videos are decoded at the same time (`vidcap.pipeline`)
+    front.encoder.session = exported_session(front.encoder, backend, frame_size, export_dir, "encoder",
+                                             lambda: training_frames(config), output="features", spinning=False)
+    if front.saliency_model is not None:
+        size, run = config.captioner.saliency.size or frame_size, config.captioner.saliency.run
+        folder, calibration = (None, None) if run is None else (Path(run) / EXPORT_FOLDER,
+                                                                 lambda: run_calibration_images(run, size))
+        front.saliency_model = on_backend(front.saliency_model, backend, size, folder, calibration=calibration,
+                                          spinning=False)
+    return backend
