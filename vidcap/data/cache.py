@@ -200,7 +200,9 @@ def extract_features(front: VisualFrontEnd, videos: dict[str, Path], cache: Feat
     todo = cache.missing(videos)[world.rank::world.size]
     skipped: list[tuple[str, str]] = []
     pending: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-    extracted = visual_tokens(front, [(video_id, videos[video_id]) for video_id in todo])  # decoding overlapped
+    # Decoding overlapped, but one video per forward pass: a cached token must not depend on which other videos
+    # were missing (batch composition changes the last bits), so an interrupted extraction resumes to the same bits.
+    extracted = visual_tokens(front, [(video_id, videos[video_id]) for video_id in todo], batch_videos=1)
     for video_id, tokens, bias, error in tqdm(extracted, total=len(todo), desc="extracting features", unit="video",
                                               disable=not (progress and world.is_main)):
         if error is not None:
