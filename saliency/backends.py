@@ -10,6 +10,7 @@ Anything else is rebuilt, never used.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -28,7 +29,7 @@ from saliency.infra.rundir import atomic_write_bytes, atomic_write_checked_json,
 BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
 AUTO = "auto"  # the fastest backend installed (`resolve_backend`)
 EXPORT_FOLDER = "export"  # where a run directory keeps its exports
-EXPORT_FORMAT = 1  # in every cache key: bump it when exports are made differently, so that older ones go stale
+EXPORT_FORMAT = 2  # in every cache key: bump it when exports are made differently, so that older ones go stale
 PARITY = 1e-4  # float32 export vs torch: max |difference|, relative to the output's scale when that exceeds 1
 
 Calibration = Callable[[], Iterable[np.ndarray]]  # int8 calibration batches `[n,3,H,W]`; called only to build one
@@ -42,32 +43,52 @@ def onnxruntime_installed() -> bool:
 
 def resolve_backend(name: str | None, device: torch.device | str = "cpu") -> str:
     """`name` checked; `auto` (or None) → onnxruntime on a CPU when installed (3–6× torch eager there), else torch
-    (on a GPU torch is the fast one). An onnxruntime backend without onnxruntime installed runs on torch, with one
-    warning line."""
-    if name is None or name == AUTO:
-        return "onnxruntime" if torch.device(device).type == "cpu" and onnxruntime_installed() else "torch"
-    if name not in BACKENDS:
+    (on a GPU torch is the fast one). An onnxruntime backend, `auto` on a CPU included, runs on torch when
+    onnxruntime is not installed, with one warning line per process."""
+    name = AUTO if name is None else name
+    if name not in (AUTO, *BACKENDS):
         raise UserError(f"unknown backend {name!r} (known: {AUTO}, {', '.join(BACKENDS)})")
-    if name != "torch" and not onnxruntime_installed():
-        log.warning("onnxruntime is not installed: running on torch instead of %s (pip install onnxruntime)", name)
+    if name == "torch" or (name == AUTO and torch.device(device).type != "cpu"):
         return "torch"
-    return name
+    if not onnxruntime_installed():
+        warn_torch_instead(name)
+        return "torch"
+    return "onnxruntime" if name == AUTO else name
+
+
+@functools.cache
+def warn_torch_instead(name: str) -> None:
+    """The one line saying that backend `name` runs on torch for want of onnxruntime (once per process and name:
+    a command resolves its backend for each model it runs)."""
+    wanted = "the fastest backend (auto)" if name == AUTO else name
+    log.warning("onnxruntime is not installed: running on torch instead of %s (pip install onnxruntime)", wanted)
 
 
 class OnnxSession:
     """An export on onnxruntime's CPU provider: float `[N,3,H,W]` at the exported H×W → its output, returned on
     the input's device. `spinning`: its threads busy-wait between operators (a small model runs 1.4× faster alone),
-    which steals the cores from any other thread working at the same time (a video decoder, torch)."""
+    which steals the cores from any other thread working at the same time (a video decoder, torch).
+
+    An image's output depends on the export's bytes and the image alone, bit for bit (cached features and resumed
+    runs rely on it): one operator at a time, deterministic kernels, and onnxruntime's CPU kernels share work out
+    by output element, so neither a fresh session, the thread count nor the other images of a batch change it
+    (tested: tests/saliency/test_backends.py, tests/vidcap/test_backends.py)."""
 
     def __init__(self, onnx: bytes, size: tuple[int, int], backend: str, spinning: bool = True):
         onnxruntime = require_onnxruntime()
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # the command's `threads`, as torch uses them
         options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.use_deterministic_compute = True
         options.log_severity_level = 3  # errors only: its warnings are about graph rewrites
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = onnxruntime.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
         self.size, self.backend = tuple(size), backend
+
+    def batch_is_dynamic(self) -> bool:
+        """Whether the export takes any batch size (its input's first dimension is named, not a number)."""
+        return not isinstance(self.session.get_inputs()[0].shape[0], int)
 
     def accepts(self, x: Tensor) -> bool:
         """Whether `x` has the H×W this export was made for."""
@@ -164,15 +185,14 @@ def exported_session(module: nn.Module, backend: str, size: tuple[int, int], fol
     cache = ExportCache(folder, name, size, key)
     fp32 = cache.read("onnxruntime")
     session = None if fp32 is None else OnnxSession(fp32, size, "onnxruntime", spinning)
-    if session is not None and max_difference(module, session, size, relative=True) > PARITY:
-        log.warning("%s: cached export no longer computes what the model does (older code?): rebuilt",
-                    cache.path("onnxruntime"))
+    if session is not None and (why := stale(module, session, size)):
+        log.warning("%s: cached export %s: rebuilt", cache.path("onnxruntime"), why)
         session = None
     if session is None:
         try:
             fp32 = onnx_float32(module, size, output)
         except UserError:
-            raise  # onnxruntime missing: its own message
+            raise  # onnxruntime missing, or a batch the exporter fixed: its own message
         except Exception as error:  # the exporter's own errors are long; their first line says which operation
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserError(f"{name}: torch could not export it to ONNX ({reason}); use --backend torch") from None
@@ -192,6 +212,15 @@ def exported_session(module: nn.Module, backend: str, size: tuple[int, int], fol
         int8 = quantize_int8(fp32, calibration())
         cache.write(backend, int8, source)
     return OnnxSession(int8, size, backend, spinning)
+
+
+def stale(module: nn.Module, session: OnnxSession, size: tuple[int, int]) -> str | None:
+    """Why a cached float32 export of `module` must not be used (made by older code), or None when it may."""
+    if not session.batch_is_dynamic():
+        return "has a fixed batch size (older code?)"
+    if max_difference(module, session, size, relative=True) > PARITY:
+        return "no longer computes what the model does (older code?)"
+    return None
 
 
 def on_backend(model: nn.Module, backend: str, size: tuple[int, int], folder: str | Path | None = None,

@@ -56,10 +56,8 @@ class VidcapRunConfig:
     optim: CaptionOptimConfig = field(default_factory=CaptionOptimConfig)
     seed: int = 0
     threads: int = 0  # torch CPU threads, set by the CLI; 0 = all cores
-    # where the frozen saliency model and encoder run (`vidcap.backends`); auto: the fastest installed, onnxruntime.
-    # torch by default for now: with onnxruntime a run resumed after a kill does not yet reproduce the uninterrupted
-    # run's weights bit for bit (tests/test_kill_anywhere.py), and the demo's export check fails; see issue #16.
-    backend: Literal["auto", "torch", "onnxruntime", "onnxruntime-int8"] = "torch"
+    # where the frozen saliency model and encoder run (`vidcap.backends`); auto: the fastest installed, onnxruntime
+    backend: Literal["auto", "torch", "onnxruntime", "onnxruntime-int8"] = "auto"
 
     def __post_init__(self) -> None:
         validate_run_basics(self)

@@ -1,6 +1,8 @@
-"""Inference backends: the float32 ONNX export computes the torch model's log-density to 1e-4, int8 stays a close
-log-density, exports are cached by the weights' digest and rebuilt (never used) when stale or damaged, and the
-commands take `--backend` with one-line errors for what cannot be done."""
+"""Inference backends: the float32 ONNX export computes the torch model's log-density to 1e-4 at any batch, an
+image's output is bit-identical across fresh sessions, thread counts and batch neighbours, int8 stays a close
+log-density, exports are cached by the weights' digest and rebuilt (never used) when stale, damaged or of a fixed
+batch, and the commands take `--backend` (default: the fastest installed) with one-line errors for what cannot be
+done."""
 from __future__ import annotations
 
 import hashlib
@@ -49,11 +51,26 @@ def images(n: int = 3) -> torch.Tensor:
     return torch.randn(n, 3, *SIZE, generator=torch.Generator().manual_seed(1))
 
 
-def test_float32_export_gives_the_torch_log_density_to_1e_4(world):
+@pytest.mark.parametrize("batch", [1, 2, 3])
+def test_float32_export_gives_the_torch_log_density_to_1e_4(world, batch):
     model = load(world / "student")
     exported = run_on_backend(world / "student", model, "onnxruntime", SIZE)
     with torch.no_grad():
-        assert (exported(images()) - model(images())).abs().max() <= 1e-4
+        assert (exported(images(batch)) - model(images(batch))).abs().max() <= 1e-4
+
+
+def test_fresh_sessions_thread_counts_and_batch_neighbours_leave_an_images_output_bit_identical(world):
+    """What cached features and resumed runs rely on: an image's output depends on the export and the image alone."""
+    model = load(world / "student")
+    outputs = []
+    for threads in (1, 1, 2):  # two fresh sessions on one thread, a third on two
+        torch.set_num_threads(threads)
+        session = exported_session(model, "onnxruntime", SIZE, world / "student" / EXPORT_FOLDER,
+                                   output="log_density")  # the export `run_on_backend` cached
+        outputs.append(session(images(4)))
+    assert all(torch.equal(outputs[0], other) for other in outputs[1:])
+    assert all(torch.equal(session(images(4)[i:i + 1])[0], outputs[0][i]) for i in range(4))
+    assert torch.equal(session(images(4)[1:3]), outputs[0][1:3])
 
 
 @pytest.mark.slow
@@ -134,6 +151,24 @@ def test_an_export_made_by_other_model_code_is_stale_and_rebuilt(run_copy, caplo
         assert (session(images()) - model(images())).abs().max() <= 1e-4
 
 
+def test_a_cached_export_with_a_fixed_batch_is_stale_and_rebuilt(run_copy, caplog):
+    import onnx
+
+    model = load(run_copy)
+    path = next((run_copy / EXPORT_FOLDER).glob("model-onnxruntime-32x64-*.onnx"))
+    proto = onnx.load_from_string(path.read_bytes())  # as an exporter that baked in its example batch of one
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    fixed = proto.SerializeToString()
+    path.write_bytes(fixed)
+    record = path.with_name(path.name + ".json")
+    atomic_write_checked_json(record, load_checked_json(record) | {"onnx_sha256": hashlib.sha256(fixed).hexdigest()})
+    with caplog.at_level(logging.WARNING, logger="saliency"):
+        session = exported_session(model, "onnxruntime", SIZE, run_copy / EXPORT_FOLDER, output="log_density")
+    assert "cached export has a fixed batch size" in caplog.text
+    with torch.no_grad():
+        assert session.batch_is_dynamic() and (session(images(2)) - model(images(2))).abs().max() <= 1e-4
+
+
 def test_eval_on_each_backend_scores_like_torch(world, tmp_path):
     reader = open_dataset(world / "data", split="test")
     model = load(world / "student")
@@ -153,13 +188,22 @@ def test_unknown_backend_is_one_line_listing_the_valid_ones(world, cli):
     run.assert_one_line_error(err, "unknown backend 'tensorrt'", "torch, onnxruntime, onnxruntime-int8")
 
 
-def test_without_onnxruntime_the_commands_run_on_torch_and_say_so(monkeypatch, caplog):
+def test_auto_is_onnxruntime_on_a_cpu_and_torch_on_a_gpu():
+    assert resolve_backend("auto") == resolve_backend(None) == "onnxruntime"
+    assert resolve_backend("auto", "cuda") == "torch" and resolve_backend("onnxruntime-int8") == "onnxruntime-int8"
+
+
+def test_without_onnxruntime_the_commands_run_on_torch_and_say_so_once(monkeypatch, caplog):
     monkeypatch.setattr(backends, "onnxruntime_installed", lambda: False)
+    backends.warn_torch_instead.cache_clear()
     with caplog.at_level(logging.WARNING, logger="saliency"):
         assert resolve_backend("onnxruntime-int8") == "torch"
-    assert resolve_backend("auto") == "torch"
+        assert [resolve_backend("auto"), resolve_backend(None), resolve_backend("auto", "cuda")] == ["torch"] * 3
+    backends.warn_torch_instead.cache_clear()
     assert [record.getMessage() for record in caplog.records] == [
-        "onnxruntime is not installed: running on torch instead of onnxruntime-int8 (pip install onnxruntime)"]
+        "onnxruntime is not installed: running on torch instead of onnxruntime-int8 (pip install onnxruntime)",
+        "onnxruntime is not installed: running on torch instead of the fastest backend (auto) "
+        "(pip install onnxruntime)"]
 
 
 def test_int8_calibration_without_training_images_names_the_folder(world, tmp_path, cli):
