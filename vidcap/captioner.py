@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional, TypeVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -15,21 +17,26 @@ from saliency.infra.errors import UserError
 from saliency import load as load_saliency_model
 from vidcap.decoder import CaptionDecoder, DecoderConfig
 from vidcap.encoder import EncoderConfig, FrameEncoder, SaliencyWeighting
+from vidcap.saliency_sources import CONTROLS, SOURCES, Source, control_maps
 from vidcap.tokenizer import CaptionTokenizer
 from vidcap.data.video import FrameSamplerConfig, read_frames
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PARTS = ("encoder", "decoder")  # the randomly initialised parts of a captioner, each built from a seed of its own
+Part = TypeVar("Part")
 
 
 @dataclass
 class SaliencySourceConfig:
-    """Where the saliency maps come from; `run` is a saliency run directory (teacher or student)."""
-    source: Literal["none", "teacher", "student"] = "none"
+    """Where the saliency maps come from (`vidcap.saliency_sources`); `run` is a saliency run directory, for
+    teacher or student (the controls uniform, shuffled, centre and ground-truth need none)."""
+    source: Source = "none"
     run: Optional[str] = None
-    size: Optional[tuple[int, int]] = None  # saliency input H×W; None: the sampled frames' size
+    size: Optional[tuple[int, int]] = None  # saliency model input H×W; None: the sampled frames' size
 
     def __post_init__(self) -> None:
+        require(self.source in SOURCES, "source", f"{self.source!r} is not one of {', '.join(SOURCES)}")
         require(self.size is None or min(self.size) >= 1, "size", f"expected two positive integers (H, W), got {self.size!r}")
 
 
@@ -63,18 +70,32 @@ class CaptionerConfig:
 
 def with_saliency(config: CaptionerConfig, source: str, run: str | None = None,
                   weighting: str | None = None) -> CaptionerConfig:
-    """`config` taking its maps from `source` (a saliency `run` directory for teacher/student), weighted by
-    `weighting` (default: the config's). The one rule: source `none` means weighting `none`; any other source
-    needs a weighting that uses the maps."""
+    """`config` taking its maps from `source` (a saliency `run` directory for teacher/student; the controls take
+    none), weighted by `weighting` (default: the config's). The one rule: source `none` means weighting `none`;
+    any other source needs a weighting that uses the maps."""
     if source == "none":
         return replace(config, saliency=replace(config.saliency, source="none", run=None),
                        encoder=replace(config.encoder, weighting="none"))
+    if source in CONTROLS and run:
+        raise UserError(f"saliency source {source} needs no saliency model; drop --saliency-model {run}")
     weighting = weighting or config.encoder.weighting
     if weighting == "none":
         raise UserError(f"saliency {source} with encoder.weighting=none would ignore the maps; "
                         "pick multiply, residual, pool or prior")
-    return replace(config, saliency=replace(config.saliency, source=source, run=run or config.saliency.run),
+    run = None if source in CONTROLS else run or config.saliency.run
+    return replace(config, saliency=replace(config.saliency, source=source, run=run),
                    encoder=replace(config.encoder, weighting=weighting))
+
+
+def build_part(seed: int | None, part: str, build: Callable[[], Part]) -> Part:
+    """`build()` on torch's generator seeded from (`seed`, `part`), the global stream left as it was: a part starts
+    from the same weights whatever was built before it, so the arms of one seed (saliency none, teacher, student or a
+    control) are paired. `seed` None: on the global stream, as any module is built."""
+    if seed is None:
+        return build()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(np.random.SeedSequence([seed, PARTS.index(part)]).generate_state(1)[0]))
+        return build()
 
 
 def frames_to_tensor(frames) -> Tensor:
@@ -86,8 +107,8 @@ def frames_to_tensor(frames) -> Tensor:
 
 
 def load_saliency_source(config: SaliencySourceConfig) -> nn.Module | None:
-    """The frozen saliency model named by `config`, or None for `source: none`."""
-    if config.source == "none":
+    """The frozen saliency model named by `config`, or None for `none` and the controls (which need no model)."""
+    if config.source == "none" or config.source in CONTROLS:
         return None
     if not config.run:
         raise UserError(f"saliency source {config.source!r} needs a saliency run directory (--saliency-model RUN)")
@@ -95,39 +116,51 @@ def load_saliency_source(config: SaliencySourceConfig) -> nn.Module | None:
 
 
 class VisualFrontEnd(nn.Module):
-    """Frames → weighted visual tokens: the frozen, cacheable half of the captioner."""
+    """Frames → weighted visual tokens: the frozen, cacheable half of the captioner. Its maps come from
+    `saliency_model` or, for a control source, from `control` (`vidcap.saliency_sources`); its encoder is built from
+    its own seed (`build_part`; None: torch's global stream)."""
 
-    def __init__(self, config: CaptionerConfig, saliency_model: nn.Module | None = None):
+    def __init__(self, config: CaptionerConfig, saliency_model: nn.Module | None = None, seed: int | None = None):
         super().__init__()
         self.config = config
-        self.encoder = FrameEncoder(config.encoder)
+        self.encoder = build_part(seed, "encoder", lambda: FrameEncoder(config.encoder))
         self.saliency_model = saliency_model
+        self.control = control_maps(config.saliency.source)
         self.weighting = SaliencyWeighting(config.encoder)
-        if config.encoder.weighting != "none" and saliency_model is None:
-            raise UserError(f"encoder.weighting={config.encoder.weighting!r} needs a saliency model (--saliency teacher|student)")
+        if config.encoder.weighting != "none" and saliency_model is None and self.control is None:
+            raise UserError(f"encoder.weighting={config.encoder.weighting!r} needs saliency maps (--saliency "
+                            f"teacher|student with --saliency-model, or a control: {', '.join(CONTROLS)})")
 
     @property
     def out_channels(self) -> int:
         return self.encoder.out_channels
 
     def saliency(self, frames: Tensor) -> Tensor | None:
-        """Log-density `[N,1,H,W]` of normalised frames `[N,3,H,W]` at the configured saliency size."""
+        """Log-density `[N,1,H,W]` of normalised frames `[N,3,H,W]`: the model's at the configured saliency size, a
+        control's at the frames' size (the N frames then one sampled clip)."""
+        if self.control is not None:
+            return self.control(frames)
         if self.saliency_model is None:
             return None
         size = self.config.saliency.size
         x = frames if size is None else F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
         return self.saliency_model(x)
 
+    def clip_saliency(self, frames: Tensor) -> Tensor | None:
+        """Log-density `[B,T,1,H,W]` of clips `[B,T,3,H,W]`: the model sees all their frames at once, a control each
+        clip on its own."""
+        if self.control is not None:
+            return torch.stack([self.control(clip) for clip in frames])
+        log_saliency = self.saliency(frames.flatten(0, 1))
+        return None if log_saliency is None else log_saliency.unflatten(0, frames.shape[:2])
+
     def forward(self, frames: Tensor, timings: dict[str, float] | None = None) -> tuple[Tensor, Tensor | None]:
         """Frames `[B,T,3,H,W]` → tokens `[B,T·k,C]` and the `prior` bias `[B,T·k]` (or None)."""
-        batch, steps = frames.shape[:2]
-        flat = frames.flatten(0, 1)  # (B·T, 3, H, W)
         start = time.perf_counter()
-        log_saliency = self.saliency(flat)
+        saliency = self.clip_saliency(frames)  # (B, T, 1, H, W)
         middle = time.perf_counter()
-        features = self.encoder(flat)  # (B·T, C, h, w)
-        features = features.unflatten(0, (batch, steps))  # (B, T, C, h, w)
-        saliency = None if log_saliency is None else log_saliency.unflatten(0, (batch, steps))  # (B, T, 1, H, W)
+        features = self.encoder(frames.flatten(0, 1))  # (B·T, C, h, w)
+        features = features.unflatten(0, frames.shape[:2])  # (B, T, C, h, w)
         tokens, bias = self.weighting(features, saliency)
         if timings is not None:
             timings["saliency"] = timings.get("saliency", 0.0) + middle - start
@@ -136,16 +169,19 @@ class VisualFrontEnd(nn.Module):
 
 
 class Captioner(nn.Module):
-    """Front end + decoder; `caption_files` is the whole pipeline from video paths to sentences."""
+    """Front end + decoder; `caption_files` is the whole pipeline from video paths to sentences. Its random parts
+    (encoder; decoder with its projection and positions) start from `seed` alone (`build_part`; None: torch's global
+    stream)."""
 
-    def __init__(self, config: CaptionerConfig, tokenizer: CaptionTokenizer, saliency_model: nn.Module | None = None):
+    def __init__(self, config: CaptionerConfig, tokenizer: CaptionTokenizer, saliency_model: nn.Module | None = None,
+                 seed: int | None = None):
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
-        self.front = VisualFrontEnd(config, saliency_model)
-        self.decoder = CaptionDecoder(config.decoder, vocab_size=tokenizer.vocab_size, visual_dim=self.front.out_channels,
-                                      pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
-                                      max_positions=config.max_positions)
+        self.front = VisualFrontEnd(config, saliency_model, seed)
+        self.decoder = build_part(seed, "decoder", lambda: CaptionDecoder(
+            config.decoder, vocab_size=tokenizer.vocab_size, visual_dim=self.front.out_channels, pad_id=tokenizer.pad_id,
+            bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, max_positions=config.max_positions))
 
     @torch.no_grad()
     def generate(self, tokens: Tensor, bias: Tensor | None, num_beams: int | None = None, **generate_kwargs) -> list[str]:

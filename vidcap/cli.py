@@ -257,8 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
                        ("extract", "precompute the weighted visual tokens of a dataset into the feature cache")):
         command = add_command(commands, name, help=text, description=text)
         add_config_arguments(command)
-        command.add_argument("--saliency", choices=["none", "teacher", "student"],
-                             help="where the saliency maps come from (default: the config's captioner.saliency.source)")
+        command.add_argument("--saliency", choices=["none", "teacher", "student", "uniform", "shuffled", "centre",
+                                                    "ground-truth"],
+                             help="where the saliency maps come from (default: the config's captioner.saliency.source): "
+                                  "none; a saliency model, teacher or student (with --saliency-model); or a control "
+                                  "that needs none: uniform (S = 1 everywhere), shuffled (the world's maps of another "
+                                  "video of the split), centre (a centre prior) or ground-truth (the synthetic world's "
+                                  "own maps, from its synthetic_meta.json)")
         command.add_argument("--saliency-model", metavar="RUN", help="saliency run directory (teacher or student)")
         if name == "train":
             command.add_argument("--out", required=True, metavar="RUN", help="run directory to create (or continue with --resume)")

@@ -2,7 +2,9 @@
 
 Writes `RUN/eval/<split>/predictions.json` (`[{"video_id", "caption"}]`), `metrics.json` (corpus scores,
 per-stage seconds, what was skipped), `report.md` + `report.html` and, with `per_video`, `per_video.json`
-sorted worst CIDEr first.
+sorted worst CIDEr first. On a synthetic dataset (its root has `synthetic_meta.json`) each caption is also
+scored against the world's actor (`vidcap.grounding`): `metrics.json` gains `grounding`, each row of
+`per_video.json` its attribute outcomes.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from vidcap.backends import use_backend
 from vidcap.captioner import Captioner
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.evaluate import METRIC_KEYS, score, score_and_per_item
+from vidcap.grounding import ATTRIBUTES, ground_captions, grounding_summary, load_actors
 from vidcap.pipeline import caption_videos
 from vidcap.reports.evaluation import write_eval_report
 from vidcap.run import VidcapRunConfig, captioner_run, load_run
@@ -82,6 +85,7 @@ def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: s
     dataset = open_caption_dataset(root, kind=config.data.kind, split=split)
     if not dataset.items:
         raise UserError(f"{root}: no readable videos in split {split!r} ({dataset.report()})")
+    actors = load_actors(dataset.root)  # read before captioning, so a damaged record stops nothing long
     started = time.perf_counter()
     if predictions_file is not None:
         captions, timings = read_predictions(predictions_file), {}
@@ -106,20 +110,24 @@ def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: s
         corpus, per_item = score(gts, res), None
     atomic_write_json(out / "predictions.json", [{"video_id": v, "caption": c} for v, c in res.items()])
     captioned = len(res)
+    grounding = ground_captions(res, actors or {})
     metrics = {
         "split": split, "data": str(root), "videos": captioned, "source": str(predictions_file or "model"),
         "metrics": corpus, "skipped": [{"video_id": v, "reason": r} for v, r in skipped],
         "seconds": {"total": time.perf_counter() - started, **timings},
         "sec_per_video": {stage: seconds / captioned for stage, seconds in timings.items()},
     }
+    if grounding:
+        metrics["grounding"] = grounding_summary(grounding)
     atomic_write_json(out / "metrics.json", metrics)
     worst = None
     if per_item is not None:
-        rows = [{"video_id": v, "caption": res[v], **scores, "references": gts[v][:5]} for v, scores in per_item.items()]
+        rows = [{"video_id": v, "caption": res[v], **scores, "references": gts[v][:5],
+                 **({"grounding": grounding[v]} if v in grounding else {})} for v, scores in per_item.items()]
         worst = sorted(rows, key=lambda row: row["CIDEr"])
         atomic_write_json(out / "per_video.json", worst)
     write_eval_report(out, run_dir, config.captioner, metrics, res, dataset.items, front,
-                      worst[:WORST_SHOWN] if worst else None)
+                      worst[:WORST_SHOWN] if worst else None, grounding=grounding, actors=actors)
     return metrics
 
 
@@ -130,6 +138,15 @@ def format_metrics(metrics: dict) -> str:
     if metrics["sec_per_video"]:
         stages = ", ".join(f"{stage} {seconds:.3f}" for stage, seconds in metrics["sec_per_video"].items())
         lines.append(f"  seconds per video: {stages}")
+    if "grounding" in metrics:
+        lines.append(format_grounding(metrics["grounding"]))
     if metrics["skipped"]:
         lines.append(f"  skipped {len(metrics['skipped'])} video(s), e.g. {metrics['skipped'][0]['video_id']}")
     return "\n".join(lines)
+
+
+def format_grounding(grounding: dict) -> str:
+    """One line: the grounded share and, per attribute, the share of captions that name it right, ×100."""
+    right = ", ".join(f"{attribute} {100 * grounding[attribute]['right']:.0f}%" for attribute in ATTRIBUTES)
+    return (f"  grounded {100 * grounding['grounded']:.1f}% of {grounding['videos']} videos "
+            f"(shape and motion right, nothing wrong); named right: {right}")

@@ -22,19 +22,22 @@ from vidcap.captioner import Captioner, load_saliency_source
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.evaluate import cider
 from vidcap.run import CaptionerWeights, VidcapRunConfig
+from vidcap.saliency_sources import require_world
 from vidcap.tokenizer import TOKENIZER_FILE, CaptionTokenizer
 
 log = logging.getLogger(__name__)
 
 
 class CaptionTrainer:
-    """Builds the front end, fills the feature cache, then trains the decoder on cached tokens."""
+    """Builds the front end, fills the feature cache, then trains the decoder on cached tokens. The captioner's
+    weights and the training stream depend on the seed alone, not on the saliency source: arms are paired."""
 
     def __init__(self, config: VidcapRunConfig, out: str, resume: bool = False, progress: bool = True):
         self.config, self.run, self.world = config, RunDir(out), distributed.current()
         self.progress = progress and self.world.is_main
         resume = self.run.prepare(resume, config)
         require_writable(config.data.cache_dir)  # before any work: the features are written there
+        require_world(config.captioner.saliency.source, config.data.root)
         seed_everything(config.seed)
         self.train_set = open_caption_dataset(config.data.root, kind=config.data.kind, split=config.data.train_split)
         self.val_set = open_caption_dataset(config.data.root, kind=config.data.kind, split=config.data.val_split)
@@ -51,11 +54,12 @@ class CaptionTrainer:
                                                min_count=config.captioner.tokenizer.min_count,
                                                max_length=config.captioner.max_length)
         saliency_model = load_saliency_source(config.captioner.saliency)
-        self.model = Captioner(config.captioner, tokenizer, saliency_model).to(self.world.device)
-        if self.world.rank:  # rank 0 continues the single-process random stream (dropout); the others branch off it
-            seed_everything(config.seed + self.world.rank)
+        self.model = Captioner(config.captioner, tokenizer, saliency_model, seed=config.seed).to(self.world.device)
         self.world.barrier()  # every process has checked the run directory before rank 0 writes to it
         self.cache = self._fill_cache(train_items + self.val_set.items)
+        # Training's random stream (dropout) starts here, whatever building the saliency model drew before;
+        # each process has its own.
+        seed_everything(config.seed + self.world.rank)
         self.train_items = [item for item in train_items if item.video_id in self.cache]
         self.val_items = [item for item in self.val_set.items if item.video_id in self.cache]
         if not self.train_items or not self.val_items:

@@ -34,6 +34,7 @@ from vidcap.backends import use_backend
 from vidcap.captioner import CaptionerConfig, VisualFrontEnd, load_saliency_source
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.pipeline import visual_tokens
+from vidcap.saliency_sources import require_world
 
 log = logging.getLogger(__name__)
 
@@ -251,9 +252,10 @@ def extract_splits(config, splits: list[str], progress: bool = True) -> Extracti
     """Fill the feature cache of run config `config` (a `VidcapRunConfig`) with the videos of `splits`: the
     front end `vidcap train` builds from the same config and seed, so training then finds every video cached."""
     require_writable(config.data.cache_dir)  # before any work
-    torch.manual_seed(config.seed)  # a randomly initialised encoder is then the one `vidcap train` builds
+    require_world(config.captioner.saliency.source, config.data.root)
     device = distributed.current().device
-    front = VisualFrontEnd(config.captioner, load_saliency_source(config.captioner.saliency)).to(device)
+    # built from the seed as `vidcap train` builds it: a randomly initialised encoder is then the same one
+    front = VisualFrontEnd(config.captioner, load_saliency_source(config.captioner.saliency), config.seed).to(device)
     backend = resolve_backend(config.backend, device)
     fingerprint = extractor_fingerprint(config.captioner, front.encoder.state_dict(), backend)
     cache = FeatureCache(config.data.cache_dir, fingerprint)

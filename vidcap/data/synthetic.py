@@ -102,6 +102,28 @@ def caption_variants(scene: synthetic.Scene, rng: np.random.Generator, n: int = 
     return captions
 
 
+def video_rngs(seed: int, index: int) -> tuple[np.random.Generator, ...]:
+    """The scene, caption and gaze generators of video `index` of a world seeded `seed`: each its own, so one video
+    can be drawn again without the others."""
+    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(3))
+
+
+def video_scene(meta: dict, video_id: str) -> synthetic.Scene:
+    """The scene `write_msrvtt` drew for `video_id`, drawn again from the seed in its `synthetic_meta.json` (`meta`);
+    a UserError when the meta does not list the video or records another actor (written by another generator)."""
+    record = meta["videos"].get(video_id)
+    index = re.fullmatch(r"video(\d+)", video_id)
+    if record is None or index is None:
+        raise UserError(f"video {video_id!r} is not one of the synthetic world's videos in its {synthetic.META_NAME}")
+    height, width = meta["size"]
+    scene = synthetic.sample_scene(video_rngs(meta["seed"], int(index[1]))[0], height, width, meta["n_frames"],
+                                   world=meta.get("world", "v1"))
+    if [scene.shape, scene.colour, scene.size, scene.motion] != [record[k] for k in ("shape", "colour", "size", "motion")]:
+        raise UserError(f"video {video_id!r}: its {synthetic.META_NAME} records another actor than this generator "
+                        f"draws from the same seed; generate the data again with `vidcap synth`")
+    return scene
+
+
 def write_msrvtt(out: str | Path, n: int = 50, seed: int = 0, size: tuple[int, int] = (120, 160),
                  n_frames: int = 32, fps: float = 8, splits: tuple[float, float, float] = (0.7, 0.1, 0.2),
                  n_captions: int = 20, saliency_every: int = 4, progress: bool = True, world: str = "v2") -> dict:
@@ -129,8 +151,7 @@ def write_msrvtt(out: str | Path, n: int = 50, seed: int = 0, size: tuple[int, i
     split_of = np.repeat(np.arange(len(SPLITS)), counts)
     videos, sentences, video_meta, frame_meta = [], [], {}, {}
     for index in tqdm(range(n), desc="vidcap synth", unit="video", disable=not progress):
-        scene_rng, caption_rng, gaze_rng = (
-            np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(3))
+        scene_rng, caption_rng, gaze_rng = video_rngs(seed, index)
         scene = synthetic.sample_scene(scene_rng, height, width, n_frames, world=world)
         split = SPLITS[split_of[index]]
         video_id = f"video{index}"

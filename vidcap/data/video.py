@@ -8,6 +8,9 @@ names the file.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -47,6 +50,20 @@ class VideoFrames:
     frames: np.ndarray  # (N, H, W, 3) uint8 RGB at the configured size
     indices: np.ndarray  # (N,) int64 frame indices in the video, sorted
     times: np.ndarray  # (N,) float64 presentation times of those frames, seconds
+
+
+@dataclass(frozen=True)
+class ClipOrigin:
+    """Which video and frames a sampled clip shows, and the sampler that resized them."""
+
+    path: Path
+    indices: np.ndarray  # (N,) int64 frame indices in the video
+    sampler: FrameSamplerConfig
+
+
+ORIGINS_KEPT = 1024  # clips `clip_origin` still knows: decoding runs at most a few dozen videos ahead of their use
+_origins: OrderedDict[str, ClipOrigin] = OrderedDict()
+_origins_lock = threading.Lock()  # clips are read in a decoding thread and looked up in the main one
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,7 +131,8 @@ def read_frames(path: str | Path, config: FrameSamplerConfig | None = None, *, n
 
 
 def read_clip(path: str | Path, config: FrameSamplerConfig | None = None, *, num_threads: int = 0) -> VideoFrames:
-    """`read_frames` plus the indices and times of the frames; `num_threads=0` lets decord choose."""
+    """`read_frames` plus the indices and times of the frames; `num_threads=0` lets decord choose. The clip's origin
+    is remembered for `clip_origin`."""
     config = config or FrameSamplerConfig()
     reader = open_frames(path, lambda shape: _decode_size(shape, config), num_threads=num_threads)
     timestamps = reader.timestamps()  # (N, 2) [start, end] seconds; None where ffmpeg decodes
@@ -125,7 +143,33 @@ def read_clip(path: str | Path, config: FrameSamplerConfig | None = None, *, num
         times = timestamps[indices, 0].astype(np.float64)
     else:
         times = indices / max(reader.fps, 1e-9)
-    return VideoFrames(frames=resize_frames(frames, config.size, config.resize), indices=indices, times=times)
+    frames = resize_frames(frames, config.size, config.resize)
+    _remember_origin(frames, ClipOrigin(Path(path), indices, config))
+    return VideoFrames(frames=frames, indices=indices, times=times)
+
+
+def _clip_key(frames: np.ndarray) -> str:
+    """Digest of a clip's pixels and shape: what names it in the origin registry."""
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    return f"{frames.shape}:{hashlib.blake2b(frames.data, digest_size=16).hexdigest()}"
+
+
+def _remember_origin(frames: np.ndarray, origin: ClipOrigin) -> None:
+    """Record where the clip `read_clip` returns came from, keeping only the latest `ORIGINS_KEPT` clips."""
+    key = _clip_key(frames)
+    with _origins_lock:
+        _origins[key] = origin
+        _origins.move_to_end(key)
+        while len(_origins) > ORIGINS_KEPT:
+            _origins.popitem(last=False)
+
+
+def clip_origin(frames: np.ndarray) -> ClipOrigin | None:
+    """The origin of sampled frames `[N,H,W,3]` (uint8) that `read_clip` or `read_frames` returned lately, or None:
+    how a saliency source that needs to know the video (the world's own maps) finds it from the frames alone."""
+    key = _clip_key(frames)
+    with _origins_lock:
+        return _origins.get(key)
 
 
 def _resized_shape(shape: tuple[int, int], size: tuple[int, int], resize: str) -> tuple[int, int]:
@@ -148,11 +192,26 @@ def _decode_size(shape: tuple[int, int], config: FrameSamplerConfig) -> tuple[in
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int], resize: str = "center_crop") -> np.ndarray:
     """(N, h, w, 3) uint8 → (N, H, W, 3) uint8, antialiased; center_crop keeps the aspect ratio."""
-    out_h, out_w = size
-    target_h, target_w = _resized_shape(frames.shape[1:3], size, resize)
-    if (target_h, target_w) != frames.shape[1:3]:
+    target = _resized_shape(frames.shape[1:3], size, resize)
+    if target != frames.shape[1:3]:
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (N, 3, h, w)
-        x = F.interpolate(x, size=(target_h, target_w), mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(x, size=target, mode="bilinear", antialias=True, align_corners=False)
         frames = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    top, left = (target_h - out_h) // 2, (target_w - out_w) // 2
-    return np.ascontiguousarray(frames[:, top:top + out_h, left:left + out_w])
+    return np.ascontiguousarray(_centre_crop(frames, target, size, axes=(1, 2)))
+
+
+def resize_maps(maps: torch.Tensor, size: tuple[int, int], resize: str = "center_crop") -> torch.Tensor:
+    """Maps `[N,1,h,w]` (float, of whole video frames) → `[N,1,H,W]` through the geometry `resize_frames` gives
+    the frames, so each map covers what its sampled frame shows."""
+    target = _resized_shape(maps.shape[-2:], size, resize)
+    if target != tuple(maps.shape[-2:]):
+        maps = F.interpolate(maps, size=target, mode="bilinear", antialias=True, align_corners=False)
+    return _centre_crop(maps, target, size, axes=(2, 3))
+
+
+def _centre_crop(array, shape: tuple[int, int], size: tuple[int, int], axes: tuple[int, int]):
+    """The central `size` (H, W) of an array whose `axes` have lengths `shape`."""
+    top, left = (shape[0] - size[0]) // 2, (shape[1] - size[1]) // 2
+    index = [slice(None)] * array.ndim
+    index[axes[0]], index[axes[1]] = slice(top, top + size[0]), slice(left, left + size[1])
+    return array[tuple(index)]

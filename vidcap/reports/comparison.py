@@ -1,10 +1,12 @@
 """`vidcap compare RUN...`: evaluated runs side by side (e.g. saliency none / teacher / student) with the
-differences to the first, as report.md, self-contained report.html, a bar chart PNG and compare.json."""
+differences to the first, as report.md, self-contained report.html, a bar chart PNG and compare.json. On
+synthetic data each run's grounded share (`vidcap.grounding`) sits beside its caption metrics."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import atomic_write_json, require_writable
@@ -32,6 +34,11 @@ class EvaluatedRun:
         return self.config.captioner.saliency.source
 
     @property
+    def grounded(self) -> float | None:
+        """Share of videos whose caption names the actor right (None unless evaluated on synthetic data)."""
+        return self.metrics.get("grounding", {}).get("grounded")
+
+    @property
     def sec_per_video(self) -> float | None:
         stages = stage_seconds(self.metrics.get("sec_per_video", {}))
         return stages[-1][1] if stages else None
@@ -56,18 +63,36 @@ def _percent_change(new: float, old: float) -> str:
     return f"{100 * (new - old) / old:+.0f}%" if old > 0 else "n/a"
 
 
+def _grounded_cell(share: float | None) -> str:
+    """A grounded share ×100 for a table, "n/a" for a run evaluated on data without a synthetic world."""
+    return "n/a" if share is None else f"{100 * share:.1f}"
+
+
+def _grounded_delta(run: EvaluatedRun, first: EvaluatedRun) -> str:
+    """Difference of grounded shares ×100 to the first run, "n/a" unless both have one."""
+    if run.grounded is None or first.grounded is None:
+        return "n/a"
+    return f"{100 * (run.grounded - first.grounded):+.1f}"
+
+
 def comparison_blocks(runs: list[EvaluatedRun], references: dict[str, list[str]]) -> list[Block]:
     """Metric table, differences to the first run, time per stage, bar chart and captions side by side."""
     first = runs[0]
     labels = [METRIC_LABELS[key] for key in METRIC_KEYS]
     timed = all(run.sec_per_video is not None for run in runs)
     time_header = ["s/video"] if timed else []
+    grounded = any(run.grounded is not None for run in runs)
+    grounded_header = ["grounded"] if grounded else []
+    note = (" Grounded: % of videos whose caption names the actor's shape and motion right and nothing wrong."
+            if grounded else "")
     blocks: list[Block] = [
         Paragraph(f"{len(runs)} runs evaluated on split '{first.metrics['split']}' ({first.metrics['videos']} videos "
-                  f"of {first.metrics['data']}). Scores ×100, as papers print them; differences are to {first.name}."),
+                  f"of {first.metrics['data']}). Scores ×100, as papers print them; differences are to {first.name}."
+                  + note),
         Heading("Caption metrics (×100)"),
-        Table(["run", "saliency", *labels, *time_header],
+        Table(["run", "saliency", *labels, *grounded_header, *time_header],
               [[run.name, run.saliency, *metric_row(run.metrics["metrics"]),
+                *([_grounded_cell(run.grounded)] if grounded else []),
                 *([f"{run.sec_per_video:.3f}"] if timed else [])] for run in runs], numeric_from=2),
     ]
     if len(runs) > 1:
@@ -75,8 +100,9 @@ def comparison_blocks(runs: list[EvaluatedRun], references: dict[str, list[str]]
         for run in runs[1:]:
             deltas = [f"{100 * (run.metrics['metrics'][key] - first.metrics['metrics'][key]):+.2f}" for key in METRIC_KEYS]
             rows.append([f"{run.name} − {first.name}", *deltas,
+                         *([_grounded_delta(run, first)] if grounded else []),
                          *([_percent_change(run.sec_per_video, first.sec_per_video)] if timed else [])])
-        blocks += [Heading(f"Differences to {first.name}"), Table(["runs", *labels, *time_header], rows)]
+        blocks += [Heading(f"Differences to {first.name}"), Table(["runs", *labels, *grounded_header, *time_header], rows)]
     if timed:
         stages = [stage for stage in STAGES if any(stage in run.metrics["sec_per_video"] for run in runs)]
         blocks += [Heading("Seconds per video by stage"),
@@ -97,8 +123,9 @@ def comparison_blocks(runs: list[EvaluatedRun], references: dict[str, list[str]]
 
 
 def compare_runs(paths: list[str | Path], split: str = "test", out: str | Path | None = None,
-                 names: list[str] | None = None, stem: str = "report") -> tuple[Path, Path]:
-    """Write the comparison of `paths` (each already evaluated on `split`) into `out`; returns (md, html)."""
+                 names: list[str] | None = None, stem: str = "report", extra: Sequence[Block] = ()) -> tuple[Path, Path]:
+    """Write the comparison of `paths` (each already evaluated on `split`) into `out`, `extra` blocks last;
+    returns (md, html)."""
     if names and len(names) != len(paths):
         raise UserError(f"--names gives {len(names)} names for {len(paths)} runs")
     out = Path(out) if out else Path(paths[0]).resolve().parent / "compare"
@@ -114,6 +141,7 @@ def compare_runs(paths: list[str | Path], split: str = "test", out: str | Path |
     atomic_write_json(out / "compare.json", {
         "split": split, "data": runs[0].metrics["data"],
         "runs": [{"name": run.name, "path": str(run.path), "saliency": run.saliency, "metrics": run.metrics["metrics"],
-                  "sec_per_video": run.metrics.get("sec_per_video", {})} for run in runs]})
-    return write_report(out, f"Caption comparison: {', '.join(run.name for run in runs)}", comparison_blocks(runs, references),
+                  "sec_per_video": run.metrics.get("sec_per_video", {}),
+                  **({"grounding": run.metrics["grounding"]} if "grounding" in run.metrics else {})} for run in runs]})
+    return write_report(out, f"Caption comparison: {', '.join(run.name for run in runs)}", [*comparison_blocks(runs, references), *extra],
                         stem)

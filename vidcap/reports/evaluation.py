@@ -1,6 +1,7 @@
 """The report of one evaluation (`RUN/eval/<split>/report.md` and self-contained `report.html`): the metric
-table ×100 as papers print it, seconds per video by stage, and for a sample of videos a thumbnail strip with
-the saliency overlay, the generated caption and the references."""
+table ×100 as papers print it, seconds per video by stage, on synthetic data the grounding table (what the
+captions say about the actor), and for a sample of videos a thumbnail strip with the saliency overlay, the
+generated caption (and what it got right about the actor) and the references."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,6 +17,7 @@ from saliency.infra.rundir import CURVES
 from vidcap.captioner import CaptionerConfig, VisualFrontEnd
 from vidcap.reports.document import Block, BulletList, Figure, Heading, Paragraph, Table, write_report
 from vidcap.evaluate import METRIC_KEYS
+from vidcap.grounding import ATTRIBUTES, OUTCOMES, describe_actor
 from vidcap.reports.overlay import saliency_overlays
 from vidcap.data.video import read_frames
 
@@ -60,6 +62,23 @@ def sample_ids(video_ids: list[str], count: int = SAMPLE_VIDEOS) -> list[str]:
     return [video_ids[round(i)] for i in np.linspace(0, len(video_ids) - 1, count)]
 
 
+def grounding_blocks(grounding: dict) -> list[Block]:
+    """The grounding section: per attribute the share of captions naming it right, wrong or not at all."""
+    return [Heading("Grounding against the actor (% of videos)"),
+            Paragraph(f"{100 * grounding['grounded']:.1f}% of {grounding['videos']} videos grounded: the caption names "
+                      "the actor's shape and motion right and no attribute wrong. Right: names the true value and no "
+                      "other; wrong: names another value; none: names no value of that attribute."),
+            Table(["attribute", *OUTCOMES],
+                  [[attribute, *[f"{100 * grounding[attribute][kind]:.1f}" for kind in OUTCOMES]]
+                   for attribute in ATTRIBUTES])]
+
+
+def grounding_line(actor: dict, result: dict) -> str:
+    """One video's verdict in a sentence: the actor, each attribute's outcome, grounded or not."""
+    verdicts = ", ".join(f"{attribute} {result[attribute]}" for attribute in ATTRIBUTES)
+    return f"Actor: {describe_actor(actor)}; {verdicts}: {'grounded' if result['grounded'] else 'not grounded'}."
+
+
 def _curves_figure(run_dir: Path) -> Figure | None:
     """The training curves the trainer keeps in the run directory (loss, validation CIDEr), if it has them."""
     path = run_dir / CURVES
@@ -70,7 +89,8 @@ def _curves_figure(run_dir: Path) -> Figure | None:
 
 def report_blocks(run_dir: Path, config: CaptionerConfig, metrics: dict, samples: list[dict],
                   worst: list[dict] | None = None) -> list[Block]:
-    """Everything the report says, in order. `samples`: dicts with video_id, caption, references, strip (JPEG)."""
+    """Everything the report says, in order. `samples`: dicts with video_id, caption, references, strip (JPEG)
+    and, on synthetic data, grounding (a `grounding_line`)."""
     saliency = config.saliency
     source = "none" if saliency.source == "none" else f"{saliency.source} ({saliency.run})"
     blocks: list[Block] = [
@@ -85,6 +105,8 @@ def report_blocks(run_dir: Path, config: CaptionerConfig, metrics: dict, samples
         blocks += [Heading("Time per video"),
                    Table(["stage", "seconds", "share"],
                          [[stage, f"{seconds:.4f}", f"{100 * seconds / stages[-1][1]:.0f}%"] for stage, seconds in stages])]
+    if "grounding" in metrics:
+        blocks += grounding_blocks(metrics["grounding"])
     if metrics.get("skipped"):
         blocks += [Heading("Skipped videos"),
                    BulletList([f"{entry['video_id']}: {entry['reason']}" for entry in metrics["skipped"]])]
@@ -96,12 +118,15 @@ def report_blocks(run_dir: Path, config: CaptionerConfig, metrics: dict, samples
                        Figure(f"thumbs/{sample['video_id']}.jpg", sample["strip"],
                               f"{STRIP_FRAMES} frames {overlay}evenly spaced in time"),
                        Paragraph(f"Generated: {sample['caption']}"),
+                       *([Paragraph(sample["grounding"])] if "grounding" in sample else []),
                        BulletList([f"reference: {text}" for text in sample["references"]])]
     if worst:
+        grounded = ["grounded"] if all("grounding" in row for row in worst) else []
         blocks += [Heading("Worst captions by CIDEr"),
-                   Table(["video", "caption", "CIDEr", "BLEU-4", "METEOR"],
+                   Table(["video", "caption", "CIDEr", "BLEU-4", "METEOR", *grounded],
                          [[row["video_id"], row["caption"], f"{100 * row['CIDEr']:.1f}", f"{100 * row['Bleu_4']:.1f}",
-                           f"{100 * row['METEOR']:.1f}"] for row in worst], numeric_from=2)]
+                           f"{100 * row['METEOR']:.1f}", *(["yes" if row["grounding"]["grounded"] else "no"] if grounded else [])]
+                          for row in worst], numeric_from=2)]
     curves = _curves_figure(run_dir)
     if curves is not None:
         blocks += [Heading("Training"), curves]
@@ -110,9 +135,11 @@ def report_blocks(run_dir: Path, config: CaptionerConfig, metrics: dict, samples
 
 def write_eval_report(out: str | Path, run_dir: str | Path, config: CaptionerConfig, metrics: dict,
                       captions: dict[str, str], items: list, front: VisualFrontEnd | None,
-                      worst: list[dict] | None = None, max_references: int = 5) -> tuple[Path, Path]:
+                      worst: list[dict] | None = None, max_references: int = 5, grounding: dict[str, dict] | None = None,
+                      actors: dict[str, dict] | None = None) -> tuple[Path, Path]:
     """Render and write `OUT/report.{md,html}` for an evaluation of run `run_dir`'s captions or, as `metrics`
-    says, of a predictions file's; a sample video that cannot be read is left out."""
+    says, of a predictions file's; a sample video that cannot be read is left out. `grounding`: each video's
+    `vidcap.grounding.ground_caption` result against its actor in `actors`, on synthetic data."""
     by_id = {item.video_id: item for item in items if item.video_id in captions}
     samples = []
     for video_id in sample_ids(list(by_id)):
@@ -123,6 +150,8 @@ def write_eval_report(out: str | Path, run_dir: str | Path, config: CaptionerCon
             continue
         samples.append({"video_id": video_id, "caption": captions[video_id], "strip": strip,
                         "references": by_id[video_id].captions[:max_references]})
+        if grounding and video_id in grounding:
+            samples[-1]["grounding"] = grounding_line(actors[video_id], grounding[video_id])
     run_dir = Path(run_dir)
     scored = run_dir.resolve().name if metrics["source"] == "model" else Path(metrics["source"]).name
     title = f"Caption evaluation: {scored}, split {metrics['split']}"
