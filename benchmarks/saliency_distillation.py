@@ -51,6 +51,14 @@ ARMS = {  # name → (distillation preset or None, labels: "few" | "all", steps 
     "all-labels": (None, "all", 1),
     "no-kd-3x": (None, "few", 3),
 }
+STATISTIC_TERMS = ("attention", "channel_mean", "channel_variance", "gram", "position_similarity", "batch_similarity")
+SWEEP = {  # variants of the statistics preset, trained at seed 0 and compared on the validation split only
+    "statistics": {},
+    "statistics-x0.3": {"scale": 0.3},
+    "statistics-x3": {"scale": 3.0},
+    "output-x3": {"output": 3.0},
+    "covariance": {"second_order": "covariance"},
+}
 COLUMNS = ["CC", "KLD", "NSS", "SIM"]
 SPLITS = (0.7, 0.1, 0.2)  # train (labelled budget + the pool), validation (epoch selection), held-out test
 
@@ -84,6 +92,34 @@ def arm_overrides(name: str, common: list[str], seed: int, labels: int, n_train:
     epochs = max(1, round(budget / seen_per_epoch))
     overrides = common + [f"seed={seed}", "model.name=student", f"optim.epochs={epochs}", f"optim.lr={args.student_lr}"]
     return overrides + ([f"data.limit={labels}"] if label_set == "few" else [])
+
+
+def sweep_config(variant: dict) -> DistillConfig:
+    """The statistics preset with a sweep variant applied: `scale` multiplies every statistic's weight."""
+    config = DistillConfig.preset("statistics")
+    for term in STATISTIC_TERMS:
+        setattr(config, term, getattr(config, term) * variant.get("scale", 1.0))
+    for key, value in variant.items():
+        if key != "scale":
+            setattr(config, key, value)
+    return config
+
+
+def sweep(args, common: list[str], data: Path, teacher_dir: Path, n_train: int, size: tuple[int, int]) -> dict:
+    """Validation CC of each SWEEP variant (seed 0, its own run under OUT/sweep/); the best one is the preset to
+    commit. The test split is not read here."""
+    validation = open_dataset(data, split="val")
+    rows = {}
+    for name, variant in SWEEP.items():
+        config = run_config(arm_overrides("statistics", common, 0, args.labels, n_train, n_train, args))
+        config.teacher, config.data.unlabeled = str(teacher_dir), str(data / "images" / "train")
+        config.distill = sweep_config(variant)
+        run_dir = Path(args.out) / ("seed0/statistics" if not variant else f"sweep/{name}")  # the arm's own run
+        continue_training(SaliencyTrainer, config, run_dir)
+        means, _ = score(load(run_dir), validation, size)
+        rows[name] = {"variant": variant, "val_CC": means["CC"]}
+    return {"validation_images": len(validation), "variants": rows,
+            "chosen": max(rows, key=lambda name: rows[name]["val_CC"])}
 
 
 def summarise(rows: dict[int, dict[str, dict]]) -> dict[str, dict]:
@@ -121,6 +157,11 @@ def print_tables(results: dict) -> None:
             shown = f"{gain['diff']:+.4f} [{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}]" if gain else ""
             gap = f"{row['gap_closed']:.0%}" if gain else ""
             print(f"{name:<14}" + "".join(f"{row[c]:>9.4f}" for c in COLUMNS) + f"{row['epochs']:>8}{shown:>30}{gap:>8}")
+    if "sweep" in results:
+        print(f"\n## weight sweep, seed 0, validation split ({results['sweep']['validation_images']} images)")
+        for name, row in results["sweep"]["variants"].items():
+            print(f"{name:<18}{row['val_CC']:>9.4f}  {row['variant']}")
+        print(f"chosen: {results['sweep']['chosen']}")
     print("\n## mean over the seeds each arm finished")
     print(f"{'arm':<14}{'seeds':>6}{'CC':>9}{'CC std':>9}{'gain':>9}{'gap':>8}{'seeds CI>0':>12}")
     for name, row in results["summary"].items():
@@ -144,6 +185,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the teacher")
     parser.add_argument("--student-seeds", default="0,1,2")
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset (no-kd is always trained)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="first train the statistics-weight variants at seed 0 and compare them on the "
+                             "validation split (the chosen one should be the committed preset)")
     parser.add_argument("--out", default="runs/bench-distill-v2")
     parser.add_argument("--json", default="runs/bench/saliency_distillation.json",
                         help="where the results go (default %(default)s; the committed reference is "
@@ -186,6 +230,11 @@ def main() -> None:
                "student_params": student_params,
                "student_size_reduction": 1 - student_params / count_parameters(teacher_model),
                "students": {}}
+    if args.sweep:
+        results["sweep"] = sweep(args, common, data, teacher_dir, n_train, size)
+        atomic_write_json(args.json, results)
+    elif Path(args.json).is_file() and "sweep" in (earlier := json.loads(Path(args.json).read_text())):
+        results["sweep"] = earlier["sweep"]  # a later run without --sweep keeps the committed sweep
     for seed in (int(s) for s in args.student_seeds.split(",")):
         rows, per_image = {}, {}
         for name in arms:

@@ -1,14 +1,18 @@
 """`vidcap demo`: the whole job on the built-in synthetic world, from nothing to a comparison report.
 
-world → teacher → distilled student and undistilled student → captioners with saliency none / teacher /
-student (same data, budget and seed) → evaluation of all three on the held-out split → `report.html` →
-one held-out video captioned. Every stage notices finished work and skips it, and continues an
+world → pretraining (the teacher's backbone learns the world's objects: the stand-in for ImageNet) → teacher
+(all labels) → student distilled with few labels and the unlabelled frames, and the same student without the
+teacher (same labels, steps and initial weights) → captioners with saliency none / teacher / student (same
+data, budget and seed) → evaluation of all three on the held-out split → `report.html` (captions, and the
+saliency models' scores and maps) → one held-out video captioned. Every stage notices finished work and skips it, and continues an
 interrupted training run from its last checkpoint, so the demo can be stopped and started again.
 """
 from __future__ import annotations
 
 import copy
 import logging
+import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +21,9 @@ from typing import Callable
 from saliency import open_dataset
 from saliency.infra.config import require
 from saliency.infra.errors import UserError
+from saliency.baselines import baseline_scores
+from saliency.infra.stats import paired_bootstrap
+from saliency.pretrain import FAMILIES, PretrainConfig, Pretrainer
 from saliency.synthetic import WORLDS
 from saliency import ALL_METRICS, evaluate_model
 from saliency import load as load_saliency_model
@@ -26,6 +33,7 @@ from saliency.infra.training import continue_training
 from vidcap.reports.comparison import compare_runs, load_evaluated_run
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.reports.evaluation import METRIC_LABELS
+from vidcap.reports.saliency_maps import maps_figure, saliency_blocks
 from vidcap.split_evaluation import evaluate_split
 from vidcap.data.synthetic import write_msrvtt
 from vidcap.run import VidcapRunConfig, load_run
@@ -35,7 +43,9 @@ from vidcap.train import CaptionTrainer
 log = logging.getLogger(__name__)
 
 SALIENCY_SOURCES = ("none", "teacher", "student")
-STAGES = ("world", "teacher", "student", "student-no-kd", "captioners", "evaluate", "report")
+STAGES = ("world", "pretrain", "teacher", "student", "student-no-kd", "captioners", "evaluate", "report")
+SALIENCY_RUNS = {"teacher": "teacher", "student": "student", "student_no_kd": "student-no-kd"}  # summary key → run
+BASELINES = ("heuristic", "centre", "oracle")
 
 
 @dataclass
@@ -57,8 +67,11 @@ class DemoConfig:
     """Every choice the demo makes; `configs/demo.yaml` holds the defaults a newcomer runs."""
     out: str = "runs/demo"
     world: WorldConfig = field(default_factory=WorldConfig)
-    teacher: SaliencyRunConfig = field(default_factory=SaliencyRunConfig)
+    # the teacher's backbone (family, world and size set by the demo); its run is the teacher's `pretrained`
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    teacher: SaliencyRunConfig = field(default_factory=SaliencyRunConfig)  # every training label
     student: SaliencyRunConfig = field(default_factory=SaliencyRunConfig)  # distilled from the teacher
+    labels: int = 200  # labelled training frames of both students; the distilled one also sees the rest unlabelled
     captioning: VidcapRunConfig = field(default_factory=VidcapRunConfig)  # shared by all three; saliency set per run
     weighting: str = "residual"  # encoder.weighting of the captioners that use saliency
     eval_split: str = "test"
@@ -75,6 +88,7 @@ class Demo:
         self.out = Path(config.out)
         self.data = self.out / "data"
         self.seconds: dict[str, float] = {}
+        self._saliency: dict | None = None
 
     def run_dir(self, name: str) -> Path:
         return self.out / name
@@ -110,13 +124,37 @@ class Demo:
         write_msrvtt(self.data, n=world.videos, seed=world.seed, size=tuple(world.size), n_frames=world.frames,
                      fps=world.fps, progress=self.progress, world=world.version)
 
+    def teacher_family(self) -> str:
+        """The backbone family of the configured teacher (`teacher-<family>`), which pretraining must match."""
+        family = self.config.teacher.model.name.removeprefix("teacher-")
+        if family not in FAMILIES:
+            raise UserError(f"teacher.model.name {self.config.teacher.model.name!r}: the demo pretrains a teacher "
+                            f"backbone, so it needs one of {', '.join('teacher-' + f for f in FAMILIES)}")
+        return family
+
+    def pretrain(self) -> None:
+        config = copy.deepcopy(self.config.pretrain)
+        config.family, config.world = self.teacher_family(), self.config.world.version
+        config.size = tuple(32 * math.ceil(side / 32) for side in self.config.world.size)  # the backbones' stride
+        continue_training(Pretrainer, config, self.run_dir("pretrain"), self.progress)
+
     def teacher(self) -> None:
         config = self.saliency_config(self.config.teacher)
+        config.model.options = {**config.model.options, "pretrained": str(self.run_dir("pretrain"))}
         continue_training(SaliencyTrainer, config, self.run_dir("teacher"), self.progress)
 
     def student(self, distilled: bool) -> None:
+        """The student on `labels` labelled frames: distilled with every training frame as the unlabelled pool, or
+        without the teacher for as many optimiser steps (more epochs over the labels alone)."""
         config = self.saliency_config(self.config.student)
-        config.teacher = str(self.run_dir("teacher")) if distilled else None
+        config.data.limit = self.config.labels
+        frames = len(open_dataset(self.data / "saliency", split="train"))
+        labels = min(self.config.labels, frames)
+        if distilled:
+            config.teacher, config.data.unlabeled = str(self.run_dir("teacher")), str(self.data / "saliency/images/train")
+        else:
+            config.teacher = None
+            config.optim.epochs = max(1, round(config.optim.epochs * (labels + frames) / labels))
         name = "student" if distilled else "student-no-kd"
         continue_training(SaliencyTrainer, config, self.run_dir(name), self.progress)
 
@@ -133,19 +171,30 @@ class Demo:
             log.info("captioner-%s: %s", source, scores)
 
     def report(self) -> None:
+        reader = open_dataset(self.data / "saliency", split="test")
+        models = {key: load_saliency_model(self.run_dir(name)) for key, name in SALIENCY_RUNS.items()}
+        figure = maps_figure(models, reader, reader.names, tuple(self.config.world.size))
         compare_runs([self.run_dir(f"captioner-{s}") for s in SALIENCY_SOURCES], self.config.eval_split, self.out,
-                     names=list(SALIENCY_SOURCES))
+                     names=list(SALIENCY_SOURCES), extra=saliency_blocks(self.saliency_scores(), figure, len(reader)))
         log.info("%s", self.out / "report.html")
 
-    def saliency_scores(self) -> dict[str, dict[str, float]]:
-        """All seven saliency metrics of teacher, student and undistilled student on the held-out frames."""
-        reader = open_dataset(self.data / "saliency", split="test")
-        scores = {}
-        for key, name in (("teacher", "teacher"), ("student", "student"), ("student_no_kd", "student-no-kd")):
-            model = load_saliency_model(self.run_dir(name))
-            scores[key] = evaluate_model(model, reader, tuple(self.config.world.size), metrics=ALL_METRICS,
-                                         progress=False)
-        return scores
+    def saliency_scores(self) -> dict:
+        """All seven saliency metrics of teacher, student and undistilled student on the held-out frames, the
+        distillation gain in CC with its paired bootstrap interval, and the world's baselines (CC)."""
+        if self._saliency is None:
+            reader = open_dataset(self.data / "saliency", split="test")
+            scores, per_image = {}, {}
+            for key, name in SALIENCY_RUNS.items():
+                per_image[key] = {}
+                scores[key] = evaluate_model(load_saliency_model(self.run_dir(name)), reader,
+                                             tuple(self.config.world.size), metrics=ALL_METRICS, progress=False,
+                                             per_image=per_image[key])
+            gain = paired_bootstrap(per_image["student"]["CC"], per_image["student_no_kd"]["CC"])
+            scores["kd_gain"] = {"CC": gain["diff"], "ci95": gain["ci95"]}
+            baselines = baseline_scores(self.data / "saliency", "test")
+            scores["baselines"] = {name: statistics.mean(baselines[name]) for name in BASELINES}
+            self._saliency = scores
+        return self._saliency
 
     def caption_one(self) -> tuple[str, str]:
         """(path, caption) of the first held-out video, by the student-weighted captioner."""
@@ -156,6 +205,7 @@ class Demo:
     def run(self) -> dict:
         started = time.perf_counter()
         self.stage("world", self.world)
+        self.stage("pretrain", self.pretrain)
         self.stage("teacher", self.teacher)
         self.stage("student", lambda: self.student(distilled=True))
         self.stage("student-no-kd", lambda: self.student(distilled=False))
@@ -189,10 +239,15 @@ def format_summary(summary: dict) -> str:
     for source, row in summary["captioners"].items():
         lines.append(f"{source:<12}{100 * row['Bleu_4']:8.1f}{100 * row['METEOR']:8.1f}{100 * row['ROUGE_L']:9.1f}"
                      f"{100 * row['CIDEr']:8.1f}{row['sec_per_video']:9.3f}")
-    names = list(next(iter(summary["saliency"].values())))
+    saliency = summary["saliency"]
+    names = list(saliency["teacher"])
     lines += ["", f"{'saliency':<14}" + "".join(f"{name:>10}" for name in names)]
-    for model, scores in summary["saliency"].items():
-        lines.append(f"{model:<14}" + "".join(f"{scores[name]:10.4f}" for name in names))
+    for model in SALIENCY_RUNS:
+        lines.append(f"{model:<14}" + "".join(f"{saliency[model][name]:10.4f}" for name in names))
+    gain = saliency["kd_gain"]
+    lines += ["", f"distillation gain (student - student_no_kd): CC {gain['CC']:+.4f} "
+                  f"[95% CI {gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}]",
+              "baselines (CC): " + "  ".join(f"{name} {value:.3f}" for name, value in saliency["baselines"].items())]
     if "example" in summary:
         lines += ["", f"{summary['example']['video']}: {summary['example']['caption']}"]
     return "\n".join(lines)

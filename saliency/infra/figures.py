@@ -1,4 +1,4 @@
-"""PNG figures for run directories and reports: training curves and metric bar charts.
+"""PNG figures for run directories and reports: training curves, metric bar charts and picture grids.
 
 Uses matplotlib's object API with the Agg canvas (no pyplot state, no display needed)."""
 from __future__ import annotations
@@ -52,4 +52,21 @@ def metric_bars_png(runs: list[str], metrics: dict[str, list[float]], title: str
     axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     if title:
         axes.set_title(title)
+    return _png(figure)
+
+
+def image_grid_png(columns: list[str], rows: list[tuple[str, list[np.ndarray]]]) -> bytes:
+    """A grid of pictures: one row per item (its label, then one RGB image or 2-D map per column)."""
+    figure = Figure(figsize=(1.9 * len(columns), 1.5 * len(rows) + 0.3))
+    axes = figure.subplots(len(rows), len(columns), squeeze=False)
+    for r, (label, pictures) in enumerate(rows):
+        for c, picture in enumerate(pictures):
+            cell = axes[r][c]
+            cell.imshow(picture, cmap=None if picture.ndim == 3 else "inferno", interpolation="bilinear")
+            cell.set_xticks([])
+            cell.set_yticks([])
+            if r == 0:
+                cell.set_title(columns[c], fontsize=9)
+            if c == 0:
+                cell.set_ylabel(label, fontsize=7)
     return _png(figure)

@@ -9,6 +9,7 @@ from vidcap.cli import main
 pytestmark = pytest.mark.slow
 
 TINY = ["--set", "world.videos=20", "--set", "world.size=[48, 64]", "--set", "world.frames=8",
+        "--set", "pretrain.images_per_epoch=64", "--set", "pretrain.held_out=32", "--set", "labels=10",
         "--set", "teacher.optim.epochs=1", "--set", "student.optim.epochs=1",
         "--set", "captioning.optim.epochs=2", "--set", "captioning.captioner.sampler.n_frames=4",
         "--set", "captioning.captioner.sampler.size=[48, 64]", "--set", "captioning.captioner.num_beams=1"]
@@ -22,15 +23,38 @@ def demo(tmp_path_factory):
 
 
 def test_demo_leaves_the_run_directories_and_a_complete_summary(demo):
-    for name in ("teacher", "student", "student-no-kd", "captioner-none", "captioner-teacher", "captioner-student"):
+    for name in ("pretrain", "teacher", "student", "student-no-kd", "captioner-none", "captioner-teacher",
+                 "captioner-student"):
         assert (demo / name / "model.safetensors").is_file(), name
     summary = json.loads((demo / "summary.json").read_text())
     assert set(summary["captioners"]) == {"none", "teacher", "student"}
     for row in summary["captioners"].values():
         assert set(row) == {"Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "sec_per_video"} and row["sec_per_video"] > 0
-    assert set(summary["saliency"]) == {"teacher", "student", "student_no_kd"}
-    assert all(set(s) == {"CC", "KLD", "NSS", "SIM", "AUC_Judd", "AUC_Borji", "sAUC"} for s in summary["saliency"].values())
+    saliency = summary["saliency"]
+    assert set(saliency) == {"teacher", "student", "student_no_kd", "kd_gain", "baselines"}
+    assert all(set(saliency[k]) == {"CC", "KLD", "NSS", "SIM", "AUC_Judd", "AUC_Borji", "sAUC"}
+               for k in ("teacher", "student", "student_no_kd"))
+    gain = saliency["kd_gain"]
+    assert gain["CC"] == pytest.approx(saliency["student"]["CC"] - saliency["student_no_kd"]["CC"], abs=1e-9)
+    assert gain["ci95"][0] <= gain["CC"] <= gain["ci95"][1]
+    assert set(saliency["baselines"]) == {"heuristic", "centre", "oracle"}
+    assert saliency["baselines"]["oracle"] > 0.9 > saliency["baselines"]["centre"]
     assert summary["example"]["caption"].strip()
+
+
+def test_the_students_differ_only_in_the_teacher_and_the_pool(demo):
+    import yaml
+
+    distilled, alone = (yaml.safe_load((demo / name / "config.yaml").read_text()) for name in ("student", "student-no-kd"))
+    teacher = yaml.safe_load((demo / "teacher" / "config.yaml").read_text())
+    assert teacher["model"]["options"]["pretrained"] == str(demo / "pretrain") and teacher["data"]["limit"] is None
+    assert distilled["teacher"] == str(demo / "teacher") and distilled["data"]["unlabeled"].endswith("images/train")
+    assert distilled["data"]["limit"] == alone["data"]["limit"] == 10 and alone["teacher"] is None
+    frames = len(list((demo / "data/saliency/images/train").iterdir()))
+    assert alone["optim"]["epochs"] == round(distilled["optim"]["epochs"] * (10 + frames) / 10)  # same steps
+    for config in (distilled, alone):
+        config["teacher"] = config["data"]["unlabeled"] = config["optim"]["epochs"] = None
+    assert distilled == alone
 
 
 def test_the_captioners_differ_only_in_their_saliency(demo):
@@ -46,13 +70,15 @@ def test_the_captioners_differ_only_in_their_saliency(demo):
 def test_report_compares_the_three_captioners(demo):
     text = (demo / "report.md").read_text()
     assert "| none | none |" in text and "| teacher | teacher |" in text and "| student | student |" in text
+    assert "Saliency models on the held-out frames" in text and "Distillation gain" in text
+    assert (demo / "saliency_maps.png").stat().st_size > 1000 and "saliency_maps.png" in text
 
 
 def test_running_again_skips_finished_stages(demo, capsys):
     assert main(["demo", "--config", "configs/demo.yaml", "--set", f"out={demo}", *TINY, "--skip", "evaluate,report",
                  "--quiet"]) == 0
     out, err = capsys.readouterr()  # progress messages go to stderr, through logging
-    assert err.count("already trained, skipped") == 6 and "already generated, skipped" in err
+    assert err.count("already trained, skipped") == 7 and "already generated, skipped" in err
     assert "evaluate: skipped (--skip)" in err and "report: skipped (--skip)" in err
     assert out.strip().splitlines()[-1].endswith(f"wrote {demo / 'summary.json'}")  # no report was written
 
