@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -205,6 +206,21 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, remembering whether Ctrl-C stopped it: uvicorn re-raises the signal after its graceful
+    shutdown, but asyncio's runner can swallow it when the serving task has already finished."""
+
+    interrupted = False
+
+    def handle_exit(self, sig: int, frame) -> None:
+        self.interrupted = self.interrupted or sig == signal.SIGINT
+        super().handle_exit(sig, frame)
+
+
 def serve(app: FastAPI, sock: socket.socket, quiet: bool = False) -> None:
-    """Serve `app` on the bound socket until Ctrl-C; each request logged on stderr unless `quiet`."""
-    uvicorn.Server(uvicorn.Config(app, log_level="warning" if quiet else "info")).run(sockets=[sock])
+    """Serve `app` on the bound socket until Ctrl-C (then KeyboardInterrupt, as every command stops on it); each
+    request logged on stderr unless `quiet`."""
+    server = _Server(uvicorn.Config(app, log_level="warning" if quiet else "info"))
+    server.run(sockets=[sock])
+    if server.interrupted:
+        raise KeyboardInterrupt
