@@ -89,6 +89,10 @@ class SaliencyRunConfig:
     val_metrics: list[str] = field(default_factory=lambda: ["CC", "KLD", "NSS", "SIM", "AUC_Judd"])
     select_by: str = "CC"  # validation metric that picks model.safetensors
 
+    def inert_sections(self) -> tuple[str, ...]:
+        """Sections that do not affect this run: the distillation weights when there is no teacher."""
+        return () if self.teacher else ("distill",)
+
     def __post_init__(self) -> None:
         validate_run_basics(self)
         unknown = [name for name in self.val_metrics if name not in METRICS]

@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save as save_tensors_bytes
 
 from saliency.infra.config import dump_yaml, from_dict, read_yaml, to_dict
-from saliency.infra.errors import OutputError, UserError
+from saliency.infra.errors import ConfigError, OutputError, UserError
 
 if TYPE_CHECKING:
     from saliency.infra.distributed import World
@@ -235,6 +235,20 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise UserError(f"{path}: not a valid safetensors file ({error})") from None
 
 
+def settings_change(saved: dict, config: Any) -> str | None:
+    """The first difference between a run's saved config and `config` that changes what is trained: sections the
+    config calls inert (its `inert_sections()`, e.g. distillation weights of a run without a teacher) are left out,
+    so that a changed default there does not disown finished runs."""
+    inert = set(getattr(config, "inert_sections", lambda: ())())
+    given = to_dict(config)
+    try:  # read as the run is loaded: a key added to the config since the run was written takes its default
+        saved = to_dict(from_dict(type(config), saved))
+    except ConfigError:
+        pass  # a key the config no longer has: compared as written, so the difference is named
+    return first_difference({k: v for k, v in saved.items() if k not in inert},
+                            {k: v for k, v in given.items() if k not in inert})
+
+
 def first_difference(saved: Any, given: Any, key: str = "") -> str | None:
     """The first key where config `given` differs from `saved` (plain data), as `key: old → new`; None if equal."""
     if isinstance(saved, dict) and isinstance(given, dict):
@@ -378,7 +392,7 @@ class RunDir:
         if resume and not self.exists() and not self.has_train_state():
             raise UserError(f"{self.path}: nothing to resume (no config.yaml or train_state.safetensors)")
         if resume and self.exists():
-            change = first_difference(self.config_dict(), to_dict(config))
+            change = settings_change(self.config_dict(), config)
             if change:
                 raise UserError(f"{self.file(CONFIG)}: --resume continues the run as it was configured, but {change}; "
                                 "train the changed settings into another --out")

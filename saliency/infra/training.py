@@ -14,8 +14,10 @@ import torch
 
 from saliency.infra import distributed
 from saliency.infra.config import require, require_positive
+from saliency.infra.errors import UserError
 from saliency.infra.figures import training_curves_png
-from saliency.infra.rundir import CURVES, LOG, WEIGHTS, RunDir, atomic_write_bytes, atomic_write_text
+from saliency.infra.rundir import (CONFIG, CURVES, LOG, WEIGHTS, RunDir, atomic_write_bytes, atomic_write_text,
+                                   settings_change)
 
 TENSORBOARD = "tensorboard"  # folder of TensorBoard event files in a run directory
 
@@ -55,6 +57,10 @@ def continue_training(trainer_class, config, out: str | Path, progress: bool = T
     run's metrics."""
     run = RunDir(out)
     if run.completed_epochs() >= config.optim.epochs and run.file(WEIGHTS).is_file():
+        change = settings_change(run.config_dict(), config)
+        if change:  # a finished run of other settings must not stand in for this one
+            raise UserError(f"{run.file(CONFIG)}: a finished run of other settings ({change}); "
+                            "delete it or train these settings into another folder")
         log.info("%s: already trained, skipped", out)
         return run.load_metrics()
     with run.lock(distributed.current()):

@@ -115,3 +115,41 @@ def test_resume_with_changed_settings_is_refused_and_leaves_the_run_as_it_was(un
     assert err == (f"saliency: error: {out / 'config.yaml'}: --resume continues the run as it was configured, but "
                    f"optim.epochs: {EPOCHS} → {EPOCHS + 2}; train the changed settings into another --out")
     assert outputs(out) == before
+
+
+def test_continue_training_reuses_a_finished_run_only_when_its_settings_are_the_same(uninterrupted, tmp_path):
+    from saliency.infra.config import from_dict
+    from saliency.infra.errors import UserError
+    from saliency.infra.training import continue_training
+    from saliency.train import SaliencyRunConfig, SaliencyTrainer
+
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted, out)
+    before = outputs(out)
+    config = from_dict(SaliencyRunConfig, RunDir(out).config_dict())
+    assert continue_training(SaliencyTrainer, config, out, progress=False) == RunDir(out).load_metrics()
+    config.distill.output = 3.0  # a run without a teacher: its distillation weights change nothing
+    assert continue_training(SaliencyTrainer, config, out, progress=False) == RunDir(out).load_metrics()
+    config.loss.kld = 2.0
+    with pytest.raises(UserError, match=r"config.yaml: a finished run of other settings \(loss.kld: 1.0 → 2.0\)"):
+        continue_training(SaliencyTrainer, config, out, progress=False)
+    assert outputs(out) == before
+
+
+def test_a_run_written_before_a_config_key_existed_continues_with_that_keys_default(uninterrupted, tmp_path):
+    import yaml
+
+    from saliency.infra.config import from_dict
+    from saliency.infra.rundir import settings_change
+    from saliency.infra.training import continue_training
+    from saliency.train import SaliencyRunConfig, SaliencyTrainer
+
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted, out)
+    config = from_dict(SaliencyRunConfig, RunDir(out).config_dict())
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    del written["select_by"]  # as if config.yaml were written by code that had no such key yet
+    assert settings_change(written, config) is None
+    written["val_metrics"] = ["CC"]
+    assert settings_change(written, config) == "val_metrics: ['CC'] → ['CC', 'KLD']"
+    assert continue_training(SaliencyTrainer, config, out, progress=False) == RunDir(out).load_metrics()
