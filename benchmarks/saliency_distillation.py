@@ -52,12 +52,13 @@ ARMS = {  # name → (distillation preset or None, labels: "few" | "all", steps 
     "no-kd-3x": (None, "few", 3),
 }
 STATISTIC_TERMS = ("attention", "channel_mean", "channel_variance", "gram", "position_similarity", "batch_similarity")
-SWEEP = {  # variants of the statistics preset, trained at seed 0 and compared on the validation split only
+SWEEP = {  # variants of the statistics preset, trained at seed 0 and compared on the validation split only; the
+    # sweep ran when the preset's output weight was 1, and chose output 3 (now the preset): each variant is spelt out
     "statistics": {},
-    "statistics-x0.3": {"scale": 0.3},
-    "statistics-x3": {"scale": 3.0},
-    "output-x3": {"output": 3.0},
-    "covariance": {"second_order": "covariance"},
+    "output-1": {"output": 1.0},
+    "statistics-x0.3": {"scale": 0.3, "output": 1.0},
+    "statistics-x3": {"scale": 3.0, "output": 1.0},
+    "covariance": {"second_order": "covariance", "output": 1.0},
 }
 COLUMNS = ["CC", "KLD", "NSS", "SIM"]
 SPLITS = (0.7, 0.1, 0.2)  # train (labelled budget + the pool), validation (epoch selection), held-out test

@@ -220,7 +220,7 @@ class DistillConfig:
     gram: float = 1.0  # second order: Gram or covariance of adapted student features
     position_similarity: float = 10.0  # second order: cosines between positions (MSE of cosines: small)
     batch_similarity: float = 100.0  # second order: B×B similarity across the batch (MSE of cosines: tiny)
-    output: float = 1.0  # KL(teacher ‖ student) between output maps
+    output: float = 3.0  # KL(teacher ‖ student) between output maps (x3 won the validation sweep, BENCHMARKS.md)
     fitnets: float = 0.0  # FitNets raw feature hint (baseline)
     ground_truth: float = 1.0  # weight of the ground-truth SaliencyLoss in the training total
     second_order: Literal["gram", "covariance"] = "gram"
