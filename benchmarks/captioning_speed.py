@@ -11,10 +11,15 @@ int8 calibrated on frames of the synthetic clips); exports are cached in `--expo
 generated 720p 10 s clip; the folder holds `--folder` copies of that clip. Prints seconds per video for decode,
 saliency, encoder and decoder, the student's saving over each teacher on the same backend, and the folder's
 throughput: one video at a time (`Captioner.caption_files`) and overlapped (`vidcap.pipeline.caption_videos`).
+
+Each section (a kind of clip, the folder) is written to `--json` as soon as it is measured, and a later run with the
+same settings keeps the sections it finds there: an interrupted benchmark continues, and every ratio still comes from
+rows measured in one run.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -113,7 +118,11 @@ def main() -> None:
     config = load_config(VidcapRunConfig, args.config)
     length = config.captioner.max_length
     backends = args.backends.split(",")
-    results = {"config": args.config, "threads": torch.get_num_threads(), "caption_tokens": length, "clips": {}}
+    results = {"config": args.config, "threads": torch.get_num_threads(), "caption_tokens": length,
+               "settings": {k: v for k, v in vars(args).items() if k not in ("json", "exports")}, "clips": {}}
+    earlier = json.loads(Path(args.json).read_text()) if Path(args.json).is_file() else {}
+    if earlier.get("settings") == results["settings"]:  # the sections an interrupted run of these settings finished
+        results["clips"], results["folder"] = earlier["clips"], earlier.get("folder")
     with tempfile.TemporaryDirectory() as folder:
         write_msrvtt(Path(folder) / "synthetic", n=max(10, args.videos), size=(120, 160), n_frames=32, progress=False)
         data = open_caption_dataset(Path(folder) / "synthetic", split="train")
@@ -130,26 +139,29 @@ def main() -> None:
             return on(model, backend, saliency, calibration, Path(args.exports))
 
         for title, videos in clips.items():
-            rows = {backend: {name: seconds_per_video(build(backend, name), videos, length)
-                              for name in args.saliency.split(",")} for backend in backends}
-            print(table(f"{title}: seconds per video ({len(videos)} videos, {torch.get_num_threads()} threads)", rows),
-                  flush=True)
-            results["clips"][title] = rows
-        if args.folder:
+            if title not in results["clips"]:
+                results["clips"][title] = {backend: {name: seconds_per_video(build(backend, name), videos, length)
+                                                     for name in args.saliency.split(",")} for backend in backends}
+                atomic_write_json(args.json, results)
+            print(table(f"{title}: seconds per video ({len(videos)} videos, {torch.get_num_threads()} threads)",
+                        results["clips"][title]), flush=True)
+        if args.folder and not results.get("folder"):
             many = []
             for index in range(args.folder):
                 many.append(Path(folder) / "folder" / f"clip{index:02d}.mp4")
                 many[-1].parent.mkdir(exist_ok=True)
                 shutil.copyfile(clip, many[-1])
-            results["folder"] = throughput = {"videos": args.folder, "saliency": "student", "rows": {}}
-            print(f"\n## a folder of {args.folder} 720p {args.seconds:.0f} s clips, student saliency: videos per hour")
+            throughput = {"videos": args.folder, "saliency": "student", "rows": {}}
             for backend in backends:
                 model = build(backend, "student")
                 for mode in ("one at a time", "overlapped"):
                     row = folder_throughput(model, many, length, overlapped=mode == "overlapped")
                     throughput["rows"][f"{backend}, {mode}"] = row
-                    print(f"{backend:<18}{mode:<16}{row['seconds']:>9.1f} s{row['videos_per_hour']:>10.0f} videos/h",
-                          flush=True)
+            results["folder"] = throughput
+    if results.get("folder"):
+        print(f"\n## a folder of {args.folder} 720p {args.seconds:.0f} s clips, student saliency: videos per hour")
+        for name, row in results["folder"]["rows"].items():
+            print(f"{name:<34}{row['seconds']:>9.1f} s{row['videos_per_hour']:>10.0f} videos/h")
     atomic_write_json(args.json, results)
     print(f"\nwrote {args.json}")
 
