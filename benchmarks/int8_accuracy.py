@@ -6,7 +6,9 @@ with the models run by torch, onnxruntime float32 and onnxruntime int8 (calibrat
 
 Saliency runs are scored at their training size on `--data`'s `--split` (CC, KLD, NSS, SIM); captioners on their own
 data's `--caption-split` (BLEU-4, METEOR, ROUGE-L, CIDEr), their encoder and saliency model on each backend, the
-decoder always torch. Prints each backend's scores and int8 − float32 (onnxruntime).
+decoder always torch; on a synthetic world also their grounding (the share of videos whose caption names the actor's
+shape and motion right and nothing wrong, and per attribute the share named right). Prints each backend's scores
+and int8 − float32 (onnxruntime).
 """
 from __future__ import annotations
 
@@ -24,6 +26,16 @@ from vidcap.split_evaluation import evaluate_split
 
 SALIENCY_METRICS = ["CC", "KLD", "NSS", "SIM"]
 CAPTION_METRICS = ["Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]
+GROUNDING = ["grounded", "shape", "colour", "size", "motion"]  # `grounded` share, then each attribute named right
+
+
+def caption_scores(evaluation: dict) -> dict[str, float]:
+    """The caption metrics of a `vidcap eval` result, and its grounding when the data is a synthetic world."""
+    grounding = evaluation.get("grounding")
+    if not grounding:
+        return evaluation["metrics"]
+    return evaluation["metrics"] | {"grounded": grounding["grounded"]} | {
+        name: grounding[name]["right"] for name in GROUNDING[1:]}
 
 
 def table(title: str, scores: dict[str, dict[str, dict[str, float]]], metrics: list[str], scale: float) -> str:
@@ -65,10 +77,12 @@ def main() -> None:
     for run in (run for run in args.captioners.split(",") if run):
         with tempfile.TemporaryDirectory() as out:
             results["captioning"][run] = {
-                backend: evaluate_split(run, args.caption_split, progress=False, out=Path(out) / backend,
-                                        backend=backend)["metrics"] for backend in BACKENDS}
+                backend: caption_scores(evaluate_split(run, args.caption_split, progress=False, out=Path(out) / backend,
+                                                       backend=backend)) for backend in BACKENDS}
     if results["captioning"]:
-        print(table(f"captioning, split {args.caption_split} (×100)", results["captioning"], CAPTION_METRICS, 100.0))
+        grounded = all("grounded" in row for by_backend in results["captioning"].values() for row in by_backend.values())
+        print(table(f"captioning, split {args.caption_split} (×100)", results["captioning"],
+                    CAPTION_METRICS + (GROUNDING if grounded else []), 100.0))
     atomic_write_json(args.json, results)
     print(f"\nwrote {args.json}")
 
