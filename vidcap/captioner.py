@@ -155,7 +155,7 @@ class VisualFrontEnd(nn.Module):
         return None if log_saliency is None else log_saliency.unflatten(0, frames.shape[:2])
 
     def forward(self, frames: Tensor, timings: dict[str, float] | None = None) -> tuple[Tensor, Tensor | None]:
-        """Frames `[B,T,3,H,W]` → tokens `[B,T·k,C]` and the `prior` bias `[B,T·k]` (or None)."""
+        """Frames `[B,T,3,H,W]` → tokens `[B,T·k,C]` and the `prior` bias or `gate` maps `[B,T·k]` (or None)."""
         start = time.perf_counter()
         saliency = self.clip_saliency(frames)  # (B, T, 1, H, W)
         middle = time.perf_counter()
@@ -181,7 +181,8 @@ class Captioner(nn.Module):
         self.front = VisualFrontEnd(config, saliency_model, seed)
         self.decoder = build_part(seed, "decoder", lambda: CaptionDecoder(
             config.decoder, vocab_size=tokenizer.vocab_size, visual_dim=self.front.out_channels, pad_id=tokenizer.pad_id,
-            bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, max_positions=config.max_positions))
+            bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, max_positions=config.max_positions,
+            visual_gain=config.encoder.alpha if config.encoder.weighting == "gate" else None))
 
     @torch.no_grad()
     def generate(self, tokens: Tensor, bias: Tensor | None, num_beams: int | None = None, **generate_kwargs) -> list[str]:

@@ -11,6 +11,8 @@ repeats them per beam.
 The `prior` saliency bias enters as `encoder_attention_mask` in its 4-D float form `[B,1,1,M]`:
 transformers passes a 4-D mask through unchanged and its attention functions (sdpa, eager) add it to
 the cross-attention logits, so the bias is exactly `softmax(q·k/√d + log S)` over the visual tokens.
+For `gate` (`visual_gain` set) the per-token maps S in [0, 1] scale the projected tokens by (1 + gain·S) after the
+projection's LayerNorm, where no normalisation undoes them.
 """
 from __future__ import annotations
 
@@ -90,9 +92,10 @@ class CaptionDecoder(nn.Module):
     """
 
     def __init__(self, config: DecoderConfig, vocab_size: int, visual_dim: int, pad_id: int, bos_id: int,
-                 eos_id: int, max_positions: int):
+                 eos_id: int, max_positions: int, visual_gain: float | None = None):
         super().__init__()
         self.config = config
+        self.visual_gain = visual_gain  # None: a visual bias is the `prior` attention bias; else the `gate` gain
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.decoder = build_language_model(config, vocab_size, bos_id, eos_id, max_positions)
         width = self.decoder.config.n_embd
@@ -107,15 +110,20 @@ class CaptionDecoder(nn.Module):
         return self.decoder.config.n_positions
 
     def encode_visual(self, tokens_vis: Tensor, visual_bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """Visual tokens `[B,M,Dv]` → `[B,M,D]`; bias `[B,M]` → additive cross-attention mask `[B,1,1,M]`."""
+        """Visual tokens `[B,M,Dv]` → `[B,M,D]`; bias `[B,M]` → additive cross-attention mask `[B,1,1,M]`, or with
+        `visual_gain` the gain (1 + gain·bias) on the projected tokens (then no mask)."""
         if tokens_vis.shape[1] > self.visual_position.shape[0]:
             raise UserError(f"{tokens_vis.shape[1]} visual tokens exceed decoder.visual_positions "
                             f"{self.visual_position.shape[0]} (fewer frames or a smaller encoder.grid)")
-        memory = self.visual_proj(tokens_vis) + self.visual_position[: tokens_vis.shape[1]]  # [B,M,D]
+        memory = self.visual_proj(tokens_vis)  # [B,M,D]
+        if visual_bias is not None and visual_bias.shape != memory.shape[:2]:
+            raise ValueError(f"visual_bias {tuple(visual_bias.shape)} must be [B,M] = {tuple(memory.shape[:2])}")
+        if visual_bias is not None and self.visual_gain is not None:
+            memory = memory * (1 + self.visual_gain * visual_bias.to(memory.dtype)[..., None])  # [B,M,D]
+            visual_bias = None
+        memory = memory + self.visual_position[: tokens_vis.shape[1]]  # [B,M,D]
         if visual_bias is None:
             return memory, None
-        if visual_bias.shape != memory.shape[:2]:
-            raise ValueError(f"visual_bias {tuple(visual_bias.shape)} must be [B,M] = {tuple(memory.shape[:2])}")
         return memory, visual_bias.to(memory.dtype)[:, None, None, :]  # [B,1,1,M]
 
     def forward(self, tokens_vis: Tensor, input_ids: Tensor, attention_mask: Tensor,

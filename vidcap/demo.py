@@ -46,6 +46,7 @@ SALIENCY_SOURCES = ("none", "teacher", "student")
 STAGES = ("world", "pretrain", "teacher", "student", "student-no-kd", "captioners", "evaluate", "report")
 SALIENCY_RUNS = {"teacher": "teacher", "student": "student", "student_no_kd": "student-no-kd"}  # summary key → run
 BASELINES = ("heuristic", "centre", "oracle")
+PRETRAIN_RUN = "pretrain"  # captioning.captioner.encoder.pretrained naming the demo's pretraining run
 
 
 @dataclass
@@ -104,6 +105,8 @@ class Demo:
         config.data.root = str(self.data)
         config.data.cache_dir = str(self.out / "feature-cache")
         config.captioner = with_saliency(config.captioner, source, str(self.run_dir(source)), self.config.weighting)
+        if config.captioner.encoder.pretrained == PRETRAIN_RUN:  # the grounded encoder: the demo's own pretraining
+            config.captioner.encoder.pretrained = str(self.run_dir("pretrain"))
         return config
 
     def stage(self, name: str, work: Callable[[], None]) -> None:

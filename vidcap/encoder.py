@@ -2,7 +2,13 @@
 
 The weighting is the core of the method: frame feature maps `F: [B,T,C,h,w]` and saliency
 `S: [B,T,1,H,W]` (resized to h×w, scaled to [0,1] per frame) become the visual tokens `[B, T·k, C]`
-the decoder attends to, under one of the modes `none`, `multiply`, `residual`, `pool`, `prior`.
+the decoder attends to, under one of the modes `none`, `multiply`, `residual`, `pool`, `prior`, `gate`.
+
+Grounding needs tokens that differ from position to position: a backbone that knows the objects (ImageNet, or the
+synthetic pretraining of `saliency pretrain`), cut at `stride` 16 so that a small object keeps a token of its own,
+and `normalise` (a LayerNorm without parameters per token) so that every token reaches the decoder's projection at
+the same, sane scale. A per-token gain applied before the projection's LayerNorm is largely undone by it; `gate`
+hands the maps to the decoder, which applies the gain after that LayerNorm (`vidcap.decoder`).
 """
 from __future__ import annotations
 
@@ -22,10 +28,12 @@ from saliency.infra.weights import load_imagenet_backbone
 from saliency.models import conv_bn_relu, resnet_trunk
 
 Backbone = Literal["resnet50", "resnet18", "mobilenet_v3_small", "mobilenet_v2", "small-cnn"]
-Weighting = Literal["none", "multiply", "residual", "pool", "prior"]
+Weighting = Literal["none", "multiply", "residual", "pool", "prior", "gate"]
 WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
 PRIOR_EPS = 1e-6  # floor of S in the `prior` bias: log(1e-6) ≈ -13.8 all but masks saliency-free tokens
 SMALL_CNN_WIDTHS = (16, 32, 64, 128, 128)  # five stride-2 stages: stride 32, like the torchvision backbones
+NORMALISE_EPS = 1e-12  # of the per-token LayerNorm (`normalise`)
+STRIDES = (16, 32)  # where the backbone may be cut: after its last stride-16 stage, or after its last stage
 
 
 @dataclass
@@ -35,75 +43,93 @@ class EncoderConfig:
     trainable: bool = False  # False freezes the backbone (eval-mode BatchNorm), so features can be cached
     grid: int | None = None  # adaptive-avg-pool the feature map to grid×grid (grid² tokens per frame)
     weighting: Weighting = "residual"  # how saliency weights the features (see `weight_features`)
-    alpha: float = 1.0  # strength of the `residual` weighting (1 + alpha·S)·F
+    alpha: float = 1.0  # strength of the `residual` and `gate` weightings (1 + alpha·S)
+    stride: int = 32  # 16: cut the backbone after its last stride-16 stage (more, finer tokens)
+    normalise: bool = False  # LayerNorm without parameters over each token's channels (before the weighting)
 
     def __post_init__(self) -> None:
         require_positive(self, "grid")
+        require(self.stride in STRIDES, "stride", f"must be one of {', '.join(map(str, STRIDES))}, got {self.stride}")
         require(self.alpha >= -1, "alpha", f"must be >= -1, so that the weights (1 + alpha·S) stay >= 0; got {self.alpha}")
 
 
 # ----------------------------------------------------------------------------- backbones
 
-_BACKBONES: dict[str, Callable[[bool | str], tuple[nn.Module, int]]] = {}
+_BACKBONES: dict[str, tuple[Callable[[], nn.Sequential], Callable[[nn.Sequential, bool | str], None]]] = {}
 
 
-def register_backbone(name: str) -> Callable:
-    """Decorator: register `fn(pretrained) -> (backbone cut after its last conv stage, output channels)`."""
+def register_backbone(name: str, load: Callable[[nn.Sequential, bool | str], None]) -> Callable:
+    """Decorator: register `fn() -> backbone` (randomly initialised, blocks in order, cut after its last conv stage)
+    and `load(backbone or its leading blocks, pretrained)`, which fills in weights from a file."""
     def decorate(fn):
         assert name not in _BACKBONES, f"backbone {name!r} registered twice"
-        _BACKBONES[name] = fn
+        _BACKBONES[name] = (fn, load)
         return fn
     return decorate
 
 
-def build_backbone(name: str, pretrained: bool | str) -> tuple[nn.Module, int]:
-    """The named backbone (ImageNet weights from local files only) and its output channels."""
+def build_backbone(name: str, pretrained: bool | str, stride: int = 32) -> tuple[nn.Sequential, int]:
+    """The named backbone cut after its last stage of `stride`, with ImageNet or `saliency pretrain` weights from
+    local files only (the cut comes first, so a file needs only the blocks kept), and its output channels."""
     if name not in _BACKBONES:
         raise UserError(f"unknown encoder backbone {name!r} (known: {', '.join(sorted(_BACKBONES))})")
-    return _BACKBONES[name](pretrained)
+    make, load = _BACKBONES[name]
+    backbone, channels = cut_at_stride(make(), stride)
+    load(backbone, pretrained)
+    return backbone, channels
 
 
-def _register_resnet(name: str, constructor, weights) -> None:
-    @register_backbone(name)
-    def build(pretrained: bool | str) -> tuple[nn.Module, int]:
-        net = constructor(weights=None)
-        backbone = resnet_trunk(net)
-        load_imagenet_backbone(backbone, weights, pretrained, name=name, prefix="")
-        return backbone, net.fc.in_features
+def cut_at_stride(backbone: nn.Sequential, stride: int, probe: int = 64) -> tuple[nn.Sequential, int]:
+    """The leading blocks of `backbone` whose output has at most `stride`, and their output channels (found by
+    running a `probe`² image through them: no table of indices per architecture)."""
+    x, keep = torch.zeros(1, 3, probe, probe), 0
+    with torch.no_grad():
+        for index, block in enumerate(backbone.eval()):
+            y = block(x)
+            if y.shape[-1] < probe // stride:
+                break
+            x, keep = y, index + 1
+    return backbone[:keep], x.shape[1]
 
 
-def _register_mobilenet(name: str, constructor, weights) -> None:
-    @register_backbone(name)
-    def build(pretrained: bool | str) -> tuple[nn.Module, int]:
-        backbone = constructor(weights=None).features
-        load_imagenet_backbone(backbone, weights, pretrained, name=name, prefix="features.")
-        return backbone, backbone[-1].out_channels
+def _register_torchvision(name: str, make: Callable[[], nn.Sequential], weights, prefix: str) -> None:
+    def load(backbone: nn.Sequential, pretrained: bool | str) -> None:
+        load_imagenet_backbone(backbone, weights, pretrained, name=name, prefix=prefix)
+    register_backbone(name, load)(make)
 
 
-_register_resnet("resnet50", models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1)
-_register_resnet("resnet18", models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1)
-_register_mobilenet("mobilenet_v3_small", models.mobilenet_v3_small, models.MobileNet_V3_Small_Weights.IMAGENET1K_V1)
-_register_mobilenet("mobilenet_v2", models.mobilenet_v2, models.MobileNet_V2_Weights.IMAGENET1K_V1)
+for _name, _constructor, _weights in [("resnet50", models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1),
+                                      ("resnet18", models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1)]:
+    _register_torchvision(_name, lambda constructor=_constructor: resnet_trunk(constructor(weights=None)), _weights, "")
+for _name, _constructor, _weights in [
+        ("mobilenet_v3_small", models.mobilenet_v3_small, models.MobileNet_V3_Small_Weights.IMAGENET1K_V1),
+        ("mobilenet_v2", models.mobilenet_v2, models.MobileNet_V2_Weights.IMAGENET1K_V1)]:
+    _register_torchvision(_name, lambda constructor=_constructor: constructor(weights=None).features, _weights,
+                          "features.")
 
 
-@register_backbone("small-cnn")
-def small_cnn(pretrained: bool | str) -> tuple[nn.Module, int]:
-    """Five stride-2 conv stages, randomly initialised (for CPU demos): it ignores `pretrained=True` and
-    refuses a file."""
+def _no_weights(backbone: nn.Sequential, pretrained: bool | str) -> None:
+    """small-cnn has no pretrained weights: it ignores `pretrained=True` and refuses a file."""
     if isinstance(pretrained, str):
         raise UserError(f"backbone small-cnn has no pretrained weights; got pretrained={pretrained!r}")
+
+
+@register_backbone("small-cnn", _no_weights)
+def small_cnn() -> nn.Sequential:
+    """Five stride-2 conv stages, randomly initialised (for CPU demos)."""
     widths = (3,) + SMALL_CNN_WIDTHS
-    return nn.Sequential(*(conv_bn_relu(i, o, 3, stride=2) for i, o in pairwise(widths))), widths[-1]
+    return nn.Sequential(*(conv_bn_relu(i, o, 3, stride=2) for i, o in pairwise(widths)))
 
 
 class FrameEncoder(nn.Module):
     """Frames `[N,3,H,W]` (ImageNet-normalised RGB) → feature maps `[N,C,h,w]` of the last conv stage
-    (h ≈ H/32, or `grid` when set); `out_channels` is C."""
+    (h ≈ H/stride, or `grid` when set), each position's C channels LayerNorm'ed when `normalise`; `out_channels`
+    is C."""
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
         self.config = config
-        self.backbone, self.out_channels = build_backbone(config.backbone, config.pretrained)
+        self.backbone, self.out_channels = build_backbone(config.backbone, config.pretrained, config.stride)
         self.pool = nn.AdaptiveAvgPool2d(config.grid) if config.grid else nn.Identity()
         self.backbone.requires_grad_(config.trainable)
         self.session = None  # an onnxruntime export of this frozen encoder (`vidcap.backends`), for frames of its size
@@ -119,8 +145,15 @@ class FrameEncoder(nn.Module):
         if self.session is not None and self.session.accepts(frames):
             return self.session(frames)  # [N,C,h,w]
         with torch.set_grad_enabled(self.config.trainable and torch.is_grad_enabled()):
-            features = self.backbone(frames)  # [N,C,H/32,W/32]
-        return self.pool(features)  # [N,C,h,w]
+            features = self.pool(self.backbone(frames))  # [N,C,h,w]
+        if not self.config.normalise:
+            return features
+        # eps far below any feature's variance: the scale of the backbone's output must not decide the token's
+        tokens = F.layer_norm(features.movedim(1, -1), (features.shape[1],), eps=NORMALISE_EPS)  # [N,h,w,C]
+        return tokens.movedim(-1, 1)  # [N,C,h,w]
+
+    def extra_repr(self) -> str:
+        return f"stride={self.config.stride}, normalise={self.config.normalise}"
 
 
 # ----------------------------------------------------------------------------- saliency weighting
@@ -148,7 +181,8 @@ def weight_features(features: Tensor, saliency: Tensor | None, mode: str,
     features `[B,T,C,h,w]` (or `[T,C,h,w]`, one video); saliency: probability or log-density maps of
     any size, `[B,T,1,H,W]` or flattened `[B·T,1,H,W]` (`[T,1,H,W]` for one video); None is allowed
     for `none`. Returns tokens `[B, T·k, C]` ordered (frame, row, column), with k = h·w (k = 1 for
-    `pool`), and for `prior` the additive attention bias `[B, T·k]` = log(max(S, 1e-6)), else None.
+    `pool`), and for `prior` the additive attention bias `[B, T·k]` = log(max(S, 1e-6)), for `gate` the maps
+    themselves `[B, T·k]` in [0, 1] (the decoder's gain after its LayerNorm), else None.
     """
     if mode not in WEIGHTINGS:
         raise UserError(f"unknown saliency weighting {mode!r} (known: {', '.join(WEIGHTINGS)})")
@@ -169,6 +203,8 @@ def weight_features(features: Tensor, saliency: Tensor | None, mode: str,
     if mode == "pool":
         pooled = (S * video).sum(dim=(-2, -1)) / S.sum(dim=(-2, -1))  # [B,T,C]; ΣS ≥ 1 (peak is 1)
         return pooled, None
+    if mode == "gate":
+        return to_tokens(video), S.reshape(B, T * h * w)  # [B,T·h·w], same order as the tokens
     bias = S.clamp_min(PRIOR_EPS).log().reshape(B, T * h * w)  # [B,T·h·w], same order as the tokens
     return to_tokens(video), bias
 

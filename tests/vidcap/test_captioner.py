@@ -19,3 +19,37 @@ def test_a_caption_never_exceeds_max_length_words_even_without_an_end_token(one_
     for beams in (1, 3):
         captions = model.generate(tokens, None, num_beams=beams, suppress_tokens=list(range(len(SPECIAL_TOKENS))))  # words only
         assert [len(caption.split()) for caption in captions] == [5, 5], captions
+
+
+def mean_pairwise_cosine(memory: torch.Tensor) -> float:
+    """Mean cosine between every two of the tokens `[B,M,D]`, across positions and videos (not a token with itself)."""
+    unit = torch.nn.functional.normalize(memory.reshape(-1, memory.shape[-1]), dim=1)
+    n = unit.shape[0]
+    return float(((unit @ unit.T).sum() - n) / (n * n - n))
+
+
+def test_normalised_stride_16_tokens_differ_across_positions_and_videos_where_the_old_ones_did_not(one_thread,
+                                                                                                  tmp_path):
+    """What the decoder attends to, after its projection and LayerNorm (positions left out), on the synthetic world:
+    the random small-cnn at stride 32 without normalisation gave ~100x smaller features than the projection's bias,
+    so every token came out the same."""
+    from vidcap.captioner import VisualFrontEnd, frames_to_tensor
+    from vidcap.data.synthetic import write_msrvtt
+    from vidcap.data.video import FrameSamplerConfig, read_frames
+
+    write_msrvtt(tmp_path, n=4, size=(64, 96), n_frames=8, progress=False)
+    sampler = FrameSamplerConfig(n_frames=4, mode="segment", size=(64, 96), resize="stretch")
+    frames = torch.stack([frames_to_tensor(read_frames(path, sampler)) for path in sorted(tmp_path.rglob("*.mp4"))])
+    tokenizer = CaptionTokenizer.build(["a red ball moves left"], min_count=1, max_length=5)
+
+    def cosine(encoder: EncoderConfig) -> float:
+        model = Captioner(CaptionerConfig(encoder=encoder, decoder=DecoderConfig(hidden_size=64, heads=4)),
+                          tokenizer, seed=0).eval()
+        with torch.no_grad():
+            tokens, _ = model.front(frames)
+            memory, _ = model.decoder.encode_visual(tokens, None)
+        return mean_pairwise_cosine(memory - model.decoder.visual_position[: memory.shape[1]].detach())
+
+    old = cosine(EncoderConfig(backbone="small-cnn", pretrained=False, weighting="none", grid=4))
+    new = cosine(EncoderConfig(backbone="small-cnn", pretrained=False, weighting="none", stride=16, normalise=True))
+    assert old > 0.99 and new < 0.75, (old, new)

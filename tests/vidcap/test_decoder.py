@@ -155,6 +155,19 @@ def test_visual_bias_is_additive_on_the_cross_attention_logits():
     assert torch.allclose(masked, decoder(visual()[:, 2:3], ids, mask)[1], atol=1e-5)
 
 
+def test_gate_scales_the_projected_tokens_after_their_layernorm_and_masks_nothing():
+    torch.manual_seed(0)
+    gated = CaptionDecoder(TINY, vocab_size=VOCAB, visual_dim=VISUAL_DIM, pad_id=PAD, bos_id=BOS, eos_id=EOS,
+                           max_positions=POSITIONS, visual_gain=2.0).eval()
+    maps = torch.rand(2, M, generator=torch.Generator().manual_seed(4))
+    memory, mask = gated.encode_visual(visual(), maps)
+    expected = gated.visual_proj(visual()) * (1 + 2.0 * maps[..., None]) + gated.visual_position[:M]
+    assert mask is None and torch.allclose(memory, expected, atol=1e-6)
+    assert not torch.allclose(memory, gated.encode_visual(visual(), None)[0], atol=1e-3)  # the maps matter
+    ids, mask = batch_of(CAPTIONS)
+    assert torch.allclose(gated(visual(), ids, mask, torch.zeros(2, M))[1], gated(visual(), ids, mask)[1], atol=1e-6)
+
+
 def test_pretrained_path_round_trip_gives_identical_logits(tmp_path):
     decoder = make_decoder(seed=6).eval()
     decoder.decoder.save_pretrained(tmp_path, safe_serialization=True)

@@ -62,6 +62,8 @@ def test_the_captioners_differ_only_in_their_saliency(demo):
 
     configs = {s: yaml.safe_load((demo / f"captioner-{s}" / "config.yaml").read_text()) for s in ("none", "teacher", "student")}
     assert [c["captioner"]["saliency"]["source"] for c in configs.values()] == ["none", "teacher", "student"]
+    encoder = configs["none"]["captioner"]["encoder"]  # grounded: the teacher's pretrained backbone, at stride 16
+    assert encoder["pretrained"] == str(demo / "pretrain") and encoder["stride"] == 16 and encoder["normalise"]
     for config in configs.values():
         config["captioner"]["saliency"] = config["captioner"]["encoder"]["weighting"] = None
     assert configs["none"] == configs["teacher"] == configs["student"]

@@ -42,9 +42,11 @@ def test_every_mode_gives_tokens_of_the_documented_shape(mode):
     tokens, bias = weight_features(features(), log_density(), mode, alpha=0.5)
     k = 1 if mode == "pool" else h * w
     assert tokens.shape == (B, T * k, C)
-    assert (bias is None) == (mode != "prior")
+    assert (bias is None) == (mode not in ("prior", "gate"))
     if mode == "prior":
         assert bias.shape == (B, T * k) and torch.isfinite(bias).all() and (bias <= 0).all()
+    if mode == "gate":
+        assert bias.shape == (B, T * k) and (bias >= 0).all() and (bias <= 1).all()
 
 
 def test_a_four_dimensional_feature_map_is_one_video():
@@ -61,6 +63,8 @@ def test_uniform_saliency_makes_every_mode_reduce_to_plain_features():
     assert torch.allclose(weight_features(f, ones, "pool")[0], f.mean(dim=(-2, -1)), atol=1e-6)
     tokens, bias = weight_features(f, ones, "prior")
     assert torch.equal(tokens, plain) and torch.equal(bias, torch.zeros(B, T * h * w))
+    tokens, gains = weight_features(f, ones, "gate")
+    assert torch.equal(tokens, plain) and torch.equal(gains, torch.ones(B, T * h * w))
 
 
 def test_saliency_on_one_location_makes_pool_return_that_locations_feature():
@@ -92,7 +96,7 @@ def test_log_density_input_equals_probability_input(mode):
     from_log = weight_features(features(), log_p, mode)
     from_prob = weight_features(features(), log_p.exp(), mode)
     assert torch.allclose(from_log[0], from_prob[0], atol=1e-6)
-    if mode == "prior":
+    if mode in ("prior", "gate"):
         assert torch.allclose(from_log[1], from_prob[1], atol=1e-5)
 
 
@@ -177,3 +181,40 @@ def test_bad_backbone_settings_are_user_errors(tmp_path):
         FrameEncoder(EncoderConfig(backbone="vgg11"))
     with pytest.raises(UserError, match="grid"):
         FrameEncoder(EncoderConfig(backbone="small-cnn", grid=0))
+
+
+@pytest.mark.parametrize("backbone, channels", [("small-cnn", 128), ("resnet18", 256), ("mobilenet_v2", 96),
+                                                ("mobilenet_v3_small", 48)])
+def test_stride_16_cuts_each_backbone_after_its_last_stride_16_stage(backbone, channels):
+    encoder = FrameEncoder(EncoderConfig(backbone=backbone, pretrained=False, stride=16))
+    assert encoder.out_channels == channels
+    assert encoder(torch.randn(2, 3, 64, 96)).shape == (2, channels, 4, 6)
+
+
+def test_normalise_gives_every_token_zero_mean_and_unit_variance_over_its_channels():
+    frames = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    raw = FrameEncoder(EncoderConfig(backbone="small-cnn", stride=16))
+    torch.manual_seed(0)
+    tokens = FrameEncoder(EncoderConfig(backbone="small-cnn", stride=16, normalise=True))
+    tokens.load_state_dict(raw.state_dict())
+    out, plain = tokens(frames), raw(frames)  # [N,C,h,w]
+    assert torch.allclose(out.mean(dim=1), torch.zeros(2, 4, 6), atol=1e-5)
+    assert torch.allclose(out.var(dim=1, unbiased=False), torch.ones(2, 4, 6), atol=1e-3)
+    centred = plain - plain.mean(dim=1, keepdim=True)
+    assert torch.allclose(out, centred / centred.square().mean(dim=1, keepdim=True).sqrt(), atol=1e-4)
+
+
+def test_a_saliency_pretrain_run_loads_into_the_stride_16_encoder_and_is_refused_where_blocks_are_missing(
+        tmp_path):
+    from saliency.pretrain import Recogniser
+    from saliency.infra.rundir import RunDir
+
+    recogniser = Recogniser("mobilenetv2")  # what `saliency pretrain` writes: the backbone to stride 32, a head
+    RunDir(tmp_path / "run").save_weights(recogniser.torchvision_state(), {"model": "pretrain-mobilenetv2"})
+    encoder = FrameEncoder(EncoderConfig(backbone="mobilenet_v2", pretrained=str(tmp_path / "run"), stride=16))
+    assert all(torch.equal(tensor, recogniser.backbone.state_dict()[name])
+               for name, tensor in encoder.backbone.state_dict().items())
+    with pytest.raises(UserError, match=r"does not fit the mobilenet_v2 backbone \(missing 5 keys e.g. 18.0.weight"):
+        FrameEncoder(EncoderConfig(backbone="mobilenet_v2", pretrained=str(tmp_path / "run"), stride=32))
+    with pytest.raises(UserError, match="stride"):
+        EncoderConfig(stride=8)
