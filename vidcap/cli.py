@@ -39,18 +39,45 @@ def _run_config(args: argparse.Namespace):
     return replace(config, captioner=with_saliency(config.captioner, source, args.saliency_model), backend=backend)
 
 
+def _scst_config(args: argparse.Namespace):
+    """The self-critical stage of the finished cross-entropy run `--out`: its config, starting from it, at the
+    stage's epochs and learning rate (then `--set`), trained into RUN/scst."""
+    from dataclasses import replace
+
+    from saliency.infra.config import apply_overrides, from_dict, to_dict
+    from saliency.infra.rundir import WEIGHTS, RunDir
+    from vidcap.run import VidcapRunConfig, captioner_run
+    from vidcap.scst import EPOCHS, LR
+
+    if args.config or args.saliency or args.saliency_model:
+        raise UserError("--scst continues the run's own config; drop --config, --saliency and --saliency-model")
+    run = captioner_run(args.out)
+    config = run.load_config(VidcapRunConfig)
+    if config.scst.start:
+        raise UserError(f"{args.out}: already a self-critical stage (of {config.scst.start}); give its "
+                        "cross-entropy run")
+    done = RunDir(args.out).completed_epochs()
+    if done < config.optim.epochs or not run.file(WEIGHTS).is_file():
+        raise UserError(f"{args.out}: --scst needs a finished cross-entropy run, this one has {done} of its "
+                        f"{config.optim.epochs} epochs; finish it first (vidcap train --out {args.out} --resume)")
+    stage = replace(config, scst=replace(config.scst, start=str(args.out)),
+                    optim=replace(config.optim, epochs=EPOCHS, lr=LR, warmup_steps=0))
+    return from_dict(VidcapRunConfig, apply_overrides(to_dict(stage), args.overrides))
+
+
 def _train(args: argparse.Namespace) -> int:
     from saliency.infra import distributed
     from saliency.infra.rundir import RunDir
     from vidcap.train import CaptionTrainer
 
-    config = _run_config(args)
+    config = _scst_config(args) if args.scst else _run_config(args)
+    out = str(Path(args.out) / "scst") if args.scst else args.out
     set_torch_threads(config.threads)
-    with distributed.session() as world, RunDir(args.out).lock(world):  # under torchrun: one process of several
-        trainer = CaptionTrainer(config, args.out, resume=args.resume, progress=not args.quiet)
+    with distributed.session() as world, RunDir(out).lock(world):  # under torchrun: one process of several
+        trainer = CaptionTrainer(config, out, resume=args.resume, progress=not args.quiet)
         metrics = trainer.fit()
     if world.is_main:
-        print(json.dumps({"run": args.out, "best_epoch": metrics["best_epoch"], "val": metrics["final"]}, indent=2))
+        print(json.dumps({"run": out, "best_epoch": metrics["best_epoch"], "val": metrics["final"]}, indent=2))
     if not world.is_main:  # the same exit status everywhere, the lists printed once
         return EXIT_SKIPPED if trainer.skipped else 0
     return _report_skipped_videos("vidcap train", trainer.skipped)
@@ -268,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train":
             command.add_argument("--out", required=True, metavar="RUN", help="run directory to create (or continue with --resume)")
             command.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+            command.add_argument("--scst", action="store_true",
+                                 help="after cross-entropy: self-critical sequence training (CIDEr-D reward, greedy "
+                                      "baseline) from the finished run --out, into RUN/scst (its own run directory; "
+                                      "with --resume continue it); --set optim.epochs/optim.lr/scst.samples change it")
         else:
             command.add_argument("--splits", default="train,val,test", help="comma-separated splits (default train,val,test)")
             command.add_argument("--backend", help=f"{BACKEND_HELP} (default: the config's `backend`, which "

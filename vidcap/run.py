@@ -14,6 +14,7 @@ from saliency.infra.training import validate_optimiser, validate_run_basics
 from saliency.infra.rundir import WEIGHTS, RunDir
 from saliency.infra.weights import load_state_strictly
 from vidcap.captioner import Captioner, CaptionerConfig, load_saliency_source
+from vidcap.scst import SCSTConfig
 from vidcap.tokenizer import TOKENIZER_FILE, CaptionTokenizer
 
 SALIENCY_PREFIX = "front.saliency_model."  # the saliency model's weights live in its own run directory
@@ -40,7 +41,7 @@ class CaptionOptimConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     grad_clip: float = 1.0
-    val_beams: int = 1  # greedy validation decoding is fast and ranks epochs like beam search
+    val_beams: Optional[int] = None  # beams of the validation captions that pick the best epoch; None: as at test
     captions_per_video: Optional[int] = None  # (video, caption) pairs per video per epoch; None: all captions
 
     def __post_init__(self) -> None:
@@ -54,6 +55,7 @@ class VidcapRunConfig:
     data: CaptionDataConfig = field(default_factory=CaptionDataConfig)
     captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
     optim: CaptionOptimConfig = field(default_factory=CaptionOptimConfig)
+    scst: SCSTConfig = field(default_factory=SCSTConfig)  # with `start`: a self-critical stage after that XE run
     seed: int = 0
     threads: int = 0  # torch CPU threads, set by the CLI; 0 = all cores
     # where the frozen saliency model and encoder run (`vidcap.backends`); auto: the fastest installed, onnxruntime

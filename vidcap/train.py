@@ -1,6 +1,8 @@
 """Captioner training on cached visual tokens: label-smoothed cross-entropy, AdamW + warm-up/cosine,
 validation CIDEr every epoch, the best epoch kept as model.safetensors, and exact `--resume`. Under
-`torchrun` each process extracts its share of the videos and trains on its share of every batch."""
+`torchrun` each process extracts its share of the videos and trains on its share of every batch. With
+`scst.start` the run is the self-critical stage (`vidcap.scst`) that continues that cross-entropy run's best weights
+(and its tokenizer) with the CIDEr-D reward instead of cross-entropy."""
 from __future__ import annotations
 
 import logging
@@ -14,15 +16,16 @@ from tqdm import tqdm
 from saliency.backends import EXPORT_FOLDER, resolve_backend
 from saliency.infra import distributed
 from saliency.infra.errors import UserError
-from saliency.infra.rundir import RunDir, require_writable
+from saliency.infra.rundir import WEIGHTS, RunDir, require_writable
 from saliency.infra.training import Checkpoint, EpochLog, seed_everything, warmup_cosine
 from vidcap.backends import use_backend
 from vidcap.data.cache import FeatureCache, extract_features, extractor_fingerprint
 from vidcap.captioner import Captioner, load_saliency_source
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.evaluate import cider
-from vidcap.run import CaptionerWeights, VidcapRunConfig
+from vidcap.run import CaptionerWeights, VidcapRunConfig, captioner_run
 from vidcap.saliency_sources import require_world
+from vidcap.scst import CiderD, self_critical_loss, sequence_log_probs
 from vidcap.tokenizer import TOKENIZER_FILE, CaptionTokenizer
 
 log = logging.getLogger(__name__)
@@ -47,14 +50,17 @@ class CaptionTrainer:
         train_items = self.train_set.items[: config.data.limit] if config.data.limit else self.train_set.items
         if not train_items:
             raise UserError(f"no usable training videos: {self.train_set.report()}")
-        if resume:
-            tokenizer = CaptionTokenizer.load(self.run.file(TOKENIZER_FILE))
+        start = captioner_run(config.scst.start) if config.scst.start else None
+        if resume or start:
+            tokenizer = CaptionTokenizer.load((self.run if resume else start).file(TOKENIZER_FILE))
         else:
             tokenizer = CaptionTokenizer.build((c for item in train_items for c in item.captions),
                                                min_count=config.captioner.tokenizer.min_count,
                                                max_length=config.captioner.max_length)
         saliency_model = load_saliency_source(config.captioner.saliency)
         self.model = Captioner(config.captioner, tokenizer, saliency_model, seed=config.seed).to(self.world.device)
+        if start and not resume:
+            CaptionerWeights(self.model).load_state_dict(start.load_weights(), start.file(WEIGHTS))
         self.world.barrier()  # every process has checked the run directory before rank 0 writes to it
         self.cache = self._fill_cache(train_items + self.val_set.items)
         # Training's random stream (dropout) starts here, whatever building the saliency model drew before;
@@ -64,6 +70,9 @@ class CaptionTrainer:
         self.val_items = [item for item in self.val_set.items if item.video_id in self.cache]
         if not self.train_items or not self.val_items:
             raise UserError(f"{config.data.root}: no readable videos in the train or validation split")
+        self.reward = CiderD([[tokenizer.normalize(c) for c in item.captions] for item in self.train_items]) \
+            if start else None
+        self.rewards: list[float] = []  # the self-critical stage's mean sampled reward per step of this epoch
         self.decoder = distributed.data_parallel(self.model.decoder, self.world)  # what training passes go through
         self.optimizer = torch.optim.AdamW(self.model.decoder.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         steps_per_epoch = math.ceil(len(self._epoch_pairs(np.random.default_rng(0))) / config.data.batch_size)
@@ -93,7 +102,10 @@ class CaptionTrainer:
         return cache
 
     def _epoch_pairs(self, rng: np.random.Generator) -> list[tuple[int, int]]:
-        """Shuffled (video index, caption index) pairs: each video with `captions_per_video` of its captions."""
+        """Shuffled (video index, caption index) pairs: each video with `captions_per_video` of its captions (the
+        self-critical stage: each video once, its captions all references of the reward)."""
+        if self.reward is not None:
+            return [(int(v), 0) for v in rng.permutation(len(self.train_items))]
         limit = self.config.optim.captions_per_video
         pairs = []
         for index, item in enumerate(self.train_items):
@@ -113,10 +125,14 @@ class CaptionTrainer:
         mine = chosen[self.world.rank::self.world.size]
         share = mine or chosen[:1]  # a process left without pairs still joins the step, with weight 0
         tokens, bias = self._batch([self.train_items[v] for v, _ in share])
-        ids, mask = self.model.tokenizer.encode_batch([self.train_items[v].captions[c] for v, c in share])
-        device = self.world.device
-        loss, _ = self.decoder(tokens, ids.to(device), mask.to(device), bias)  # mean over the share's targets
-        targets = mask[:, 1:].sum().to(loss) if mine else loss.new_zeros(())  # every token after BOS is a target
+        if self.reward is not None:
+            loss, targets = self._self_critical([self.train_items[v] for v, _ in share], tokens, bias)
+            targets = targets if mine else loss.new_zeros(())
+        else:
+            ids, mask = self.model.tokenizer.encode_batch([self.train_items[v].captions[c] for v, c in share])
+            device = self.world.device
+            loss, _ = self.decoder(tokens, ids.to(device), mask.to(device), bias)  # mean over the share's targets
+            targets = mask[:, 1:].sum().to(loss) if mine else loss.new_zeros(())  # every token after BOS is a target
         total, count = self.world.sum(torch.stack([loss.detach() * targets, targets]))
         if not torch.isfinite(total):
             raise UserError(f"{self.run.path}: loss became {(total / count).item()} at epoch {self.epoch + 1}; "
@@ -128,15 +144,40 @@ class CaptionTrainer:
         self.scheduler.step()
         return (total / count).item()
 
+    def _self_critical(self, items, tokens: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The self-critical loss of a batch and its sampled tokens: `scst.samples` captions sampled per video and
+        its greedy caption, both without dropout (the policy whose log-probabilities are raised is the one sampled),
+        rewarded by CIDEr-D against the video's captions."""
+        model, tokenizer, samples = self.model, self.model.tokenizer, self.config.scst.samples
+        model.eval()
+        greedy = model.generate(tokens, bias, num_beams=1)
+        ids = model.decoder.generate(tokens, bias, num_beams=1, max_length=self.config.captioner.max_length,
+                                     do_sample=True, top_k=0, num_return_sequences=samples)  # [B·K,L], video-major
+        references = [[tokenizer.normalize(c) for c in item.captions] for item in items]
+        greedy_rewards = torch.tensor([self.reward.score(tokenizer.normalize(c), refs)
+                                       for c, refs in zip(greedy, references)])
+        sample_rewards = torch.tensor([self.reward.score(tokenizer.normalize(tokenizer.decode(row.tolist())),
+                                                         references[i // samples]) for i, row in enumerate(ids)])
+        self.rewards.append(float(sample_rewards.mean()))
+        start = torch.full((ids.shape[0], 1), tokenizer.bos_id, dtype=ids.dtype, device=ids.device)
+        input_ids = torch.cat([start, ids], dim=1)  # [B·K,1+L]
+        tokens = tokens.repeat_interleave(samples, dim=0)  # [B·K,M,C], each video's tokens for each of its samples
+        bias = None if bias is None else bias.repeat_interleave(samples, dim=0)  # [B·K,M]
+        _, logits = self.decoder(tokens, input_ids, (input_ids != tokenizer.pad_id).long(), bias)
+        log_probs, mask = sequence_log_probs(logits, ids, tokenizer.pad_id)
+        return self_critical_loss(log_probs, mask, sample_rewards, greedy_rewards), mask.sum().to(log_probs)
+
     def validate(self) -> dict[str, float]:
-        """Greedy captions for the validation split and their CIDEr-D (what picks the best epoch)."""
+        """Captions for the validation split, decoded as at test (`optim.val_beams`, default the captioner's beams),
+        and their CIDEr-D: what picks the best epoch."""
         self.model.eval()
         res, gts = {}, {}
         size = self.config.data.batch_size
+        beams = self.config.optim.val_beams or self.config.captioner.num_beams
         for start in range(0, len(self.val_items), size):
             items = self.val_items[start:start + size]
             tokens, bias = self._batch(items)
-            for item, caption in zip(items, self.model.generate(tokens, bias, num_beams=self.config.optim.val_beams)):
+            for item, caption in zip(items, self.model.generate(tokens, bias, num_beams=beams)):
                 res[item.video_id], gts[item.video_id] = caption, item.captions
         return {"CIDEr": cider(gts, res)}
 
@@ -151,7 +192,7 @@ class CaptionTrainer:
         while self.epoch < config.optim.epochs:
             self.model.train()
             pairs = self._epoch_pairs(self.rng)
-            losses = []
+            losses, self.rewards = [], []
             bar = tqdm(range(0, len(pairs), size), desc=f"epoch {self.epoch + 1}/{config.optim.epochs}",
                        disable=not self.progress, leave=False)
             for start in bar:
@@ -159,8 +200,8 @@ class CaptionTrainer:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             val = self.world.from_main(self.validate)
             self.epoch += 1
-            record = {"epoch": self.epoch, "train": {"loss": float(np.mean(losses))}, "val": val,
-                      "lr": self.scheduler.get_last_lr()[0]}
+            train = {"loss": float(np.mean(losses))} | ({"reward": float(np.mean(self.rewards))} if self.rewards else {})
+            record = {"epoch": self.epoch, "train": train, "val": val, "lr": self.scheduler.get_last_lr()[0]}
             if self.log.add(record) and main:
                 self.run.save_weights(CaptionerWeights(self.model).state_dict())
             if main:
