@@ -30,7 +30,7 @@ from saliency import load as load_saliency_model
 from saliency.infra.rundir import atomic_write_json
 from saliency import SaliencyRunConfig, SaliencyTrainer
 from saliency.infra.training import continue_training
-from vidcap.reports.comparison import compare_runs, load_evaluated_run
+from vidcap.reports.comparison import compare_runs, load_evaluated_run, load_per_video, paired_differences
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.reports.evaluation import METRIC_LABELS
 from vidcap.reports.saliency_maps import maps_figure, saliency_blocks
@@ -90,6 +90,7 @@ class Demo:
         self.data = self.out / "data"
         self.seconds: dict[str, float] = {}
         self._saliency: dict | None = None
+        self._models: dict | None = None
 
     def run_dir(self, name: str) -> Path:
         return self.out / name
@@ -169,17 +170,22 @@ class Demo:
     def evaluate(self) -> None:
         for source in SALIENCY_SOURCES:
             run = self.run_dir(f"captioner-{source}")
-            metrics = evaluate_split(run, self.config.eval_split, progress=self.progress)
+            metrics = evaluate_split(run, self.config.eval_split, per_video=True, progress=self.progress)
             scores = "  ".join(f"{METRIC_LABELS[k]} {100 * metrics['metrics'][k]:.1f}" for k in ("Bleu_4", "METEOR", "CIDEr"))
             log.info("captioner-%s: %s", source, scores)
 
     def report(self) -> None:
         reader = open_dataset(self.data / "saliency", split="test")
-        models = {key: load_saliency_model(self.run_dir(name)) for key, name in SALIENCY_RUNS.items()}
-        figure = maps_figure(models, reader, reader.names, tuple(self.config.world.size))
+        figure = maps_figure(self.saliency_models(), reader, reader.names, tuple(self.config.world.size))
         compare_runs([self.run_dir(f"captioner-{s}") for s in SALIENCY_SOURCES], self.config.eval_split, self.out,
                      names=list(SALIENCY_SOURCES), extra=saliency_blocks(self.saliency_scores(), figure, len(reader)))
         log.info("%s", self.out / "report.html")
+
+    def saliency_models(self) -> dict:
+        """Teacher, student and undistilled student, loaded once for the scores and the report's figure."""
+        if self._models is None:
+            self._models = {key: load_saliency_model(self.run_dir(name)) for key, name in SALIENCY_RUNS.items()}
+        return self._models
 
     def saliency_scores(self) -> dict:
         """All seven saliency metrics of teacher, student and undistilled student on the held-out frames, the
@@ -187,11 +193,10 @@ class Demo:
         if self._saliency is None:
             reader = open_dataset(self.data / "saliency", split="test")
             scores, per_image = {}, {}
-            for key, name in SALIENCY_RUNS.items():
+            for key, model in self.saliency_models().items():
                 per_image[key] = {}
-                scores[key] = evaluate_model(load_saliency_model(self.run_dir(name)), reader,
-                                             tuple(self.config.world.size), metrics=ALL_METRICS, progress=False,
-                                             per_image=per_image[key])
+                scores[key] = evaluate_model(model, reader, tuple(self.config.world.size), metrics=ALL_METRICS,
+                                             progress=False, per_image=per_image[key])
             gain = paired_bootstrap(per_image["student"]["CC"], per_image["student_no_kd"]["CC"])
             scores["kd_gain"] = {"CC": gain["diff"], "ci95": gain["ci95"]}
             baselines = baseline_scores(self.data / "saliency", "test")
@@ -222,13 +227,20 @@ class Demo:
         atomic_write_json(self.out / "summary.json", summary)
         return summary
 
-    def caption_scores(self) -> dict[str, dict[str, float]]:
-        """BLEU-4, METEOR, ROUGE-L, CIDEr (fractions) and seconds per video of each evaluated captioner."""
-        captioners = {}
+    def caption_scores(self) -> dict[str, dict]:
+        """BLEU-4, METEOR, ROUGE-L, CIDEr (fractions) and seconds per video of each evaluated captioner, its grounded
+        share on a synthetic world, and for teacher and student `vs_none`: CIDEr and grounded differences to the
+        `none` captioner with paired bootstrap intervals over the held-out videos."""
+        captioners, per_video = {}, {}
         for source in SALIENCY_SOURCES:
             run = load_evaluated_run(self.run_dir(f"captioner-{source}"), self.config.eval_split)
             captioners[source] = {key: run.metrics["metrics"][key] for key in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr")}
             captioners[source]["sec_per_video"] = run.sec_per_video
+            if "grounding" in run.metrics:
+                captioners[source]["grounded"] = run.metrics["grounding"]["grounded"]
+            per_video[source] = load_per_video(self.run_dir(f"captioner-{source}"), self.config.eval_split)
+        for source in SALIENCY_SOURCES[1:]:
+            captioners[source]["vs_none"] = paired_differences(per_video[source], per_video["none"])
         return captioners
 
     def summary(self) -> dict:
@@ -238,10 +250,14 @@ class Demo:
 
 def format_summary(summary: dict) -> str:
     """The closing tables: caption metrics ×100 and time per video; saliency metrics of the three models."""
-    lines = [f"{'captioner':<12}{'BLEU-4':>8}{'METEOR':>8}{'ROUGE-L':>9}{'CIDEr':>8}{'s/video':>9}"]
+    lines = [f"{'captioner':<12}{'BLEU-4':>8}{'METEOR':>8}{'ROUGE-L':>9}{'CIDEr':>8}{'grounded':>10}{'s/video':>9}"
+             f"   vs none: CIDEr, grounded (x100, 95% CI)"]
     for source, row in summary["captioners"].items():
+        grounded = f"{100 * row['grounded']:10.1f}" if "grounded" in row else f"{'n/a':>10}"
+        versus = "   " + ", ".join(f"{100 * d['diff']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
+                                  for d in row["vs_none"].values()) if "vs_none" in row else ""
         lines.append(f"{source:<12}{100 * row['Bleu_4']:8.1f}{100 * row['METEOR']:8.1f}{100 * row['ROUGE_L']:9.1f}"
-                     f"{100 * row['CIDEr']:8.1f}{row['sec_per_video']:9.3f}")
+                     f"{100 * row['CIDEr']:8.1f}{grounded}{row['sec_per_video']:9.3f}{versus}")
     saliency = summary["saliency"]
     names = list(saliency["teacher"])
     lines += ["", f"{'saliency':<14}" + "".join(f"{name:>10}" for name in names)]

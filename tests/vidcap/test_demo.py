@@ -28,8 +28,16 @@ def test_demo_leaves_the_run_directories_and_a_complete_summary(demo):
         assert (demo / name / "model.safetensors").is_file(), name
     summary = json.loads((demo / "summary.json").read_text())
     assert set(summary["captioners"]) == {"none", "teacher", "student"}
-    for row in summary["captioners"].values():
-        assert set(row) == {"Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "sec_per_video"} and row["sec_per_video"] > 0
+    for source, row in summary["captioners"].items():
+        assert set(row) == {"Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "sec_per_video", "grounded"} | (
+            set() if source == "none" else {"vs_none"}) and row["sec_per_video"] > 0 and 0 <= row["grounded"] <= 1
+    captioners = summary["captioners"]
+    for source in ("teacher", "student"):  # paired over the same held-out videos: the mean differences are exact
+        versus = captioners[source]["vs_none"]
+        assert set(versus) == {"CIDEr", "grounded"} and all(set(d) == {"diff", "ci95"} for d in versus.values())
+        assert versus["grounded"]["diff"] == pytest.approx(captioners[source]["grounded"] - captioners["none"]["grounded"])
+        assert versus["CIDEr"]["diff"] == pytest.approx(captioners[source]["CIDEr"] - captioners["none"]["CIDEr"], abs=1e-6)
+        assert all(d["ci95"][0] <= d["diff"] <= d["ci95"][1] for d in versus.values())
     saliency = summary["saliency"]
     assert set(saliency) == {"teacher", "student", "student_no_kd", "kd_gain", "baselines"}
     assert all(set(saliency[k]) == {"CC", "KLD", "NSS", "SIM", "AUC_Judd", "AUC_Borji", "sAUC"}

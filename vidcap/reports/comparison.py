@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Sequence
 
 from saliency.infra.errors import UserError
+from saliency.infra.stats import paired_bootstrap
 from saliency.infra.rundir import atomic_write_json, require_writable
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.reports.document import Block, Figure, Heading, Paragraph, Table, write_report
 from vidcap.evaluate import METRIC_KEYS
+from vidcap.grounding import ATTRIBUTES, ground_caption, load_actors
 from saliency.infra.figures import metric_bars_png
 from vidcap.reports.evaluation import METRIC_LABELS, STAGES, metric_row, sample_ids, stage_seconds
 from vidcap.run import VidcapRunConfig, captioner_run
@@ -59,6 +61,27 @@ def load_evaluated_run(path: str | Path, split: str, name: str | None = None) ->
     return EvaluatedRun(name or Path(path).resolve().name, Path(path), run.load_config(VidcapRunConfig), metrics, captions)
 
 
+def load_per_video(run: Path, split: str) -> dict[str, dict]:
+    """RUN/eval/SPLIT/per_video.json (what `vidcap eval --per-video` writes) by video id."""
+    path = run / "eval" / split / "per_video.json"
+    if not path.is_file():
+        raise UserError(f"{path}: missing; score every video with `vidcap eval --model {run} --split {split} --per-video`")
+    return {row["video_id"]: row for row in json.loads(path.read_text(encoding="utf-8"))}
+
+
+def paired_differences(arm: dict[str, dict], none: dict[str, dict]) -> dict[str, dict]:
+    """CIDEr (and, on a synthetic world, grounded) of `arm` − `none` over the videos both captioned: the mean
+    difference and its paired bootstrap 95% interval, `{"diff", "ci95"}`."""
+    videos = sorted(set(arm) & set(none))
+    differences = {}
+    for name, value in (("CIDEr", lambda row: row["CIDEr"]), ("grounded", lambda row: float(row["grounding"]["grounded"]))):
+        if name == "grounded" and not all("grounding" in table[v] for table in (arm, none) for v in videos):
+            continue
+        result = paired_bootstrap([value(arm[v]) for v in videos], [value(none[v]) for v in videos])
+        differences[name] = {"diff": result["diff"], "ci95": result["ci95"]}
+    return differences
+
+
 def _percent_change(new: float, old: float) -> str:
     return f"{100 * (new - old) / old:+.0f}%" if old > 0 else "n/a"
 
@@ -75,8 +98,19 @@ def _grounded_delta(run: EvaluatedRun, first: EvaluatedRun) -> str:
     return f"{100 * (run.grounded - first.grounded):+.1f}"
 
 
-def comparison_blocks(runs: list[EvaluatedRun], references: dict[str, list[str]]) -> list[Block]:
-    """Metric table, differences to the first run, time per stage, bar chart and captions side by side."""
+def marked(caption: str, actor: dict[str, str] | None) -> str:
+    """`caption`, and on a synthetic world what it got right (✓), wrong (✗) or left out (–) of the actor."""
+    if actor is None:
+        return caption
+    outcome = ground_caption(caption, actor)
+    marks = {"right": "✓", "wrong": "✗", "none": "–"}
+    return f"{caption} ({', '.join(f'{name} {marks[outcome[name]]}' for name in ATTRIBUTES)})"
+
+
+def comparison_blocks(runs: list[EvaluatedRun], references: dict[str, list[str]],
+                      actors: dict[str, dict[str, str]] | None = None) -> list[Block]:
+    """Metric table, differences to the first run, time per stage, bar chart and captions side by side (on a
+    synthetic world with the actor and what each caption got right or wrong of it)."""
     first = runs[0]
     labels = [METRIC_LABELS[key] for key in METRIC_KEYS]
     timed = all(run.sec_per_video is not None for run in runs)
@@ -115,10 +149,19 @@ def comparison_blocks(runs: list[EvaluatedRun], references: dict[str, list[str]]
     blocks += [Heading("Chart"), Figure("metrics.png", bars, "caption metrics ×100 per run")]
     common = [video_id for video_id in first.captions if all(video_id in run.captions for run in runs)]
     if common:
+        def actor(video_id: str) -> dict[str, str] | None:
+            return actors.get(video_id) if actors else None
+
+        def describe(who: dict[str, str] | None) -> str:
+            return f"{who['size']} {who['colour']} {who['shape']}, {who['motion']}" if who else ""
+
+        described = ["actor"] if actors else []
         blocks += [Heading("Captions side by side"),
-                   Table(["video", "a reference", *[run.name for run in runs]],
-                         [[video_id, (references.get(video_id) or [""])[0], *[run.captions[video_id] for run in runs]]
-                          for video_id in sample_ids(common, SAMPLE_CAPTIONS)], numeric_from=len(runs) + 2)]
+                   Table(["video", *described, "a reference", *[run.name for run in runs]],
+                         [[video_id, *([describe(actor(video_id))] if actors else []),
+                           (references.get(video_id) or [""])[0],
+                           *[marked(run.captions[video_id], actor(video_id)) for run in runs]]
+                          for video_id in sample_ids(common, SAMPLE_CAPTIONS)], numeric_from=len(runs) + 3)]
     return blocks
 
 
@@ -143,5 +186,5 @@ def compare_runs(paths: list[str | Path], split: str = "test", out: str | Path |
         "runs": [{"name": run.name, "path": str(run.path), "saliency": run.saliency, "metrics": run.metrics["metrics"],
                   "sec_per_video": run.metrics.get("sec_per_video", {}),
                   **({"grounding": run.metrics["grounding"]} if "grounding" in run.metrics else {})} for run in runs]})
-    return write_report(out, f"Caption comparison: {', '.join(run.name for run in runs)}", [*comparison_blocks(runs, references), *extra],
-                        stem)
+    blocks = comparison_blocks(runs, references, load_actors(dataset.root))
+    return write_report(out, f"Caption comparison: {', '.join(run.name for run in runs)}", [*blocks, *extra], stem)
