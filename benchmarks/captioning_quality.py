@@ -1,72 +1,160 @@
-"""The demo's three captioners (saliency none / teacher / student) over several seeds: mean ± std.
+"""Does the captioner see the video, and does saliency help it? World v2, paired arms, controls, grounding.
 
-    python benchmarks/captioning_quality.py [--demo runs/demo] [--seeds 0,1,2] [--json benchmarks/results/captioning_quality.json]
+    python benchmarks/captioning_quality.py --demo runs/demo [--videos 1600] [--seeds 0,1,2] \
+        [--train-sizes 100,300,1000] [--arms ...] [--scst] [--json benchmarks/results/captioning_quality.json]
 
-Runs after `vidcap demo`: the world and the saliency models are the demo's; each seed trains the three
-captioners afresh (the seed sets the frozen random encoder, the decoder's initialisation and the
-caption order) and scores them on the held-out split. The demo's own captioners are its config's
-seed; other seeds go to `DEMO/seeds/seed<N>/`. Also prints the demo's saliency metrics of the
-teacher, the distilled student and the undistilled student.
+After `make demo` (its pretraining run is the grounded encoder's backbone, its teacher and student the saliency
+models): a world of `--videos` synthetic videos of the demo's size and length, from another world seed, split
+70/10/20 (1,600 videos: 320 held out). For every seed, the captioner arms none / uniform / shuffled / centre / teacher
+/ student / ground-truth are trained on the largest training set with the same data, steps and initial weights
+(`vidcap.captioner.build_part`), evaluated on the whole test split; per arm the CIDEr and grounded share with paired
+(per video) bootstrap 95% intervals of the difference to `none`, and McNemar's exact test on per-video groundedness.
+The weighting of the maps is chosen first, on the validation split (`--weightings`, the student arm, seed 0, the
+smallest training set), never on the test split. The learning curve trains none, student and ground-truth on the
+smaller training sets; `--scst` adds the self-critical stage after the student's and none's cross-entropy runs.
+Every run directory is kept under `--out` and reused: an interrupted benchmark continues where it stopped.
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 from saliency.infra.config import load_config
 from saliency.infra.rundir import atomic_write_json
-from vidcap.demo import SALIENCY_SOURCES, Demo, DemoConfig
+from saliency.infra.stats import mcnemar
+from saliency.infra.training import continue_training
+from vidcap.captioner import with_saliency
+from vidcap.data.synthetic import write_msrvtt
+from vidcap.demo import PRETRAIN_RUN, DemoConfig
+from vidcap.reports.comparison import load_per_video, paired_differences
+from vidcap.run import VidcapRunConfig
+from vidcap.scst import EPOCHS as SCST_EPOCHS, LR as SCST_LR
+from vidcap.split_evaluation import evaluate_split
+from vidcap.train import CaptionTrainer
 
-KEYS = ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "sec_per_video")
+ARMS = ("none", "uniform", "shuffled", "centre", "teacher", "student", "ground-truth")
+CURVE_ARMS = ("none", "student", "ground-truth")
+MODELS = ("teacher", "student")  # arms whose maps come from the demo's saliency runs
 
 
-class SeedRun(Demo):
-    """The demo with its captioners trained from another seed, in their own folders."""
+def arm_config(base: VidcapRunConfig, arm: str, weighting: str, seed: int, size: int, demo: Path, out: Path,
+               data: Path, pretrained: Path | None = None) -> VidcapRunConfig:
+    """The captioner of `arm`: the demo's captioning settings on this world's first `size` training videos, its
+    encoder from `pretrained` (default: the demo's pretraining run)."""
+    config = copy.deepcopy(base)
+    config.seed = seed
+    config.data.root, config.data.limit, config.data.cache_dir = str(data), size, str(out / "feature-cache")
+    if config.captioner.encoder.pretrained == PRETRAIN_RUN:
+        config.captioner.encoder.pretrained = str(pretrained or demo / PRETRAIN_RUN)
+    config.captioner = with_saliency(config.captioner, arm, str(demo / arm) if arm in MODELS else None, weighting)
+    return config
 
-    def __init__(self, config: DemoConfig, seed: int):
-        self.demo_seed = config.captioning.seed
-        config.captioning.seed = seed
-        super().__init__(config, progress=False)
 
-    def run_dir(self, name: str) -> Path:
-        if name.startswith("captioner-") and self.config.captioning.seed != self.demo_seed:
-            return self.out / "seeds" / f"seed{self.config.captioning.seed}" / name
-        return super().run_dir(name)
+def train_and_score(config: VidcapRunConfig, run: Path, split: str) -> dict[str, dict]:
+    """Train (or reuse) the run, evaluate it on the whole `split` with per-video scores (or reuse them)."""
+    continue_training(CaptionTrainer, config, run, progress=False)
+    if not (run / "eval" / split / "per_video.json").is_file():
+        evaluate_split(run, split, per_video=True, progress=False)
+    return load_per_video(run, split)
+
+
+def summary_row(per_video: dict[str, dict]) -> dict[str, float]:
+    return {"CIDEr": statistics.mean(r["CIDEr"] for r in per_video.values()),
+            "grounded": statistics.mean(float(r["grounding"]["grounded"]) for r in per_video.values()),
+            "videos": len(per_video)}
+
+
+def versus(arm: dict[str, dict], none: dict[str, dict]) -> dict:
+    """Paired differences to `none` with bootstrap intervals, and McNemar's test on groundedness."""
+    videos = sorted(set(arm) & set(none))
+    grounded = [[bool(table[v]["grounding"]["grounded"]) for v in videos] for table in (arm, none)]
+    return paired_differences(arm, none) | {"mcnemar": mcnemar(*grounded)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/demo.yaml")
-    parser.add_argument("--demo", default="runs/demo", help="a finished demo (world and saliency models)")
+    parser.add_argument("--config", default="configs/demo.yaml", help="the demo config whose captioning settings apply")
+    parser.add_argument("--demo", default="runs/demo", help="a finished demo (pretraining, teacher and student runs)")
+    parser.add_argument("--pretrained", metavar="RUN", help="the encoder's `saliency pretrain` run (default: the demo's)")
+    parser.add_argument("--out", default="runs/bench-captioning-v2")
+    parser.add_argument("--videos", type=int, default=1600)
+    parser.add_argument("--world-seed", type=int, default=1, help="another seed than the demo's world")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--train-sizes", default="100,300,1000", help="learning curve; the largest is the main table's")
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--weightings", default="residual,gate,prior", help="chosen among on the validation split")
+    parser.add_argument("--scst", action="store_true", help="also the self-critical stage of none and student")
     parser.add_argument("--json", default="runs/bench/captioning_quality.json",
-                        help="where the results go (default %(default)s; the committed reference is benchmarks/results/captioning_quality.json)")
+                        help="where the results go (default %(default)s; the committed reference is "
+                             "benchmarks/results/captioning_quality.json)")
     args = parser.parse_args()
-    per_seed = {}
-    for seed in (int(s) for s in args.seeds.split(",")):
-        config = load_config(DemoConfig, args.config, [f"out={args.demo}"])
-        run = SeedRun(config, seed)
-        if not (run.run_dir("teacher") / "model.safetensors").is_file():
-            raise SystemExit(f"{args.demo}: run `vidcap demo --set out={args.demo}` first")
-        print(f"seed {seed}: training and evaluating the three captioners")
-        run.captioners()
-        run.evaluate()
-        per_seed[seed] = run.caption_scores()
-    summary = {source: {key: {"mean": statistics.mean(per_seed[s][source][key] for s in per_seed),
-                              "std": statistics.stdev(per_seed[s][source][key] for s in per_seed) if len(per_seed) > 1 else 0.0}
-                        for key in KEYS} for source in SALIENCY_SOURCES}
-    print(f"\n## held-out split, {len(per_seed)} seeds: mean ± std (×100; seconds per video)")
-    print(f"{'saliency':<10}" + "".join(f"{k:>16}" for k in KEYS))
-    for source, row in summary.items():
-        cells = [f"{100 * row[k]['mean']:.1f} ± {100 * row[k]['std']:.1f}" for k in KEYS[:-1]]
-        cells.append(f"{row['sec_per_video']['mean']:.3f} ± {row['sec_per_video']['std']:.3f}")
-        print(f"{source:<10}" + "".join(f"{c:>16}" for c in cells))
-    saliency = SeedRun(load_config(DemoConfig, args.config, [f"out={args.demo}"]), 0).saliency_scores()
-    print("\n## saliency models on the held-out frames")
-    for name, scores in saliency.items():
-        print(f"{name:<14}" + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-    atomic_write_json(args.json, {"seeds": per_seed, "summary": summary, "saliency": saliency})
+    demo, out = Path(args.demo), Path(args.out)
+    pretrained = Path(args.pretrained) if args.pretrained else None
+    demo_config = load_config(DemoConfig, args.config)
+    world = demo_config.world
+    data = out / "data"
+    if not (data / "synthetic_meta.json").is_file():
+        write_msrvtt(data, n=args.videos, seed=args.world_seed, size=tuple(world.size), n_frames=world.frames,
+                     fps=world.fps, world=world.version)
+    base = demo_config.captioning
+    sizes = sorted(int(s) for s in args.train_sizes.split(","))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results: dict = {"videos": args.videos, "world_seed": args.world_seed, "train_sizes": sizes, "seeds": seeds,
+                     "settings": vars(args)}
+
+    def save() -> None:
+        atomic_write_json(args.json, results)
+
+    weightings = args.weightings.split(",")
+    if len(weightings) > 1:
+        chosen = {}
+        for weighting in weightings:
+            config = arm_config(base, "student", weighting, seeds[0], sizes[0], demo, out, data, pretrained)
+            chosen[weighting] = summary_row(train_and_score(config, out / "select" / weighting, "val"))
+        weighting = max(chosen, key=lambda w: (chosen[w]["grounded"], chosen[w]["CIDEr"]))
+        results["weighting"] = {"validation": chosen, "chosen": weighting}
+        save()
+    else:
+        weighting = weightings[0]
+        results["weighting"] = {"chosen": weighting}
+    print(f"weighting: {weighting}", flush=True)
+
+    results["main"], results["curve"] = {}, {}
+    for seed in seeds:
+        rows = {}
+        for arm in args.arms.split(","):
+            config = arm_config(base, arm, weighting, seed, sizes[-1], demo, out, data, pretrained)
+            rows[arm] = train_and_score(config, out / f"seed{seed}" / f"n{sizes[-1]}" / arm, "test")
+            results["main"][str(seed)] = {name: summary_row(table) | (
+                {"vs_none": versus(table, rows["none"])} if name != "none" else {}) for name, table in rows.items()}
+            save()
+            print(f"seed {seed} {arm}: {summary_row(rows[arm])}", flush=True)
+        for size in sizes[:-1]:
+            curve = {}
+            for arm in CURVE_ARMS:
+                config = arm_config(base, arm, weighting, seed, size, demo, out, data, pretrained)
+                curve[arm] = train_and_score(config, out / f"seed{seed}" / f"n{size}" / arm, "test")
+                results["curve"].setdefault(str(size), {})[str(seed)] = {
+                    name: summary_row(table) | ({"vs_none": versus(table, curve["none"])} if name != "none" else {})
+                    for name, table in curve.items()}
+                save()
+        if args.scst:
+            for arm in ("none", "student"):
+                xe = out / f"seed{seed}" / f"n{sizes[-1]}" / arm
+                xe_config = arm_config(base, arm, weighting, seed, sizes[-1], demo, out, data, pretrained)
+                stage = replace(xe_config, scst=replace(xe_config.scst, start=str(xe)),
+                                optim=replace(xe_config.optim, epochs=SCST_EPOCHS, lr=SCST_LR, warmup_steps=0))
+                scst = train_and_score(stage, xe / "scst", "test")
+                xe_scores = load_per_video(xe, "test")
+                results.setdefault("scst", {}).setdefault(str(seed), {})[arm] = {
+                    "xe": summary_row(xe_scores), "scst": summary_row(scst), "scst_vs_xe": versus(scst, xe_scores)}
+                save()
+    print(json.dumps(results, indent=1)[:4000])
+    print(f"\nwrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,3 +21,15 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 10
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return {"diff": float(diff.mean()), "ci95": [float(low), float(high)], "n": int(len(diff))}
+
+
+def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict:
+    """McNemar's exact test of paired binary outcomes (say, grounded or not per video): do `a` and `b` succeed on
+    as many items? Only the discordant items count: `{"a_only", "b_only", "p"}`, p two-sided (binomial, 1/2)."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired outcomes need two equal 1-D sequences, got {a.shape} and {b.shape}")
+    a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
+    n, k = a_only + b_only, min(a_only, b_only)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n if n else 1.0
+    return {"a_only": a_only, "b_only": b_only, "p": min(1.0, 2 * tail)}

@@ -33,3 +33,15 @@ def test_no_effect_gives_an_interval_containing_zero():
 def test_unpaired_lengths_are_refused():
     with pytest.raises(ValueError, match="equal, non-empty"):
         paired_bootstrap([1.0, 2.0], [1.0])
+
+
+def test_mcnemar_counts_the_discordant_pairs_and_gives_the_exact_binomial_p():
+    from saliency.infra.stats import mcnemar
+
+    a = [True] * 10 + [False] * 2 + [True] * 5 + [False] * 3  # 10 where only a succeeds, 2 where only b does
+    b = [False] * 10 + [True] * 2 + [True] * 5 + [False] * 3
+    result = mcnemar(a, b)
+    assert result["a_only"] == 10 and result["b_only"] == 2
+    assert result["p"] == pytest.approx(2 * (1 + 12 + 66) / 2**12)  # P(X <= 2), X ~ Bin(12, 1/2), both tails
+    assert mcnemar(a, a) == {"a_only": 0, "b_only": 0, "p": 1.0}
+    assert mcnemar([True, False], [False, True])["p"] == 1.0
