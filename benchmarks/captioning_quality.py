@@ -20,7 +20,6 @@ import argparse
 import copy
 import json
 import statistics
-from dataclasses import replace
 from pathlib import Path
 
 from saliency.infra.config import load_config
@@ -32,7 +31,7 @@ from vidcap.data.synthetic import write_msrvtt
 from vidcap.demo import PRETRAIN_RUN, DemoConfig
 from vidcap.reports.comparison import load_per_video, paired_differences
 from vidcap.run import VidcapRunConfig
-from vidcap.scst import EPOCHS as SCST_EPOCHS, LR as SCST_LR
+from vidcap.scst import scst_stage
 from vidcap.split_evaluation import evaluate_split
 from vidcap.train import CaptionTrainer
 
@@ -146,8 +145,7 @@ def main() -> None:
             for arm in ("none", "student"):
                 xe = out / f"seed{seed}" / f"n{sizes[-1]}" / arm
                 xe_config = arm_config(base, arm, weighting, seed, sizes[-1], demo, out, data, pretrained)
-                stage = replace(xe_config, scst=replace(xe_config.scst, start=str(xe)),
-                                optim=replace(xe_config.optim, epochs=SCST_EPOCHS, lr=SCST_LR, warmup_steps=0))
+                stage = scst_stage(xe_config, xe)
                 scst = train_and_score(stage, xe / "scst", "test")
                 xe_scores = load_per_video(xe, "test")
                 results.setdefault("scst", {}).setdefault(str(seed), {})[arm] = {

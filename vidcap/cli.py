@@ -42,12 +42,10 @@ def _run_config(args: argparse.Namespace):
 def _scst_config(args: argparse.Namespace):
     """The self-critical stage of the finished cross-entropy run `--out`: its config, starting from it, at the
     stage's epochs and learning rate (then `--set`), trained into RUN/scst."""
-    from dataclasses import replace
-
     from saliency.infra.config import apply_overrides, from_dict, to_dict
     from saliency.infra.rundir import WEIGHTS, RunDir
     from vidcap.run import VidcapRunConfig, captioner_run
-    from vidcap.scst import EPOCHS, LR
+    from vidcap.scst import scst_stage
 
     if args.config or args.saliency or args.saliency_model:
         raise UserError("--scst continues the run's own config; drop --config, --saliency and --saliency-model")
@@ -60,9 +58,7 @@ def _scst_config(args: argparse.Namespace):
     if done < config.optim.epochs or not run.file(WEIGHTS).is_file():
         raise UserError(f"{args.out}: --scst needs a finished cross-entropy run, this one has {done} of its "
                         f"{config.optim.epochs} epochs; finish it first (vidcap train --out {args.out} --resume)")
-    stage = replace(config, scst=replace(config.scst, start=str(args.out)),
-                    optim=replace(config.optim, epochs=EPOCHS, lr=LR, warmup_steps=0))
-    return from_dict(VidcapRunConfig, apply_overrides(to_dict(stage), args.overrides))
+    return from_dict(VidcapRunConfig, apply_overrides(to_dict(scst_stage(config, args.out)), args.overrides))
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -23,7 +23,14 @@ from saliency.infra.config import require_positive
 
 NGRAMS = 4
 SIGMA = 6.0  # of CIDEr-D's Gaussian length penalty
-EPOCHS, LR = 5, 2e-5  # what `vidcap train --scst` sets optim.epochs and optim.lr to, unless --set says otherwise
+EPOCHS, LR = 5, 2e-5  # the stage's optim.epochs and optim.lr, unless --set says otherwise
+
+
+def scst_stage(config, start: str):
+    """The run config of the self-critical stage of cross-entropy run `start` (whose config is `config`): the same
+    captioner and data, starting from it, at the stage's epochs and learning rate without warm-up."""
+    return replace(config, scst=replace(config.scst, start=str(start)),
+                   optim=replace(config.optim, epochs=EPOCHS, lr=LR, warmup_steps=0))
 
 
 @dataclass
