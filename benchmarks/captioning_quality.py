@@ -1,7 +1,7 @@
 """Does the captioner see the video, and does saliency help it? World v2, paired arms, controls, grounding.
 
     python benchmarks/captioning_quality.py --demo runs/demo [--videos 1600] [--seeds 0,1,2] \
-        [--train-sizes 100,300,1000] [--arms ...] [--scst] [--json benchmarks/results/captioning_quality.json]
+        [--train-sizes 100,300,1000] [--arms ...] [--scst] [--set KEY=VALUE] [--json ...]
 
 After `make demo` (its pretraining run is the grounded encoder's backbone, its teacher and student the saliency
 models): a world of `--videos` synthetic videos of the demo's size and length, from another world seed, split
@@ -78,6 +78,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo.yaml", help="the demo config whose captioning settings apply")
     parser.add_argument("--demo", default="runs/demo", help="a finished demo (pretraining, teacher and student runs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of the demo config, e.g. captioning.captioner.encoder.track=true")
     parser.add_argument("--pretrained", metavar="RUN", help="the encoder's `saliency pretrain` run (default: the demo's)")
     parser.add_argument("--out", default="runs/bench-captioning-v2")
     parser.add_argument("--videos", type=int, default=1600)
@@ -93,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     demo, out = Path(args.demo), Path(args.out)
     pretrained = Path(args.pretrained) if args.pretrained else None
-    demo_config = load_config(DemoConfig, args.config)
+    demo_config = load_config(DemoConfig, args.config, args.set)
     world = demo_config.world
     data = out / "data"
     if not (data / "synthetic_meta.json").is_file():
@@ -129,7 +131,8 @@ def main() -> None:
             config = arm_config(base, arm, weighting, seed, sizes[-1], demo, out, data, pretrained)
             rows[arm] = train_and_score(config, out / f"seed{seed}" / f"n{sizes[-1]}" / arm, "test")
             results["main"][str(seed)] = {name: summary_row(table) | (
-                {"vs_none": versus(table, rows["none"])} if name != "none" else {}) for name, table in rows.items()}
+                {"vs_none": versus(table, rows["none"])} if name != "none" and "none" in rows else {})
+                for name, table in rows.items()}
             save()
             print(f"seed {seed} {arm}: {summary_row(rows[arm])}", flush=True)
         for size in sizes[:-1]:

@@ -16,7 +16,7 @@ from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
 from saliency import load as load_saliency_model
 from vidcap.decoder import CaptionDecoder, DecoderConfig
-from vidcap.encoder import EncoderConfig, FrameEncoder, SaliencyWeighting
+from vidcap.encoder import TRACK_CHANNELS, EncoderConfig, FrameEncoder, SaliencyWeighting
 from vidcap.saliency_sources import CONTROLS, SOURCES, Source, control_maps
 from vidcap.tokenizer import CaptionTokenizer
 from vidcap.data.video import FrameSamplerConfig, read_frames
@@ -133,7 +133,8 @@ class VisualFrontEnd(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        return self.encoder.out_channels
+        """Channels of each visual token: the encoder's, plus the actor track's geometry when `encoder.track`."""
+        return self.encoder.out_channels + (TRACK_CHANNELS if self.config.encoder.track else 0)
 
     def saliency(self, frames: Tensor) -> Tensor | None:
         """Log-density `[N,1,H,W]` of normalised frames `[N,3,H,W]`: the model's at the configured saliency size, a

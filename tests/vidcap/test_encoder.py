@@ -9,11 +9,14 @@ import torchvision
 
 from saliency.infra.errors import UserError
 from vidcap.encoder import (
+    TRACK_CHANNELS,
+    TRACK_SCALE,
     WEIGHTINGS,
     EncoderConfig,
     FrameEncoder,
     SaliencyWeighting,
     saliency_weights,
+    track_tokens,
     weight_features,
 )
 
@@ -114,10 +117,48 @@ def test_gradients_reach_features_and_saliency(mode, log_input):
         assert s.grad is not None and torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
 
 
-def test_module_wraps_the_function_with_the_configs_mode_and_alpha():
+def blob(x: float, y: float, sigma: float) -> torch.Tensor:
+    """A Gaussian map `[1,1,H,W]` centred at pixel (x, y)."""
+    rows, cols = torch.meshgrid(torch.arange(H).float(), torch.arange(W).float(), indexing="ij")
+    return torch.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * sigma**2))[None, None]
+
+
+def test_track_follows_the_peak_from_the_first_frame_and_nothing_else():
+    # one clip: the blob moves right and grows; a weaker, still blob elsewhere must not pull the track
+    maps = torch.cat([blob(8 + 8 * t, 12, 2 + t) + 0.4 * blob(30, 28, 3) for t in range(T)])  # [T,1,H,W]
+    tokens = track_tokens(maps, 1, T, C)  # [1,T,C+3]
+    assert tokens.shape == (1, T, C + TRACK_CHANNELS) and torch.all(tokens[..., :C] == 0)
+    x, y, spread = (tokens[0, :, C:] / torch.tensor(TRACK_SCALE)).unbind(-1)
+    assert torch.allclose(x, torch.arange(T) * 8.0 / W, atol=2e-3)  # centres 8, 16, 24 px, minus the first
+    assert torch.allclose(y, torch.zeros(T), atol=1e-3) and torch.all(spread.diff() > 0.1) and spread[0] == 0
+
+
+@pytest.mark.parametrize("mode", WEIGHTINGS)
+def test_track_appends_one_token_per_frame_and_widens_every_token(mode):
+    f = features()
+    plain, plain_bias = weight_features(f, None if mode == "none" else log_density(), mode, alpha=0.5)
+    tokens, bias = weight_features(f, None if mode == "none" else log_density(), mode, alpha=0.5, track=True)
+    tracked = 0 if mode == "none" else T  # without maps there is nothing to follow, but the width stays
+    assert tokens.shape == (B, plain.shape[1] + tracked, C + TRACK_CHANNELS)
+    assert torch.equal(tokens[:, : plain.shape[1], :C], plain)
+    assert torch.all(tokens[:, : plain.shape[1], C:] == 0)
+    if plain_bias is None:
+        assert bias is None
+    else:
+        assert torch.equal(bias[:, : plain.shape[1]], plain_bias)
+        assert torch.all(bias[:, plain.shape[1]:] == (1.0 if mode == "gate" else 0.0))
+
+
+def test_a_uniform_map_gives_a_still_track():
+    assert torch.allclose(track_tokens(torch.ones(B * T, 1, H, W), B, T, C), torch.zeros(B, T, C + TRACK_CHANNELS))
+
+
+def test_module_wraps_the_function_with_the_configs_mode_alpha_and_track():
     weighting = SaliencyWeighting(EncoderConfig(weighting="residual", alpha=0.3))
     f, s = features(), log_density()
     assert torch.equal(weighting(f, s)[0], weight_features(f, s, "residual", 0.3)[0])
+    tracked = SaliencyWeighting(EncoderConfig(weighting="gate", track=True))
+    assert torch.equal(tracked(f, s)[0], weight_features(f, s, "gate", 1.0, track=True)[0])
 
 
 def test_weighting_errors_name_the_problem():

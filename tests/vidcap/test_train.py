@@ -41,10 +41,11 @@ def runs(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return root, {arm: saliency_run(root / arm, *spec) for arm, spec in SALIENCY_MODELS.items()}
 
 
-def tiny_config(root: Path, seed: int) -> VidcapRunConfig:
+def tiny_config(root: Path, seed: int, track: bool = False) -> VidcapRunConfig:
     """A tiny captioner run on the videos under `root` (saliency none)."""
     captioner = CaptionerConfig(sampler=FrameSamplerConfig(n_frames=2, size=(32, 64), resize="stretch"),
-                                encoder=EncoderConfig(backbone="small-cnn", pretrained=False, grid=2, weighting="none"),
+                                encoder=EncoderConfig(backbone="small-cnn", pretrained=False, grid=2, weighting="none",
+                                                      track=track),
                                 decoder=DecoderConfig(hidden_size=32, layers=1, heads=2, intermediate_size=64),
                                 tokenizer=TokenizerConfig(min_count=1), max_length=16, num_beams=1)
     return VidcapRunConfig(data=CaptionDataConfig(root=str(root / "data"), cache_dir=str(root / "cache")),
@@ -58,9 +59,10 @@ def start(config: VidcapRunConfig, source: str, run: str | None, out: Path) -> t
     return CaptionerWeights(trainer.model).state_dict(), torch.get_rng_state()
 
 
-def test_every_arm_starts_from_the_same_weights_and_training_stream(runs, tmp_path):
+@pytest.mark.parametrize("track", [False, True])
+def test_every_arm_starts_from_the_same_weights_and_training_stream(runs, tmp_path, track):
     root, saliency_runs = runs
-    config = tiny_config(root, seed=3)
+    config = tiny_config(root, seed=3, track=track)
     arms = {source: start(config, source, saliency_runs.get(source), tmp_path / source)
             for source in ("none", "teacher", "student", "uniform", "ground-truth")}
     weights, stream = arms.pop("none")
