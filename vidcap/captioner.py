@@ -19,7 +19,7 @@ from vidcap.decoder import CaptionDecoder, DecoderConfig
 from vidcap.encoder import TRACK_CHANNELS, EncoderConfig, FrameEncoder, SaliencyWeighting
 from vidcap.saliency_sources import CONTROLS, SOURCES, Source, control_maps
 from vidcap.tokenizer import CaptionTokenizer
-from vidcap.data.video import FrameSamplerConfig, read_frames
+from vidcap.data.video import ClipOrigin, FrameSamplerConfig, read_clip
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -136,29 +136,31 @@ class VisualFrontEnd(nn.Module):
         """Channels of each visual token: the encoder's, plus the actor track's geometry when `encoder.track`."""
         return self.encoder.out_channels + (TRACK_CHANNELS if self.config.encoder.track else 0)
 
-    def saliency(self, frames: Tensor) -> Tensor | None:
+    def saliency(self, frames: Tensor, origin: ClipOrigin | None = None) -> Tensor | None:
         """Log-density `[N,1,H,W]` of normalised frames `[N,3,H,W]`: the model's at the configured saliency size, a
-        control's at the frames' size (the N frames then one sampled clip)."""
+        control's at the frames' size (the N frames then one sampled clip, from `origin`)."""
         if self.control is not None:
-            return self.control(frames)
+            return self.control(frames, origin)
         if self.saliency_model is None:
             return None
         size = self.config.saliency.size
         x = frames if size is None else F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
         return self.saliency_model(x)
 
-    def clip_saliency(self, frames: Tensor) -> Tensor | None:
+    def clip_saliency(self, frames: Tensor, origins: list[ClipOrigin | None] | None = None) -> Tensor | None:
         """Log-density `[B,T,1,H,W]` of clips `[B,T,3,H,W]`: the model sees all their frames at once, a control each
-        clip on its own."""
+        clip on its own, with the clip's origin (`origins`, one per clip; the world's maps need it)."""
         if self.control is not None:
-            return torch.stack([self.control(clip) for clip in frames])
+            return torch.stack([self.control(clip, origin) for clip, origin in zip(frames, origins or [None] * len(frames))])
         log_saliency = self.saliency(frames.flatten(0, 1))
         return None if log_saliency is None else log_saliency.unflatten(0, frames.shape[:2])
 
-    def forward(self, frames: Tensor, timings: dict[str, float] | None = None) -> tuple[Tensor, Tensor | None]:
-        """Frames `[B,T,3,H,W]` → tokens `[B,T·k,C]` and the `prior` bias or `gate` maps `[B,T·k]` (or None)."""
+    def forward(self, frames: Tensor, timings: dict[str, float] | None = None,
+                origins: list[ClipOrigin | None] | None = None) -> tuple[Tensor, Tensor | None]:
+        """Frames `[B,T,3,H,W]` (from the clips `origins`, if known) → tokens `[B,T·k,C]` and the `prior` bias or
+        `gate` maps `[B,T·k]` (or None)."""
         start = time.perf_counter()
-        saliency = self.clip_saliency(frames)  # (B, T, 1, H, W)
+        saliency = self.clip_saliency(frames, origins)  # (B, T, 1, H, W)
         middle = time.perf_counter()
         features = self.encoder(frames.flatten(0, 1))  # (B·T, C, h, w)
         features = features.unflatten(0, frames.shape[:2])  # (B, T, C, h, w)
@@ -202,9 +204,10 @@ class Captioner(nn.Module):
         captions = []
         for path in paths:
             start = time.perf_counter()
-            frames = frames_to_tensor(read_frames(path, self.config.sampler))[None]  # (1, T, 3, H, W)
+            clip = read_clip(path, self.config.sampler)
+            frames = frames_to_tensor(clip.frames)[None]  # (1, T, 3, H, W)
             timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - start
-            tokens, bias = self.front(frames, timings)
+            tokens, bias = self.front(frames, timings, [clip.origin])
             start = time.perf_counter()
             captions.extend(self.generate(tokens, bias, num_beams, **generate_kwargs))
             timings["decoder"] = timings.get("decoder", 0.0) + time.perf_counter() - start

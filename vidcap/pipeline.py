@@ -20,7 +20,7 @@ from torch import Tensor
 
 from saliency.infra.errors import UserError
 from vidcap.captioner import Captioner, VisualFrontEnd, frames_to_tensor
-from vidcap.data.video import FrameSamplerConfig, read_frames
+from vidcap.data.video import ClipOrigin, FrameSamplerConfig, read_clip
 
 PREFETCH = 8  # decoded videos waiting for inference at most (16 frames at 224×224 are 9.6 MB as float)
 BATCH_VIDEOS = 4  # videos whose frames go through saliency, encoder and decoder together
@@ -34,6 +34,7 @@ class Decoded:
 
     key: Hashable
     frames: Tensor | None  # [T,3,H,W], ImageNet-normalised
+    origin: ClipOrigin | None  # which video and frames (None with an error)
     error: UserError | None
     seconds: float
 
@@ -62,10 +63,11 @@ def decode_ahead(videos: Iterable[Video], sampler: FrameSamplerConfig, prefetch:
                     return
                 start = time.perf_counter()
                 try:
-                    frames, error = frames_to_tensor(read_frames(path, sampler)), None  # (T, 3, H, W)
+                    clip = read_clip(path, sampler)
+                    frames, origin, error = frames_to_tensor(clip.frames), clip.origin, None  # (T, 3, H, W)
                 except UserError as problem:
-                    frames, error = None, problem
-                if not put(Decoded(key, frames, error, time.perf_counter() - start)):
+                    frames, origin, error = None, None, problem
+                if not put(Decoded(key, frames, origin, error, time.perf_counter() - start)):
                     return
             put(done)
         except BaseException as error:  # noqa: BLE001  (a bug, or the disk: raised in the consumer's thread)
@@ -103,7 +105,8 @@ def token_batches(front: VisualFrontEnd, videos: Iterable[Video], batch_videos: 
             good = [item for item in group if item.error is None]
             tokens = bias = None
             if good:
-                tokens, bias = front(torch.stack([item.frames for item in good]).to(device), timings)  # (B, T·k, C)
+                tokens, bias = front(torch.stack([item.frames for item in good]).to(device), timings,
+                                     [item.origin for item in good])  # (B, T·k, C)
             rows = iter(range(len(good)))
             batch = []
             for item in group:

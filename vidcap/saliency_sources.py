@@ -3,11 +3,11 @@
 The controls tell apart what saliency weighting brings: `uniform` (S ≡ 1: the gain without a location), `centre`
 (a fixed centre-prior Gaussian, the synthetic observers' own centre bias), `ground-truth` (the synthetic world's
 expected gaze density of each sampled frame: the upper bound) and `shuffled` (the world's maps of another video:
-maps of the right kind in the wrong place). The last two must know which video and frames they look at: they find
-them from the frames' pixels (`vidcap.data.video.clip_origin`) and the world from the `synthetic_meta.json` of the
-video's dataset folder. A video's partner is the next video of its split (cyclically, in the order of the ids), so
-it is the same at training and at test time. Each control turns one clip's normalised frames `[T,3,H,W]` into
-log-densities `[T,1,H,W]`, as the saliency models do.
+maps of the right kind in the wrong place). The last two must know which video and frames they look at: the clip's
+`ClipOrigin`, which `read_clip` returns with the frames and the front end passes along, and the world from the
+`synthetic_meta.json` of the video's dataset folder. A video's partner is the next video of its split (cyclically,
+in the order of the ids), so it is the same at training and at test time. Each control turns one clip's normalised
+frames `[T,3,H,W]` and its origin (None when unknown) into log-densities `[T,1,H,W]`, as the saliency models do.
 """
 from __future__ import annotations
 
@@ -22,18 +22,17 @@ import torch
 from torch import Tensor
 
 from saliency.baselines import centre_prior
-from saliency.data.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
 from saliency.infra.errors import UserError
 from saliency.synthetic import META_NAME, GazeModel
 from vidcap.data.synthetic import video_scene
-from vidcap.data.video import clip_origin, resize_maps
+from vidcap.data.video import ClipOrigin, resize_maps
 
 Source = Literal["none", "teacher", "student", "uniform", "shuffled", "centre", "ground-truth"]
 SOURCES: tuple[str, ...] = get_args(Source)
 CONTROLS = ("uniform", "shuffled", "centre", "ground-truth")  # sources that need no saliency run
 WORLD_SOURCES = ("shuffled", "ground-truth")  # controls that read the synthetic world's own maps
 
-Maps = Callable[[Tensor], Tensor]  # a clip's normalised frames [T,3,H,W] → log-densities [T,1,H,W]
+Maps = Callable[[Tensor, ClipOrigin | None], Tensor]  # a clip's frames [T,3,H,W] and origin → log-densities [T,1,H,W]
 
 
 def control_maps(source: str) -> Maps | None:
@@ -53,25 +52,17 @@ def log_density(maps: Tensor) -> Tensor:
     return density.clamp_min(torch.finfo(density.dtype).tiny).log()
 
 
-def uniform_maps(frames: Tensor) -> Tensor:
+def uniform_maps(frames: Tensor, origin: ClipOrigin | None = None) -> Tensor:
     """S ≡ 1: the same weight everywhere, so any effect is a gain, not a place."""
     steps, _, height, width = frames.shape
     return torch.full((steps, 1, height, width), -math.log(height * width), device=frames.device)
 
 
-def centre_maps(frames: Tensor) -> Tensor:
+def centre_maps(frames: Tensor, origin: ClipOrigin | None = None) -> Tensor:
     """The centre prior (a Gaussian of 0.2·W by 0.2·H on the frame's centre) on every frame."""
     steps, _, height, width = frames.shape
     prior = torch.from_numpy(centre_prior((height, width))).to(frames.device)
     return log_density(prior.expand(steps, 1, height, width))
-
-
-def frames_to_uint8(frames: Tensor) -> np.ndarray:
-    """ImageNet-normalised frames `[T,3,H,W]` back to the uint8 `[T,H,W,3]` they were made from."""
-    mean = torch.tensor(IMAGENET_MEAN, device=frames.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=frames.device).view(1, 3, 1, 1)
-    pixels = ((frames.float() * std + mean) * 255).round_().clamp_(0, 255).to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def require_world(source: str, root: str | Path) -> None:
@@ -107,11 +98,10 @@ class WorldMaps:
     def name(self) -> str:
         return "shuffled" if self.shuffled else "ground-truth"
 
-    def __call__(self, frames: Tensor) -> Tensor:
-        origin = clip_origin(frames_to_uint8(frames))
+    def __call__(self, frames: Tensor, origin: ClipOrigin | None = None) -> Tensor:
         if origin is None:
-            raise UserError(f"saliency source {self.name} knows only clips vidcap sampled from video files "
-                            "(it finds the world's maps from the video); these frames are not one")
+            raise UserError(f"saliency source {self.name} needs to know which video and frames it looks at (vidcap "
+                            "passes it along with the frames it samples from a video file); these frames came without")
         meta = self.meta(origin.path)
         video_id = partner(meta, origin.path.stem) if self.shuffled else origin.path.stem
         scene = video_scene(meta, video_id)

@@ -19,7 +19,7 @@ import torch
 from saliency.infra.errors import UserError
 from saliency.infra.media import ffmpeg_path, ffmpeg_reason, open_frames, run_ffmpeg
 from vidcap.captioner import Captioner, frames_to_tensor
-from vidcap.data.video import FrameSamplerConfig, probe, resize_frames, sample_indices
+from vidcap.data.video import ClipOrigin, FrameSamplerConfig, probe, resize_frames, sample_indices
 
 SCENES = "scenes"
 SCENE_THRESHOLD = 0.3  # ffmpeg's scene score (0..1) above which a frame starts a new scene
@@ -142,15 +142,18 @@ class SegmentedVideo:
                                self.times[first:last] if self.sampler.mode == "segment" else None)
         return first + local
 
-    def frames(self, segment: Segment) -> np.ndarray:
-        """The sampled frames of `segment`: (n_frames, H, W, 3) uint8 RGB at the sampler's size."""
-        return resize_frames(self.reader.get_batch(self.indices(segment)), self.sampler.size, self.sampler.resize)
+    def frames(self, segment: Segment) -> tuple[np.ndarray, ClipOrigin]:
+        """The sampled frames of `segment`, (n_frames, H, W, 3) uint8 RGB at the sampler's size, and their origin."""
+        indices = self.indices(segment)
+        frames = resize_frames(self.reader.get_batch(indices), self.sampler.size, self.sampler.resize)
+        return frames, ClipOrigin(Path(self.path), indices, self.sampler)
 
 
 @torch.no_grad()
-def caption_frames(model: Captioner, frames: np.ndarray, timings: dict[str, float], num_beams: int | None = None) -> str:
-    """The caption of sampled frames `[T,H,W,3]` (uint8); `timings` accumulates seconds per stage."""
-    tokens, bias = model.front(frames_to_tensor(frames)[None], timings)  # (1, T·k, C)
+def caption_frames(model: Captioner, frames: np.ndarray, timings: dict[str, float], num_beams: int | None = None,
+                   origin: ClipOrigin | None = None) -> str:
+    """The caption of sampled frames `[T,H,W,3]` (uint8) from `origin`; `timings` accumulates seconds per stage."""
+    tokens, bias = model.front(frames_to_tensor(frames)[None], timings, [origin])  # (1, T·k, C)
     start = time.perf_counter()
     caption = model.generate(tokens, bias, num_beams)[0]
     timings["decoder"] = timings.get("decoder", 0.0) + time.perf_counter() - start
@@ -167,9 +170,9 @@ def caption_segments(model: Captioner, path: str | Path, spec: float | str, num_
     timings["open"] = timings.get("open", 0.0) + time.perf_counter() - start
     for segment in segments:
         start = time.perf_counter()
-        frames = video.frames(segment)
+        frames, origin = video.frames(segment)
         timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - start
-        segment.caption = caption_frames(model, frames, timings, num_beams)
+        segment.caption = caption_frames(model, frames, timings, num_beams, origin)
     return segments
 
 

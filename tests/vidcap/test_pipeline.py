@@ -103,7 +103,7 @@ def test_an_unexpected_error_while_decoding_reaches_the_caller(captioner, monkey
     def fail(path, sampler):
         raise RuntimeError(f"decoder crashed on {Path(path).name}")
 
-    monkeypatch.setattr(pipeline, "read_frames", fail)
+    monkeypatch.setattr(pipeline, "read_clip", fail)
     with pytest.raises(RuntimeError, match="decoder crashed on"):
         list(decode_ahead(list(enumerate(videos)), FrameSamplerConfig()))
     assert not decoder_threads()

@@ -106,7 +106,7 @@ def test_ground_truth_is_the_world_s_density_of_each_sampled_frame(world, resize
     front = front_for("ground-truth", sampler=sampler)
     for video in sorted((world / "TrainValVideo").glob("*.mp4"))[:3]:
         clip = read_clip(video, sampler)
-        maps = front.saliency(frames_to_tensor(clip.frames)).exp()  # (T, 1, 32, 32)
+        maps = front.saliency(frames_to_tensor(clip.frames), clip.origin).exp()  # (T, 1, 32, 32)
         for frame, index in zip(maps, clip.indices):
             expected = resize_maps(torch.from_numpy(oracle(world, video.stem, int(index)))[None, None], (32, 32), resize)
             assert METRICS["CC"](frame[0].numpy(), expected[0, 0].numpy()) > 0.999, (video.stem, index)
@@ -130,8 +130,8 @@ def test_shuffled_gives_each_video_the_maps_of_another_video_of_its_split(world)
     assert partner(meta, "video5") == "video6"  # alone in its split: the next video of the whole world
     video = sorted((world / "TrainValVideo").glob("*.mp4"))[0]
     clip = read_clip(video, SAMPLER)
-    shuffled = front_for("shuffled").saliency(frames_to_tensor(clip.frames)).exp()
-    truth = front_for("ground-truth").saliency(frames_to_tensor(clip.frames)).exp()
+    shuffled = front_for("shuffled").saliency(frames_to_tensor(clip.frames), clip.origin).exp()
+    truth = front_for("ground-truth").saliency(frames_to_tensor(clip.frames), clip.origin).exp()
     other = partner(meta, video.stem)
     for frame, index, own in zip(shuffled, clip.indices, truth):
         expected = resize_maps(torch.from_numpy(oracle(world, other, int(index)))[None, None], (32, 64), "stretch")
@@ -144,7 +144,8 @@ def test_batched_overlapped_extraction_gives_each_video_its_own_maps(world):
     videos = [str(v) for v in sorted(world.rglob("*.mp4"))]
     for key, tokens, bias, error in visual_tokens(front, list(enumerate(videos)), batch_videos=4):
         with torch.no_grad():
-            alone, alone_bias = front(frames_to_tensor(read_frames(videos[key], SAMPLER))[None])
+            clip = read_clip(videos[key], SAMPLER)
+            alone, alone_bias = front(frames_to_tensor(clip.frames)[None], origins=[clip.origin])
         assert error is None and torch.equal(tokens, alone[0]) and torch.equal(bias, alone_bias[0])
 
 
@@ -155,9 +156,10 @@ def test_world_maps_need_the_world_s_meta_and_frames_read_from_its_videos(world,
     front = front_for("ground-truth")
     with pytest.raises(UserError, match=f"{video}: saliency source ground-truth needs the world's own maps, from the "
                                         f"{META_NAME} that `vidcap synth` writes; none in"):
-        front.saliency(frames_to_tensor(read_frames(video, SAMPLER)))
-    with pytest.raises(UserError, match="knows only clips vidcap sampled from video files"):
-        front.saliency(torch.zeros(3, 3, 32, 64))
+        clip = read_clip(video, SAMPLER)
+        front.saliency(frames_to_tensor(clip.frames), clip.origin)
+    with pytest.raises(UserError, match="needs to know which video and frames it looks at"):
+        front.saliency(frames_to_tensor(clip.frames))
 
 
 def test_training_on_ground_truth_maps_then_captioning_a_test_video(world, tmp_path, capsys):

@@ -101,8 +101,9 @@ def test_each_segment_samples_only_the_frames_that_start_inside_it(numbered):
         first, last = round(segment.start * FPS), round(segment.end * FPS)  # frames [first, last) start inside it
         indices = video.indices(segment)
         assert len(indices) == 4 and first <= indices.min() and indices.max() < last
-        shown = np.rint(video.frames(segment).reshape(4, -1).mean(axis=1) / 8)  # the frames' numbers, decoded
-        assert shown.tolist() == indices.tolist()
+        frames, origin = video.frames(segment)
+        shown = np.rint(frames.reshape(4, -1).mean(axis=1) / 8)  # the frames' numbers, decoded
+        assert shown.tolist() == indices.tolist() == origin.indices.tolist() and origin.path == numbered
 
 
 def test_a_segment_decodes_its_sampled_frames_and_no_others(numbered, monkeypatch):
@@ -129,7 +130,9 @@ def test_each_segment_is_captioned_from_its_own_frames(model, scenes):
     video = SegmentedVideo(scenes, model.config.sampler)
     result = caption_video(model, scenes, 3.0)
     assert result.caption is None and spans(result.segments) == [(0, 3), (3, 6), (6, 9)]
-    assert [s.caption for s in result.segments] == [caption_frames(model, video.frames(s), {}) for s in result.segments]
+    clips = [video.frames(segment) for segment in result.segments]
+    assert [s.caption for s in result.segments] == [caption_frames(model, frames, {}, origin=origin)
+                                                    for frames, origin in clips]
 
 
 # --------------------------------------------------------------------------------------------------

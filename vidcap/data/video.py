@@ -8,9 +8,6 @@ names the file.
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -43,15 +40,6 @@ class FrameSamplerConfig:
         self.size = (int(self.size[0]), int(self.size[1]))
 
 
-@dataclass
-class VideoFrames:
-    """Frames sampled from one video, with where they came from."""
-
-    frames: np.ndarray  # (N, H, W, 3) uint8 RGB at the configured size
-    indices: np.ndarray  # (N,) int64 frame indices in the video, sorted
-    times: np.ndarray  # (N,) float64 presentation times of those frames, seconds
-
-
 @dataclass(frozen=True)
 class ClipOrigin:
     """Which video and frames a sampled clip shows, and the sampler that resized them."""
@@ -61,9 +49,14 @@ class ClipOrigin:
     sampler: FrameSamplerConfig
 
 
-ORIGINS_KEPT = 1024  # clips `clip_origin` still knows: decoding runs at most a few dozen videos ahead of their use
-_origins: OrderedDict[str, ClipOrigin] = OrderedDict()
-_origins_lock = threading.Lock()  # clips are read in a decoding thread and looked up in the main one
+@dataclass
+class VideoFrames:
+    """Frames sampled from one video, with where they came from."""
+
+    frames: np.ndarray  # (N, H, W, 3) uint8 RGB at the configured size
+    indices: np.ndarray  # (N,) int64 frame indices in the video, sorted
+    times: np.ndarray  # (N,) float64 presentation times of those frames, seconds
+    origin: ClipOrigin  # the video, the indices and the sampler: what a saliency source of the world's maps needs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -131,8 +124,7 @@ def read_frames(path: str | Path, config: FrameSamplerConfig | None = None, *, n
 
 
 def read_clip(path: str | Path, config: FrameSamplerConfig | None = None, *, num_threads: int = 0) -> VideoFrames:
-    """`read_frames` plus the indices and times of the frames; `num_threads=0` lets decord choose. The clip's origin
-    is remembered for `clip_origin`."""
+    """`read_frames` plus the indices, times and origin of the frames; `num_threads=0` lets decord choose."""
     config = config or FrameSamplerConfig()
     reader = open_frames(path, lambda shape: _decode_size(shape, config), num_threads=num_threads)
     timestamps = reader.timestamps()  # (N, 2) [start, end] seconds; None where ffmpeg decodes
@@ -144,32 +136,7 @@ def read_clip(path: str | Path, config: FrameSamplerConfig | None = None, *, num
     else:
         times = indices / max(reader.fps, 1e-9)
     frames = resize_frames(frames, config.size, config.resize)
-    _remember_origin(frames, ClipOrigin(Path(path), indices, config))
-    return VideoFrames(frames=frames, indices=indices, times=times)
-
-
-def _clip_key(frames: np.ndarray) -> str:
-    """Digest of a clip's pixels and shape: what names it in the origin registry."""
-    frames = np.ascontiguousarray(frames, dtype=np.uint8)
-    return f"{frames.shape}:{hashlib.blake2b(frames.data, digest_size=16).hexdigest()}"
-
-
-def _remember_origin(frames: np.ndarray, origin: ClipOrigin) -> None:
-    """Record where the clip `read_clip` returns came from, keeping only the latest `ORIGINS_KEPT` clips."""
-    key = _clip_key(frames)
-    with _origins_lock:
-        _origins[key] = origin
-        _origins.move_to_end(key)
-        while len(_origins) > ORIGINS_KEPT:
-            _origins.popitem(last=False)
-
-
-def clip_origin(frames: np.ndarray) -> ClipOrigin | None:
-    """The origin of sampled frames `[N,H,W,3]` (uint8) that `read_clip` or `read_frames` returned lately, or None:
-    how a saliency source that needs to know the video (the world's own maps) finds it from the frames alone."""
-    key = _clip_key(frames)
-    with _origins_lock:
-        return _origins.get(key)
+    return VideoFrames(frames=frames, indices=indices, times=times, origin=ClipOrigin(Path(path), indices, config))
 
 
 def _resized_shape(shape: tuple[int, int], size: tuple[int, int], resize: str) -> tuple[int, int]:
