@@ -44,7 +44,7 @@ STRIDES = (16, 32)  # where the backbone may be cut: after its last stride-16 st
 TRACK_CHANNELS = 3  # a track token's geometry: x, y (fractions of the frame) and log spread, minus the first frame's
 TRACK_SHARPNESS = 8.0  # the track follows S**8 (S max-normalised): the peak, not the mass of the distractors
 # Each geometry channel at about unit scale for a typical motion (a travel of 0.1–0.2 of the frame, a growth of ±0.5
-# in log spread), like the normalised features beside it: at its raw scale the decoder's projection all but ignores it
+# in log spread), the scale of the normalised features
 TRACK_SCALE = (8.0, 8.0, 2.0)
 
 
@@ -214,8 +214,8 @@ def weight_features(features: Tensor, saliency: Tensor | None, mode: str, alpha:
     tokens, bias = _weighted_tokens(video, S, mode, alpha)
     if not track:
         return tokens, bias
-    track = track_tokens(flat, B, T, video.shape[2]).to(video.dtype)  # [B,T,C+TRACK_CHANNELS]
-    tokens = torch.cat([F.pad(tokens, (0, TRACK_CHANNELS)), track], dim=1)  # [B,T·k+T,C+TRACK_CHANNELS]
+    tracked = track_tokens(flat, B, T, video.shape[2]).to(video.dtype)  # [B,T,C+TRACK_CHANNELS]
+    tokens = torch.cat([F.pad(tokens, (0, TRACK_CHANNELS)), tracked], dim=1)  # [B,T·k+T,C+TRACK_CHANNELS]
     if bias is not None:
         bias = torch.cat([bias, bias.new_full((B, T), 1.0 if mode == "gate" else 0.0)], dim=1)  # [B,T·k+T]
     return tokens, bias
