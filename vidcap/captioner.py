@@ -133,7 +133,7 @@ class VisualFrontEnd(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        """Channels of each visual token: the encoder's, plus the actor track's geometry when `encoder.track`."""
+        """Channels of each visual token: the encoder's, plus the track's geometry when `encoder.track`."""
         return self.encoder.out_channels + (TRACK_CHANNELS if self.config.encoder.track else 0)
 
     def saliency(self, frames: Tensor, origin: ClipOrigin | None = None) -> Tensor | None:

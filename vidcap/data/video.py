@@ -54,9 +54,13 @@ class VideoFrames:
     """Frames sampled from one video, with where they came from."""
 
     frames: np.ndarray  # (N, H, W, 3) uint8 RGB at the configured size
-    indices: np.ndarray  # (N,) int64 frame indices in the video, sorted
     times: np.ndarray  # (N,) float64 presentation times of those frames, seconds
-    origin: ClipOrigin  # the video, the indices and the sampler: what a saliency source of the world's maps needs
+    origin: ClipOrigin  # the video, the frame indices and the sampler: what a saliency source of the world's maps needs
+
+    @property
+    def indices(self) -> np.ndarray:
+        """(N,) int64 frame indices in the video, sorted."""
+        return self.origin.indices
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,7 +140,7 @@ def read_clip(path: str | Path, config: FrameSamplerConfig | None = None, *, num
     else:
         times = indices / max(reader.fps, 1e-9)
     frames = resize_frames(frames, config.size, config.resize)
-    return VideoFrames(frames=frames, indices=indices, times=times, origin=ClipOrigin(Path(path), indices, config))
+    return VideoFrames(frames=frames, times=times, origin=ClipOrigin(Path(path), indices, config))
 
 
 def _resized_shape(shape: tuple[int, int], size: tuple[int, int], resize: str) -> tuple[int, int]:
