@@ -74,6 +74,13 @@ def versus(arm: dict[str, dict], none: dict[str, dict]) -> dict:
     return paired_differences(arm, none) | {"mcnemar": mcnemar(*grounded)}
 
 
+def arm_rows(tables: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """Each arm's summary, and for every arm but `none` (when it has run) its differences to `none`."""
+    return {name: summary_row(table) | ({"vs_none": versus(table, tables["none"])}
+                                        if name != "none" and "none" in tables else {})
+            for name, table in tables.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo.yaml", help="the demo config whose captioning settings apply")
@@ -130,9 +137,7 @@ def main() -> None:
         for arm in args.arms.split(","):
             config = arm_config(base, arm, weighting, seed, sizes[-1], demo, out, data, pretrained)
             rows[arm] = train_and_score(config, out / f"seed{seed}" / f"n{sizes[-1]}" / arm, "test")
-            results["main"][str(seed)] = {name: summary_row(table) | (
-                {"vs_none": versus(table, rows["none"])} if name != "none" and "none" in rows else {})
-                for name, table in rows.items()}
+            results["main"][str(seed)] = arm_rows(rows)
             save()
             print(f"seed {seed} {arm}: {summary_row(rows[arm])}", flush=True)
         for size in sizes[:-1]:
@@ -140,9 +145,7 @@ def main() -> None:
             for arm in CURVE_ARMS:
                 config = arm_config(base, arm, weighting, seed, size, demo, out, data, pretrained)
                 curve[arm] = train_and_score(config, out / f"seed{seed}" / f"n{size}" / arm, "test")
-                results["curve"].setdefault(str(size), {})[str(seed)] = {
-                    name: summary_row(table) | ({"vs_none": versus(table, curve["none"])} if name != "none" else {})
-                    for name, table in curve.items()}
+                results["curve"].setdefault(str(size), {})[str(seed)] = arm_rows(curve)
                 save()
         if args.scst:
             for arm in ("none", "student"):
