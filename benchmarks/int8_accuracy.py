@@ -8,11 +8,13 @@ Saliency runs are scored at their training size on `--data`'s `--split` (CC, KLD
 data's `--caption-split` (BLEU-4, METEOR, ROUGE-L, CIDEr), their encoder and saliency model on each backend, the
 decoder always torch; on a synthetic world also their grounding (the share of videos whose caption names the actor's
 shape and motion right and nothing wrong, and per attribute the share named right). Prints each backend's scores
-and int8 − float32 (onnxruntime).
+and int8 − float32 (onnxruntime); for captioners also that difference paired per video, with its bootstrap 95%
+interval, so a change of a few captions is told from noise.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from saliency.evaluate import evaluate_model
 from saliency.infra.rundir import RunDir, atomic_write_json
 from saliency.models import load
 from saliency.train import SaliencyRunConfig
+from vidcap.reports.comparison import paired_differences
 from vidcap.split_evaluation import evaluate_split
 
 SALIENCY_METRICS = ["CC", "KLD", "NSS", "SIM"]
@@ -50,6 +53,27 @@ def table(title: str, scores: dict[str, dict[str, dict[str, float]]], metrics: l
     return "\n".join(lines)
 
 
+def paired_table(paired: dict[str, dict[str, dict]]) -> str:
+    """Per captioner: int8 − float32 of CIDEr and grounded (×100), paired per video, with the 95% interval."""
+    lines = ["\n## captioning, int8 - float32 paired per video (×100, bootstrap 95% interval)"]
+    for run, differences in paired.items():
+        cells = [f"{name} {100 * d['diff']:+.2f} [{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}]"
+                 for name, d in differences.items()]
+        lines.append(f"{run:<40}" + "   ".join(cells))
+    return "\n".join(lines)
+
+
+def score_captioner(run: str, split: str, out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The run's scores on each backend, and int8 − float32 (onnxruntime) paired over the split's videos."""
+    scores, per_video = {}, {}
+    for backend in BACKENDS:
+        scores[backend] = caption_scores(evaluate_split(run, split, per_video=True, progress=False,
+                                                        out=out / backend, backend=backend))
+        rows = json.loads((out / backend / "per_video.json").read_text(encoding="utf-8"))
+        per_video[backend] = {row["video_id"]: row for row in rows}
+    return scores, paired_differences(per_video["onnxruntime-int8"], per_video["onnxruntime"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="", help="comma-separated saliency run directories")
@@ -74,15 +98,16 @@ def main() -> None:
                                         metrics=SALIENCY_METRICS, progress=False) for backend in BACKENDS}
         print(table(f"saliency, {args.data} ({args.split}, {len(held_out)} images)", results["saliency"],
                     SALIENCY_METRICS, 1.0), flush=True)
+    results["int8_vs_float32"] = {}
     for run in (run for run in args.captioners.split(",") if run):
         with tempfile.TemporaryDirectory() as out:
-            results["captioning"][run] = {
-                backend: caption_scores(evaluate_split(run, args.caption_split, progress=False, out=Path(out) / backend,
-                                                       backend=backend)) for backend in BACKENDS}
+            results["captioning"][run], results["int8_vs_float32"][run] = score_captioner(run, args.caption_split,
+                                                                                          Path(out))
     if results["captioning"]:
         grounded = all("grounded" in row for by_backend in results["captioning"].values() for row in by_backend.values())
         print(table(f"captioning, split {args.caption_split} (×100)", results["captioning"],
                     CAPTION_METRICS + (GROUNDING if grounded else []), 100.0))
+        print(paired_table(results["int8_vs_float32"]))
     atomic_write_json(args.json, results)
     print(f"\nwrote {args.json}")
 
