@@ -79,7 +79,8 @@ class CiderD:
         total = np.zeros(NGRAMS)
         for ref_vector, ref_norm, ref_length in self._references[key]:
             similarity = np.array([sum(min(value, ref_vector[n].get(g, 0.0)) * ref_vector[n].get(g, 0.0)
-                                       for g, value in vector[n].items()) for n in range(NGRAMS)])
+                                       for g, value in vector[n].items()) for n in range(NGRAMS)],
+                                  dtype=np.float64)  # an empty caption's sums are int 0
             valid = (norm != 0) & (ref_norm != 0)
             similarity[valid] /= norm[valid] * ref_norm[valid]
             total += similarity * math.exp(-((length - ref_length) ** 2) / (2 * SIGMA ** 2))

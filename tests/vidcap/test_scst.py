@@ -32,6 +32,13 @@ def test_the_reward_is_pycocoevalcaps_cider_d_per_caption():
     assert reward.score(REFERENCES[0][0], REFERENCES[0]) > reward.score("a blue star grows", REFERENCES[0])
 
 
+def test_an_empty_or_one_word_sample_scores_zero_rather_than_failing():
+    """A sampled caption can end at once (EOS first): no n-gram of any order, so the reward is 0."""
+    reward = CiderD(REFERENCES)
+    assert reward.score("", REFERENCES[0]) == 0.0
+    assert reward.score("zebra", REFERENCES[0]) == 0.0
+
+
 def test_the_loss_raises_the_sample_that_beats_the_greedy_caption_and_lowers_the_one_below_it():
     logits = torch.zeros(1 * 2, 4, 6, requires_grad=True)  # 1 video, 2 samples, BOS + 3 tokens, vocabulary 6
     ids = torch.tensor([[3, 4, 2], [5, 2, 0]])  # the second sample ends (EOS = 2) after one word; PAD = 0 after it
