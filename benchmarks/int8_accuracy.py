@@ -41,9 +41,14 @@ def caption_scores(evaluation: dict) -> dict[str, float]:
         name: grounding[name]["right"] for name in GROUNDING[1:]}
 
 
+def run_width(runs) -> int:
+    """Width of the run column: at least 40, and room for the longest run path."""
+    return max([40, *(len(run) + 2 for run in runs)])
+
+
 def table(title: str, scores: dict[str, dict[str, dict[str, float]]], metrics: list[str], scale: float) -> str:
     """Rows: each run on each backend, then its int8 − float32 difference."""
-    width = max([40, *(len(run) + 2 for run in scores)])
+    width = run_width(scores)
     lines = [f"\n## {title}", f"{'run':<{width}}{'backend':<22}" + "".join(f"{m:>10}" for m in metrics)]
     for run, by_backend in scores.items():
         for backend, row in by_backend.items():
@@ -57,7 +62,7 @@ def table(title: str, scores: dict[str, dict[str, dict[str, float]]], metrics: l
 def paired_table(paired: dict[str, dict[str, dict]]) -> str:
     """Per captioner: int8 − float32 of CIDEr and grounded (×100), paired per video, with the 95% interval."""
     lines = ["\n## captioning, int8 - float32 paired per video (×100, bootstrap 95% interval)"]
-    width = max([40, *(len(run) + 2 for run in paired)])
+    width = run_width(paired)
     for run, differences in paired.items():
         cells = [f"{name} {100 * d['diff']:+.2f} [{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}]"
                  for name, d in differences.items()]
