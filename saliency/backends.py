@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from saliency.export import (INPUT, max_difference, onnx_float32, quantize_int8, require_onnxruntime,
-                             run_calibration_images)
+from saliency.export import (INPUT, input_channels, max_difference, onnx_float32, quantize_int8,
+                             require_onnxruntime, run_calibration_images)
 from saliency.infra.errors import OutputError, UserError
 from saliency.infra.rundir import atomic_write_bytes, atomic_write_checked_json, load_checked_json
 
@@ -106,6 +106,7 @@ class ExportedModel(nn.Module):
     def __init__(self, model: nn.Module, session: OnnxSession):
         super().__init__()
         self.model, self.session = model, session
+        self.in_channels = input_channels(model)  # what the model takes: a motion model 6 channels
 
     def forward(self, x: Tensor) -> Tensor:
         return self.session(x) if self.session.accepts(x) else self.model(x)

@@ -36,7 +36,7 @@ def gflops_per_image(model: torch.nn.Module, size: tuple[int, int]) -> float:
     """Forward-pass GFLOPs for one image (1 multiply-add = 2 FLOPs), counted by torch's FlopCounterMode."""
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(torch.zeros(1, 3, *size))
+        model(torch.zeros(1, model.in_channels, *size))
     return counter.get_total_flops() / 1e9
 
 
@@ -94,7 +94,7 @@ def runner(spec: str, model: torch.nn.Module, backend: str, x: torch.Tensor) -> 
     if Path(spec).is_dir():
         folder, calibration = Path(spec) / EXPORT_FOLDER, lambda: run_calibration_images(spec, size)
     else:
-        images = torch.randn(8, 1, 3, *size, generator=torch.Generator().manual_seed(0)).numpy()
+        images = torch.randn(8, 1, *x.shape[1:], generator=torch.Generator().manual_seed(0)).numpy()
         folder, calibration = None, lambda: list(images)
     session = exported_session(model, backend, size, folder, calibration=calibration, output="log_density")
     return lambda: session(x)
@@ -112,8 +112,9 @@ def benchmark(specs: list[str], size: tuple[int, int] = (288, 384), batch: int =
     backends = tuple(dict.fromkeys(b if b == CHANNELS_LAST else resolve_backend(b) for b in backends))
     peaks = peaks or matmul_peaks()
     models = {spec: resolve_model(spec).eval() for spec in specs}
-    x = torch.randn(batch, 3, *size)
-    runs = {(spec, backend): runner(spec, models[spec], backend, x) for spec in specs for backend in backends}
+    inputs = {spec: torch.randn(batch, model.in_channels, *size, generator=torch.Generator().manual_seed(0))
+              for spec, model in models.items()}  # a motion model takes 6 channels
+    runs = {(spec, backend): runner(spec, models[spec], backend, inputs[spec]) for spec in specs for backend in backends}
     for run in runs.values():
         for _ in range(warmup):
             run()

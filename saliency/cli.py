@@ -15,10 +15,14 @@ BACKEND_HELP = ("where the model runs: auto (default: the fastest installed, onn
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from saliency.synthetic import write_salicon
+    from saliency.synthetic import write_dhf1k, write_salicon
 
-    summary = write_salicon(args.out, n=args.n, seed=args.seed, size=args.size, progress=not args.quiet,
-                            world=args.world)
+    if args.layout == "dhf1k":
+        summary = write_dhf1k(args.out, n=args.n, seed=args.seed, size=args.size, n_frames=args.frames, fps=args.fps,
+                              progress=not args.quiet, world=args.world)
+    else:
+        summary = write_salicon(args.out, n=args.n, seed=args.seed, size=args.size, progress=not args.quiet,
+                                world=args.world)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -190,8 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saliency", description="Train, distil, evaluate, benchmark and export saliency-prediction models.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    synth = add_command(commands, "synth", help="generate the synthetic saliency world in the SALICON layout")
-    add_synth_arguments(synth, "SALICON layout: images/, maps/, fixations/", "images over all splits", 200, (240, 320))
+    synth = add_command(commands, "synth", help="generate the synthetic saliency world: images in the SALICON layout, "
+                                                "or videos in the DHF1K layout (--layout dhf1k)")
+    add_synth_arguments(synth, "SALICON layout: images/, maps/, fixations/; DHF1K: video/, annotation/",
+                        "images (DHF1K: videos) over all splits", 200, (240, 320))
+    synth.add_argument("--layout", choices=("salicon", "dhf1k"), default="salicon",
+                       help="salicon (default): still images; dhf1k: videos whose every 4th frame is annotated, where "
+                            "motion draws gaze too (to train models that see motion, model.options.motion=true)")
+    synth.add_argument("--frames", type=int, default=24, help="frames per video, dhf1k only (default 24)")
+    synth.add_argument("--fps", type=float, default=8, help="frame rate, dhf1k only (default 8)")
     synth.set_defaults(handler=_synth)
 
     for name, text in (("train", "train a teacher or a student from ground-truth maps and fixations"),

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from saliency.data import IMAGENET_MEAN, IMAGENET_STD, SaliencyReader, SaliencySample
 from saliency.infra.errors import DatasetError, UserError
 from saliency.metrics import METRICS, fixation_map, score_all
+from saliency.models.components import motion_input, sees_motion
 
 ALL_METRICS = list(METRICS)
 OTHER_IMAGES_FOR_SAUC = 10
@@ -27,10 +28,24 @@ def image_to_tensor(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return (x - mean) / std
 
 
+def model_input(images: Sequence[np.ndarray], size: tuple[int, int],
+                previous: Sequence[np.ndarray | None] | None = None, motion: bool = False) -> torch.Tensor:
+    """A model's batch for uint8 `images` at `size`: normalised RGB `[B,3,h,w]`, or for a `motion` model
+    `motion_input` of each image and its `previous` frame `[B,6,h,w]` (None, or a None entry: a still image)."""
+    frames = torch.stack([image_to_tensor(image, size) for image in images])  # (B, 3, h, w)
+    if not motion:
+        return frames
+    before = previous or [None] * len(images)
+    return motion_input(frames, torch.stack([image_to_tensor(image if prior is None else prior, size)
+                                             for image, prior in zip(images, before)]))  # (B, 6, h, w)
+
+
 @torch.no_grad()
-def predict_maps(model: torch.nn.Module, images: Sequence[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
-    """Probability maps (sum 1) at each image's own resolution, predicted at model input `size`."""
-    batch = torch.stack([image_to_tensor(image, size) for image in images])  # (B, 3, h, w)
+def predict_maps(model: torch.nn.Module, images: Sequence[np.ndarray], size: tuple[int, int],
+                 previous: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
+    """Probability maps (sum 1) at each image's own resolution, predicted at model input `size` (a motion model
+    also sees each image's `previous` frame)."""
+    batch = model_input(images, size, previous, sees_motion(model))  # (B, C, h, w)
     device = next(model.parameters()).device
     probability = model(batch.to(device)).exp().cpu()  # (B, 1, h, w)
     maps = []
@@ -109,7 +124,8 @@ def evaluate_model(model: torch.nn.Module, reader: Sequence[SaliencySample], siz
         chunk = [(i, sample) for i in indices if (sample := read_sample(reader, i, skipped)) is not None]
         if not chunk:
             continue
-        for (index, sample), pred in zip(chunk, predict_maps(model, [s.image for _, s in chunk], size)):
+        predictions = predict_maps(model, [s.image for _, s in chunk], size, [s.previous for _, s in chunk])
+        for (index, sample), pred in zip(chunk, predictions):
             fix = None
             if sample.fixations is not None and len(sample.fixations):
                 fix = fixation_map(sample.fixations, sample.image.shape[:2])

@@ -14,7 +14,7 @@ import torch
 from saliency.infra.errors import DatasetError, UserError
 from saliency.infra.rundir import RunDir, atomic_write_bytes
 
-INPUT = "image"  # every export's input: float [N,3,H,W], ImageNet-normalised RGB, N free, H×W as exported
+INPUT = "image"  # every export's input: float [N,C,H,W], ImageNet-normalised RGB (C=3; a motion model's C=6), N free
 EXAMPLE_BATCH = 2  # the exporter's example input: with a batch of 1 it may specialise N to 1 (torch's 0/1 rule)
 CHECK_BATCHES = (1, 2)  # parity is checked at each: a single image, and the dynamic batch
 CALIBRATION_IMAGES = 64  # int8: enough to place every activation range; min-max calibration keeps only the ranges
@@ -30,10 +30,16 @@ def require_onnxruntime():
     return onnxruntime
 
 
-def seeded_images(size: tuple[int, int], count: int) -> torch.Tensor:
-    """A fixed random batch `[count,3,H,W]` from its own generator: exporting and checking draw nothing from torch's
-    global one, so a training run's random stream (dropout) is the same whether its export was cached or made."""
-    return torch.randn(count, 3, *size, generator=torch.Generator().manual_seed(0))
+def seeded_images(size: tuple[int, int], count: int, channels: int = 3) -> torch.Tensor:
+    """A fixed random batch `[count,channels,H,W]` from its own generator: exporting and checking draw nothing from
+    torch's global one, so a training run's random stream (dropout) is the same whether its export was cached or
+    made."""
+    return torch.randn(count, channels, *size, generator=torch.Generator().manual_seed(0))
+
+
+def input_channels(model: torch.nn.Module) -> int:
+    """The channels `model` takes: its `in_channels` (a saliency net: 3, or 6 seeing motion), else RGB's 3."""
+    return getattr(model, "in_channels", 3)
 
 
 def onnx_float32(model: torch.nn.Module, size: tuple[int, int], output: str = "log_density") -> bytes:
@@ -42,7 +48,8 @@ def onnx_float32(model: torch.nn.Module, size: tuple[int, int], output: str = "l
     require_onnxruntime()
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
-        program = torch.onnx.export(model.eval(), (seeded_images(size, EXAMPLE_BATCH),), dynamo=True,
+        example = seeded_images(size, EXAMPLE_BATCH, input_channels(model))
+        program = torch.onnx.export(model.eval(), (example,), dynamo=True,
                                     input_names=[INPUT], output_names=[output], dynamic_shapes=({0: batch},),
                                     verbose=False)
     fixed = program.model_proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value
@@ -59,7 +66,7 @@ def max_difference(model: torch.nn.Module, run_onnx, size: tuple[int, int], rela
     run_onnx = plain_session(run_onnx) if isinstance(run_onnx, bytes) else run_onnx
     errors = []
     for count in CHECK_BATCHES:
-        check = seeded_images(size, count)
+        check = seeded_images(size, count, input_channels(model))
         with torch.no_grad():
             expected = model.eval()(check).numpy()
         error = float(np.abs(run_onnx(check).numpy() - expected).max())
@@ -117,13 +124,15 @@ def root_logger_quiet() -> Iterator[None]:
 
 def run_calibration_images(run_dir: str | Path, size: tuple[int, int],
                            count: int = CALIBRATION_IMAGES) -> list[np.ndarray]:
-    """Up to `count` images of the saliency run's own training split, spread evenly over it, as normalised
-    `[1,3,H,W]` float32 batches at `size`; a one-line UserError naming the folder when it has none."""
+    """Up to `count` images of the saliency run's own training split, spread evenly over it, as the model's
+    normalised `[1,C,H,W]` float32 batches at `size` (a motion model's with each frame's previous frame); a
+    one-line UserError naming the folder when it has none."""
     from saliency.data import open_dataset
-    from saliency.evaluate import image_to_tensor
+    from saliency.evaluate import model_input
     from saliency.train import SaliencyRunConfig  # saliency.train imports the models, which import this package
 
-    data = RunDir(run_dir).load_config(SaliencyRunConfig).data
+    config = RunDir(run_dir).load_config(SaliencyRunConfig)
+    data, motion = config.data, config.model.options.get("motion") is True
     where = f"{data.root} (split {data.train_split})"
     try:
         reader = open_dataset(data.root, kind=data.kind, split=data.train_split)
@@ -132,7 +141,8 @@ def run_calibration_images(run_dir: str | Path, size: tuple[int, int],
     batches = []
     for index in np.linspace(0, len(reader) - 1, min(count, len(reader))).round().astype(int):
         try:
-            batches.append(image_to_tensor(reader[int(index)].image, size)[None].numpy())  # (1, 3, H, W)
+            sample = reader[int(index)]
+            batches.append(model_input([sample.image], size, [sample.previous], motion).numpy())  # (1, C, H, W)
         except DatasetError:
             continue  # an unreadable image calibrates nothing; the others do
     if not batches:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from saliency.infra.errors import OutputError, UserError
 from saliency.evaluate import predict_maps
+from saliency.models.components import sees_motion
 from saliency.infra.media import Mp4Writer, check_file, open_frames, probe
 from saliency.infra.rundir import atomic_write_bytes
 
@@ -61,17 +62,26 @@ def read_image(path: Path) -> np.ndarray:
         raise UserError(f"{path}: damaged or oversized image ({error})") from None
 
 
-def video_frames(path: Path, every: int, max_frames: int | None) -> Iterator[tuple[int, np.ndarray]]:
-    """(frame index, uint8 RGB frame) for every `every`-th frame, read as `vidcap` reads videos (decord, or ffmpeg where
-    decord fails or decodes wrongly); a video damaged part-way yields the frames before the damage, then a UserError
-    saying where it stopped."""
+def video_frames(path: Path, every: int, max_frames: int | None,
+                 previous: bool = False) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+    """(frame index, uint8 RGB frame, the frame before it or None) for every `every`-th frame, read as `vidcap` reads
+    videos (decord, or ffmpeg where decord fails or decodes wrongly); the frame before is decoded only when
+    `previous` (a motion model's input; frame 0's is itself). A video damaged part-way yields the frames before the
+    damage, then a UserError saying where it stopped."""
     reader = open_frames(path)
     indices = list(range(0, len(reader), every))[:max_frames]
+    before = {index: max(index - 1, 0) for index in indices} if previous else {}
+    wanted = sorted(set(indices) | set(before.values()))
+    decoded: dict[int, np.ndarray] = {}
     given = 0
     try:
-        for chunk, frames in reader.batches(indices, 16):
-            yield from zip(chunk, frames)
-            given += len(chunk)
+        for chunk, frames in reader.batches(wanted, 16):
+            decoded.update(zip(chunk, frames))
+            while given < len(indices) and indices[given] in decoded:  # sorted: a frame's previous came first
+                index = indices[given]
+                yield index, decoded[index], decoded[before[index]] if previous else None
+                decoded = {i: frame for i, frame in decoded.items() if i >= index}  # the next one's previous at most
+                given += 1
     except UserError as error:
         raise UserError(f"{error}; the maps of the {given} frames before it are written") from None
 
@@ -151,11 +161,11 @@ def predict_video(model: torch.nn.Module, path: Path, out: Path, size: tuple[int
     written = 0
     try:
         with ExitStack() as stack:
-            for index, frame in video_frames(path, every, max_frames):
+            for index, frame, before in video_frames(path, every, max_frames, sees_motion(model)):
                 if not written:  # the file is a readable video: its frame rate can be asked for
                     out.mkdir(parents=True, exist_ok=True)
                     writer = stack.enter_context(Mp4Writer(partial, frame_rate(path) / every))
-                probability = predict_maps(model, [frame], size)[0]
+                probability = predict_maps(model, [frame], size, [before])[0]
                 raw.add(to_unit_range(probability))
                 smoothed = smoother(probability)
                 unit = to_unit_range(smoothed)

@@ -29,6 +29,7 @@ from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
 from saliency.infra.errors import UserError
+from saliency.infra.media import Mp4Writer
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star")
 COLOURS = {  # saturated RGB in [0, 1]; the names are the exact words captions use
@@ -42,6 +43,7 @@ COLOURS = {  # saturated RGB in [0, 1]; the names are the exact words captions u
 SIZES = {"small": 0.065, "big": 0.17}  # actor radius as a fraction of min(H, W), at mid-clip
 MOTIONS = ("left", "right", "up", "down", "grows", "shrinks", "still")
 SALICON_SPLITS = ("train", "val", "test")
+DHF1K_NUMBERS = {"train": range(1, 601), "val": range(601, 701), "test": range(701, 1001)}  # DHF1K's video numbers
 META_NAME = "synthetic_meta.json"
 WORLDS = ("v1", "v2")
 
@@ -631,3 +633,60 @@ def write_salicon(out: str | Path, n: int = 200, seed: int = 0, size: tuple[int,
                                  "size": [height, width], "coordinates": "0-based pixel centres (x, y)", "images": records})
     return {"out": str(out), "n": n, "seed": seed, "world": world, "size": [height, width],
             "splits": dict(zip(SALICON_SPLITS, counts))}
+
+
+def write_dhf1k(out: str | Path, n: int = 100, seed: int = 0, size: tuple[int, int] = (96, 128), n_frames: int = 24,
+                fps: float = 8, splits: tuple[float, float, float] = (0.7, 0.1, 0.2), annotate_every: int = 4,
+                progress: bool = True, world: str = "v2") -> dict:
+    """Write `n` synthetic videos in the DHF1K layout under `out` (video saliency: motion draws gaze); returns a summary.
+
+    `video/NNN.mp4`, and for every `annotate_every`-th frame (frames annotate_every, 2·annotate_every, … 1-based)
+    `annotation/NNNN/maps/FFFF.png` and the binary `annotation/NNNN/fixation/FFFF.png`. Videos are numbered as
+    DHF1K numbers its splits (train from 1, val from 601, test from 701; at most 600/100/300), each drawn from its
+    own RNG seeded by `(seed, number)`; unlike DHF1K's, the test videos are annotated too. Videos of the
+    captioning world's size, length and frame rate move as fast per frame as its videos do, so motion learnt here
+    carries over. `synthetic_meta.json` records every video's objects and actor.
+    """
+    out = Path(out)
+    height, width = check_size(size)
+    if height % 2 or width % 2:
+        raise UserError(f"H.264 (yuv420p) needs even frame sizes, got {height}x{width}")
+    if n_frames < 2 or fps <= 0 or annotate_every < 1 or seed < 0:
+        raise UserError("need n_frames >= 2 (motion needs two frames), fps > 0, annotate_every >= 1 and seed >= 0")
+    check_world(world)
+    counts = dict(zip(SALICON_SPLITS, split_counts(n, splits)))
+    for split, count in counts.items():
+        if count > len(DHF1K_NUMBERS[split]):
+            raise UserError(f"DHF1K numbers at most {len(DHF1K_NUMBERS[split])} {split} videos; {n} videos would "
+                            f"put {count} there")
+    prepare_output_dir(out, ("video", "annotation"))
+    (out / "video").mkdir()
+    numbers = [(split, number) for split, count in counts.items() for number in DHF1K_NUMBERS[split][:count]]
+    records = {}
+    for split, number in tqdm(numbers, desc="saliency synth", unit="video", disable=not progress):
+        scene_rng, gaze_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, number]).spawn(2))
+        scene = sample_scene(scene_rng, height, width, n_frames, world=world)
+        frames = np.stack([render_frame(scene, t) for t in range(n_frames)])
+        with Mp4Writer(out / "video" / f"{number:03d}.mp4", fps) as writer:
+            writer.write(frames)
+        for t in range(annotate_every - 1, n_frames, annotate_every):
+            fixations = all_fixations(sample_gaze(scene, t, gaze_rng))  # 1-based [x, y]
+            write_dhf1k_frame(out / "annotation" / f"{number:04d}", t, density_map(fixations, (height, width)),
+                              fixations)
+        records[f"{number:03d}"] = {"split": split, **scene_record(scene, 0)}
+    write_json(out / META_NAME, {"generator": "saliency.synthetic", "world": world, "seed": seed,
+                                 "size": [height, width], "n_frames": n_frames, "fps": fps,
+                                 "coordinates": "0-based pixel centres (x, y) at frame 0", "videos": records})
+    return {"out": str(out), "n": n, "seed": seed, "world": world, "size": [height, width], "n_frames": n_frames,
+            "fps": fps, "splits": counts}
+
+
+def write_dhf1k_frame(annotation: Path, t: int, density: np.ndarray, fixations: np.ndarray) -> None:
+    """Frame `t` (0-based) of a DHF1K video's annotation: `maps/FFFF.png` and the binary `fixation/FFFF.png`
+    (fixations 1-based `[x, y]`), FFFF 1-based."""
+    height, width = density.shape
+    points = np.zeros((height, width), np.uint8)
+    points[fixations[:, 1].astype(int) - 1, fixations[:, 0].astype(int) - 1] = 255
+    for folder, pixels in (("maps", np.round(np.clip(density, 0, 1) * 255).astype(np.uint8)), ("fixation", points)):
+        (annotation / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels, mode="L").save(annotation / folder / f"{t + 1:04d}.png", format="PNG")

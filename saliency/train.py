@@ -89,6 +89,11 @@ class SaliencyRunConfig:
     val_metrics: list[str] = field(default_factory=lambda: ["CC", "KLD", "NSS", "SIM", "AUC_Judd"])
     select_by: str = "CC"  # validation metric that picks model.safetensors
 
+    @property
+    def motion(self) -> bool:
+        """Whether the model sees motion (`model.options.motion`): its samples carry the frame before each."""
+        return self.model.options.get("motion") is True
+
     def inert_sections(self) -> tuple[str, ...]:
         """Sections that do not affect this run: the distillation weights when there is no teacher."""
         return () if self.teacher else ("distill",)
@@ -100,6 +105,15 @@ class SaliencyRunConfig:
         require(self.select_by in self.val_metrics, "select_by", f"{self.select_by!r} must be one of val_metrics {self.val_metrics}")
         require(not self.data.unlabeled or self.teacher, "data.unlabeled",
                 "an unlabeled pool is learnt from a teacher only: use `saliency distill --teacher RUN --unlabeled DIR`")
+
+
+def check_sees_what_teacher_sees(config: SaliencyRunConfig) -> None:
+    """A one-line UserError when the student and its teacher differ in seeing motion: both take the same batches."""
+    teacher = RunDir(config.teacher).require().load_config(SaliencyRunConfig)
+    if teacher.motion != config.motion:
+        sees = {True: "sees motion", False: "sees single frames"}
+        raise UserError(f"teacher {config.teacher} {sees[teacher.motion]} but the student {sees[config.motion]}: "
+                        f"set model.options.motion={str(teacher.motion).lower()}")
 
 
 def open_split(config: SaliencyRunConfig, split: str):
@@ -121,12 +135,12 @@ def _train_loader(config: SaliencyRunConfig, world: distributed.World) -> tuple[
     )
     if config.data.unlabeled:
         pool = UnlabeledReader(config.data.unlabeled, config.data.size, config.data.unlabeled_every,
-                               config.data.unlabeled_frames)
+                               config.data.unlabeled_frames, previous=config.motion)
         for _, reason in pool.skipped:
             logger.warning("unlabeled pool: skipped %s", reason)
         reader = PooledReader(reader, config.data.limit, pool)
         logger.info("training on %d labelled images and %d unlabelled ones", reader.n_labelled, len(pool))
-    dataset = SaliencyTorchDataset(reader, transform, seed=config.seed)
+    dataset = SaliencyTorchDataset(reader, transform, seed=config.seed, motion=config.motion)
     subset = Subset(dataset, range(len(reader) if config.data.unlabeled else min(config.data.limit or len(reader), len(reader))))
     batch_size = config.data.batch_size
     if world.distributed and batch_size % world.size:
@@ -162,6 +176,8 @@ class SaliencyTrainer:
         self.run = RunDir(out)
         self.world = distributed.current()
         self.progress = progress and self.world.is_main
+        if config.teacher:
+            check_sees_what_teacher_sees(config)  # before the run directory is made
         resume = self.run.prepare(resume, config)
         seed_everything(config.seed)
         device = self.world.device

@@ -1,4 +1,5 @@
-"""Readers for the saliency datasets in their official layouts: SALICON, MIT1003, CAT2000, a plain folder.
+"""Readers for the saliency datasets in their official layouts: SALICON, MIT1003, CAT2000, DHF1K (video), a plain
+folder.
 
 Every reader is a lazy sequence of `SaliencySample`s (files are decoded on access, partner files are
 checked on construction); `open_dataset` picks the reader from the layout it finds.
@@ -10,6 +11,7 @@ sha256(f"{SPLIT_SEED}/{name}") sorts first: the same on every platform and libra
 or removing images moves few others across. MIT1003's share is 103/1003 (900 train / 103 val, the usual
 fine-tuning split), CAT2000's a tenth of each category of trainSet (1800 / 200; its testSet, images
 only, is "test"), a plain folder's a tenth. A set (or category) of a single image keeps it in train.
+DHF1K's splits are its own, by video number: train 1–600, val 601–700, test 701–1000 (annotations withheld).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from saliency.data.matfile import load_mat
 from saliency.infra.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm")
 SALICON_SPLITS = ("train", "val", "test")
 HELD_OUT_SPLITS = ("train", "val", "all")  # MIT1003, plain folders; CAT2000 adds "test"
 CAT2000_SPLITS = {"train": "trainSet", "val": "trainSet", "all": "trainSet", "test": "testSet"}
@@ -34,6 +37,7 @@ LAYOUTS = (
     "SALICON (images/{train,val,test}/, maps/{train,val}/, fixations/{train,val}/), "
     "MIT1003 (ALLSTIMULI/, ALLFIXATIONMAPS/), "
     "CAT2000 (trainSet/Stimuli/<category>/, FIXATIONMAPS/, FIXATIONLOCS/), "
+    "DHF1K (video/NNN.AVI, annotation/NNNN/maps/, annotation/NNNN/fixation/), "
     "or a plain folder (images/, maps/, optional fixations/)"
 )
 _PARTNERS = ("map", "fixations")
@@ -47,14 +51,16 @@ class SaliencySample:
     image: np.ndarray  # (H, W, 3) uint8 RGB
     density: np.ndarray | None  # (H, W) float32 in [0, 1], as stored; None where the split has none
     fixations: np.ndarray | None  # (N, 2) int64 (row, col), 0-based; duplicates kept (several observers)
+    previous: np.ndarray | None = None  # (H, W, 3) uint8 RGB: a video frame's frame before (motion models); None for images
 
 
 @dataclass(frozen=True)
 class _Entry:
     name: str
-    image: Path
+    image: Path  # an image file; for DHF1K the video
     density: Path | None
     fixations: Path | None
+    frame: int | None = None  # the 0-based frame of the video, for DHF1K
 
 
 # Reads a fixation file into (N, 2) int64 (row, col) points for an image of shape (H, W).
@@ -86,7 +92,7 @@ class SaliencyReader(Sequence[SaliencySample]):
 
     def __getitem__(self, index: int) -> SaliencySample:  # type: ignore[override]
         entry = self._entries[index]
-        image = read_rgb(entry.image)
+        image, previous = self._read_stimulus(entry)
         shape = image.shape[:2]
         density = None
         if entry.density is not None:
@@ -95,7 +101,11 @@ class SaliencyReader(Sequence[SaliencySample]):
         fixations = None
         if entry.fixations is not None:
             fixations = self._read_fixations(entry.fixations, shape, entry.image)
-        return SaliencySample(entry.name, image, density, fixations)
+        return SaliencySample(entry.name, image, density, fixations, previous)
+
+    def _read_stimulus(self, entry: _Entry) -> tuple[np.ndarray, np.ndarray | None]:
+        """The entry's image and the frame before it (None: a still image)."""
+        return read_rgb(entry.image), None
 
 
 class SaliconReader(SaliencyReader):
@@ -222,10 +232,78 @@ class FolderReader(SaliencyReader):
         super().__init__(entries, read_fixation_image)
 
 
+class Dhf1kReader(SaliencyReader):
+    """DHF1K (video saliency): `video/NNN.AVI` (any video suffix), `annotation/NNNN/maps/FFFF.png` and
+    `annotation/NNNN/fixation/FFFF.png`, the map and the binary fixation image of frame FFFF (1-based) of video NNN.
+
+    One sample per annotated frame, named `NNN/FFFF`, carrying the frame before it (frame 1's is itself: no
+    motion) for models that see motion. Splits are DHF1K's, by video number (see the module's docstring); a
+    video without annotations is left out, so the official test split (annotations withheld) is empty.
+    Frames are decoded with decord (ffmpeg where decord fails), a few videos kept open at a time.
+    """
+
+    SPLITS = {"train": range(1, 601), "val": range(601, 701), "test": range(701, 1001)}
+    OPEN_VIDEOS = 4
+
+    def __init__(self, root: str | Path, split: str = "train", require: Collection[str] = _PARTNERS) -> None:
+        root = Path(root)
+        _check_split(root, "DHF1K", split, tuple(self.SPLITS))
+        folder = root / "video"
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: no such directory (DHF1K layout: video/NNN.AVI, annotation/NNNN/maps/)")
+        videos = sorted((int(path.stem), path) for path in folder.iterdir()
+                        if path.stem.isdigit() and path.suffix.lower() in VIDEO_SUFFIXES)
+        entries = []
+        for number, video in videos:
+            if number not in self.SPLITS[split]:
+                continue
+            annotation = root / "annotation" / f"{number:04d}"
+            maps = sorted(path for path in (annotation / "maps").glob("*.png") if path.stem.isdigit())
+            for path in maps:
+                fixation = annotation / "fixation" / path.name
+                if "fixations" in require and not fixation.is_file():
+                    raise DatasetError(f"{fixation}: missing fixations file for frame {path.stem} of {video}")
+                entries.append(_Entry(f"{number:03d}/{path.stem}", video, path, fixation if fixation.is_file() else None,
+                                      int(path.stem) - 1))
+        if not entries:
+            raise DatasetError(f"{root}: no annotated DHF1K video in split {split!r} (videos "
+                               f"{self.SPLITS[split].start}–{self.SPLITS[split].stop - 1} with annotation/NNNN/maps/)")
+        super().__init__(entries, read_fixation_image)
+        self._open: dict[Path, object] = {}  # video → its FrameReader, the most recently used last
+
+    def _read_stimulus(self, entry: _Entry) -> tuple[np.ndarray, np.ndarray]:
+        """Frame `entry.frame` of the video and the frame before it, decoded together."""
+        reader = self._reader(entry.image)
+        if entry.frame >= len(reader):
+            raise DatasetError(f"{entry.density}: annotates frame {entry.frame + 1} but {entry.image} has "
+                               f"{len(reader)} frames")
+        try:
+            previous, frame = reader.get_batch([max(entry.frame - 1, 0), entry.frame])
+        except UserError as error:
+            raise DatasetError(str(error)) from None
+        return frame, previous
+
+    def _reader(self, video: Path):
+        """The video's open FrameReader (opening it, and closing the least recently used beyond `OPEN_VIDEOS`)."""
+        from saliency.infra.media import open_frames
+
+        reader = self._open.pop(video, None)
+        if reader is None:
+            try:
+                reader = open_frames(video)
+            except UserError as error:
+                raise DatasetError(str(error)) from None
+        self._open[video] = reader
+        while len(self._open) > self.OPEN_VIDEOS:
+            self._open.pop(next(iter(self._open)))
+        return reader
+
+
 READERS: dict[str, type[SaliencyReader]] = {
     "salicon": SaliconReader,
     "mit1003": Mit1003Reader,
     "cat2000": Cat2000Reader,
+    "dhf1k": Dhf1kReader,
     "folder": FolderReader,
 }
 
@@ -241,6 +319,8 @@ def detect_layout(root: str | Path) -> str:
         return "cat2000"
     if any((root / "images" / split).is_dir() for split in SALICON_SPLITS):
         return "salicon"
+    if (root / "video").is_dir() and (root / "annotation").is_dir():
+        return "dhf1k"
     if (root / "images").is_dir():
         return "folder"
     raise DatasetError(f"{root}: not a saliency dataset; accepted layouts: {LAYOUTS}")
@@ -249,9 +329,9 @@ def detect_layout(root: str | Path) -> str:
 def open_dataset(root: str | Path, kind: str = "auto", split: str | None = None) -> SaliencyReader:
     """Open split `split` of the dataset at `root`, detecting its layout when `kind` is "auto".
 
-    SALICON has train/val/test; MIT1003 and plain folders train/val/all; CAT2000 train/val/all/test
+    SALICON and DHF1K have train/val/test; MIT1003 and plain folders train/val/all; CAT2000 train/val/all/test
     (see the module's docstring for how val is held out). A split the layout does not have is a
-    DatasetError listing those it has. None: SALICON's train, the whole annotated set ("all") of the others.
+    DatasetError listing those it has. None: SALICON's and DHF1K's train, the whole annotated set ("all") of the others.
     """
     kind = detect_layout(root) if kind == "auto" else kind
     if kind not in READERS:

@@ -9,25 +9,34 @@ import torch
 
 from saliency.data.readers import SaliencySample
 from saliency.data.transforms import SaliencyTransform
+from saliency.models.components import motion_input
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def sample_to_tensors(sample: SaliencySample, normalize: bool = True) -> dict[str, torch.Tensor | str]:
+def image_tensor(image: np.ndarray, normalize: bool = True) -> torch.Tensor:
+    """(H, W, 3) uint8 → [3, H, W] float32, ImageNet-normalised (or in [0, 1] if not `normalize`)."""
+    x = torch.tensor(image, dtype=torch.float32).permute(2, 0, 1) / 255.0
+    if normalize:
+        x = (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return x
+
+
+def sample_to_tensors(sample: SaliencySample, normalize: bool = True, motion: bool = False) -> dict[str, torch.Tensor | str]:
     """Tensors for one sample.
 
-    `image` [3, H, W] float32 (ImageNet-normalised, or in [0, 1] if not `normalize`); `density`
+    `image` [3, H, W] float32 (ImageNet-normalised, or in [0, 1] if not `normalize`); for a `motion` model
+    [6, H, W], `motion_input` of the frame and the frame before (a still image: a zero difference); `density`
     [1, H, W] float32 summing to 1; `fixations` [1, H, W] float32 binary (points on one pixel merge);
     `has_density` / `has_fixations` bool scalars, False where the ground truth is missing (or, for the
     density, empty after a crop) and the map is all zeros; `name` str.
     """
     height, width = sample.image.shape[:2]
-    image = torch.tensor(sample.image, dtype=torch.float32).permute(2, 0, 1) / 255.0
-    if normalize:
-        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-        image = (image - mean) / std
+    image = image_tensor(sample.image, normalize)
+    if motion:
+        previous = None if sample.previous is None else image_tensor(sample.previous, normalize)[None]
+        image = motion_input(image[None], previous)[0]  # [6, H, W]
     density = torch.zeros(1, height, width)
     if sample.density is not None:
         density[0] = torch.tensor(sample.density, dtype=torch.float32)
@@ -50,7 +59,8 @@ def sample_to_tensors(sample: SaliencySample, normalize: bool = True) -> dict[st
 
 
 class SaliencyTorchDataset(torch.utils.data.Dataset):
-    """Samples of `reader`, transformed with an RNG seeded by `(seed, epoch, index)`, as tensor dicts.
+    """Samples of `reader`, transformed with an RNG seeded by `(seed, epoch, index)`, as tensor dicts (a `motion`
+    model's input: 6 channels, see `sample_to_tensors`).
 
     Seeding per item makes the augmentation independent of worker count and order, so a resumed run
     sees the same data. Call `set_epoch` before each epoch (DataLoader workers copy the dataset when
@@ -63,11 +73,13 @@ class SaliencyTorchDataset(torch.utils.data.Dataset):
         transform: SaliencyTransform | None = None,
         normalize: bool = True,
         seed: int = 0,
+        motion: bool = False,
     ) -> None:
         self.reader = reader
         self.transform = transform
         self.normalize = normalize
         self.seed = seed
+        self.motion = motion
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -82,4 +94,4 @@ class SaliencyTorchDataset(torch.utils.data.Dataset):
         sample = self.reader[index]
         if self.transform is not None:
             sample = self.transform(sample, np.random.default_rng([self.seed, self.epoch, index]))
-        return sample_to_tensors(sample, self.normalize)
+        return sample_to_tensors(sample, self.normalize, self.motion)

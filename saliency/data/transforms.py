@@ -1,4 +1,4 @@
-"""Geometric transforms applied identically to a sample's image, density map and fixation points."""
+"""Geometric transforms applied identically to a sample's image, previous frame, density map and fixation points."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def resize_sample(sample: SaliencySample, size: tuple[int, int]) -> SaliencySamp
     new_h, new_w = size
     if (height, width) == (new_h, new_w):
         return sample
-    image = np.array(Image.fromarray(sample.image).resize((new_w, new_h), Image.Resampling.BILINEAR))
+    image = _resize_rgb(sample.image, new_h, new_w)
+    previous = None if sample.previous is None else _resize_rgb(sample.previous, new_h, new_w)
     density = sample.density
     if density is not None:
         source = np.ascontiguousarray(density, dtype=np.float32)
@@ -31,7 +32,12 @@ def resize_sample(sample: SaliencySample, size: tuple[int, int]) -> SaliencySamp
         rows = np.floor((fixations[:, 0] + 0.5) * new_h / height).clip(0, new_h - 1)
         cols = np.floor((fixations[:, 1] + 0.5) * new_w / width).clip(0, new_w - 1)
         fixations = np.stack([rows, cols], axis=1).astype(np.int64)
-    return replace(sample, image=image, density=density, fixations=fixations)
+    return replace(sample, image=image, density=density, fixations=fixations, previous=previous)
+
+
+def _resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W, 3) uint8 → (height, width, 3), bilinear with antialiasing."""
+    return np.array(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
 def crop_sample(sample: SaliencySample, top: int, left: int, height: int, width: int) -> SaliencySample:
@@ -45,7 +51,8 @@ def crop_sample(sample: SaliencySample, top: int, left: int, height: int, width:
             & (fixations[:, 1] >= left) & (fixations[:, 1] < left + width)
         )
         fixations = fixations[inside] - np.array([top, left], dtype=np.int64)
-    return replace(sample, image=sample.image[rows, cols], density=density, fixations=fixations)
+    previous = None if sample.previous is None else sample.previous[rows, cols]
+    return replace(sample, image=sample.image[rows, cols], density=density, fixations=fixations, previous=previous)
 
 
 def hflip_sample(sample: SaliencySample) -> SaliencySample:
@@ -56,7 +63,8 @@ def hflip_sample(sample: SaliencySample) -> SaliencySample:
     if fixations is not None:
         fixations = np.stack([fixations[:, 0], width - 1 - fixations[:, 1]], axis=1)
     image = np.ascontiguousarray(sample.image[:, ::-1])
-    return replace(sample, image=image, density=density, fixations=fixations)
+    previous = None if sample.previous is None else np.ascontiguousarray(sample.previous[:, ::-1])
+    return replace(sample, image=image, density=density, fixations=fixations, previous=previous)
 
 
 @dataclass(frozen=True)

@@ -25,22 +25,24 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 
 class UnlabeledReader(Sequence[SaliencySample]):
     """Every image under `root` (recursively, sorted), and up to `frames_per_video` frames of every video,
-    every `every`-th, decoded once and kept resized to `size` (H, W). Files that cannot be read are left out and
-    listed in `skipped` as (path, one-line reason); a pool left empty is an error."""
+    every `every`-th, decoded once and kept resized to `size` (H, W), with the frame before each when `previous`
+    (for motion models). Files that cannot be read are left out and listed in `skipped` as (path, one-line
+    reason); a pool left empty is an error."""
 
-    def __init__(self, root: str | Path, size: tuple[int, int], every: int = 8, frames_per_video: int = 16):
+    def __init__(self, root: str | Path, size: tuple[int, int], every: int = 8, frames_per_video: int = 16,
+                 previous: bool = False):
         root = Path(root)
         if not root.is_dir():
             raise UserError(f"{root}: unlabeled pool folder not found")
         self.skipped: list[tuple[str, str]] = []
         self._images: list[Path] = []
-        self._frames: list[tuple[str, np.ndarray]] = []
+        self._frames: list[tuple[str, np.ndarray, np.ndarray | None]] = []
         files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
         for path in files:
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 self._add_image(path)
             else:
-                self._add_video(path, size, every, frames_per_video)
+                self._add_video(path, size, every, frames_per_video, previous)
         if not len(self):
             reason = f" (all {len(self.skipped)} unreadable, first: {self.skipped[0][1]})" if self.skipped else ""
             raise UserError(f"{root}: the unlabeled pool holds no readable images or videos{reason}")
@@ -54,13 +56,15 @@ class UnlabeledReader(Sequence[SaliencySample]):
             return
         self._images.append(path)
 
-    def _add_video(self, path: Path, size: tuple[int, int], every: int, frames_per_video: int) -> None:
+    def _add_video(self, path: Path, size: tuple[int, int], every: int, frames_per_video: int, previous: bool) -> None:
         from saliency.predict import video_frames  # decord with the ffmpeg fallback, as `saliency predict` reads
 
+        def small(frame: np.ndarray) -> np.ndarray:
+            return np.asarray(Image.fromarray(frame).resize(size[::-1], Image.BILINEAR))
+
         try:
-            for index, frame in video_frames(path, every, frames_per_video):
-                small = np.asarray(Image.fromarray(frame).resize(size[::-1], Image.BILINEAR))
-                self._frames.append((f"{path.stem}_f{index:06d}", small))
+            for index, frame, before in video_frames(path, every, frames_per_video, previous):
+                self._frames.append((f"{path.stem}_f{index:06d}", small(frame), None if before is None else small(before)))
         except UserError as error:
             self.skipped.append((str(path), str(error)))
 
@@ -74,8 +78,8 @@ class UnlabeledReader(Sequence[SaliencySample]):
                 return SaliencySample(path.stem, read_rgb(path), None, None)
             except DatasetError as error:
                 raise UserError(f"{path}: became unreadable during training ({error})") from None
-        name, frame = self._frames[index - len(self._images)]
-        return SaliencySample(name, frame, None, None)
+        name, frame, before = self._frames[index - len(self._images)]
+        return SaliencySample(name, frame, None, None, before)
 
 
 class PooledReader(Sequence[SaliencySample]):

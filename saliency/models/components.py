@@ -10,11 +10,26 @@ from torch import Tensor, nn
 from saliency.infra.errors import UserError
 
 PAD_MULTIPLE = 32  # the deepest stride of every encoder
+RGB_CHANNELS = 3
+MOTION_CHANNELS = 6  # a motion model's input: the frame and its difference to the frame before
+
+
+def sees_motion(model: nn.Module | None) -> bool:
+    """Whether `model` (a saliency net, or one on an inference backend) takes a frame and the frame before it."""
+    return getattr(model, "in_channels", RGB_CHANNELS) == MOTION_CHANNELS
+
+
+def motion_input(frames: Tensor, previous: Tensor | None) -> Tensor:
+    """A motion model's input `[B,6,H,W]`: normalised frames `[B,3,H,W]` and their difference to the normalised
+    frames before them (`previous`, same shape); a still image (None) has no motion, a zero difference."""
+    difference = torch.zeros_like(frames) if previous is None else frames - previous
+    return torch.cat([frames, difference], dim=1)
 
 
 class SaliencyNet(nn.Module):
     """Image → log-density. Subclasses set `feature_channels`/`feature_strides`, and define
-    `encode` (4 maps, shallow→deep) and `decode` (logits at some stride)."""
+    `encode` (4 maps, shallow→deep) and `decode` (logits at some stride). A motion model (`see_motion`) takes
+    `motion_input(frame, previous)`, 6 channels, instead of the frame's 3 (`in_channels` says which)."""
 
     feature_channels: list[int]
     feature_strides: list[int]
@@ -25,10 +40,26 @@ class SaliencyNet(nn.Module):
         assert len(feature_channels) == len(feature_strides) == 4
         self.feature_channels = list(feature_channels)
         self.feature_strides = list(feature_strides)
+        self.in_channels = RGB_CHANNELS
         self.centre_bias = CentreBias()
 
+    @property
+    def motion(self) -> bool:
+        """Whether the model sees motion: its input is a frame and its difference to the frame before."""
+        return self.in_channels == MOTION_CHANNELS
+
+    def see_motion(self) -> None:
+        """Widen the input conv to `motion_input`'s 6 channels, the new weights zero: the model starts as the
+        single-frame one it was (a pretrained backbone keeps what it knows) and learns what motion adds."""
+        conv = next(m for m in self.modules() if isinstance(m, nn.Conv2d))
+        assert conv.in_channels == RGB_CHANNELS and conv.groups == 1, "the first conv must read the RGB input"
+        weight = conv.weight.detach()
+        conv.weight = nn.Parameter(torch.cat([weight, torch.zeros_like(weight)], dim=1))  # [out,6,k,k]
+        conv.in_channels = MOTION_CHANNELS
+        self.in_channels = MOTION_CHANNELS
+
     def encode(self, x: Tensor) -> list[Tensor]:
-        """[B,3,H,W] with H, W multiples of 32 → 4 feature maps, shallow→deep."""
+        """[B,C,H,W] (C = `in_channels`) with H, W multiples of 32 → 4 feature maps, shallow→deep."""
         raise NotImplementedError
 
     def decode(self, features: list[Tensor]) -> Tensor:
@@ -36,11 +67,12 @@ class SaliencyNet(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
-        """[B,3,H,W] ImageNet-normalised RGB → [B,1,H,W] log-density (exp sums to 1 per image);
-        with `return_features`, also the encoder's 4 maps (of the input padded to multiples of 32)."""
+        """[B,3,H,W] ImageNet-normalised RGB (a motion model: [B,6,H,W] from `motion_input`) → [B,1,H,W]
+        log-density (exp sums to 1 per image); with `return_features`, also the encoder's 4 maps (of the input
+        padded to multiples of 32)."""
         B, C, H, W = x.shape
-        assert C == 3, f"expected 3 RGB channels, got {C}"
-        padded = pad_to_multiple(x, PAD_MULTIPLE)  # [B,3,H',W']
+        assert C == self.in_channels, f"expected {self.in_channels} input channels, got {C}"
+        padded = pad_to_multiple(x, PAD_MULTIPLE)  # [B,C,H',W']
         features = self.encode(padded)
         logits = self.decode(features)  # [B,1,h,w]
         logits = logits + self.centre_bias(logits.shape[-2:], padded.shape[-2:], (H, W))  # [B,1,h,w]

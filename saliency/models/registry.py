@@ -27,19 +27,25 @@ def available_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build(name: str, **options) -> SaliencyNet:
+def build(name: str, motion: bool = False, **options) -> SaliencyNet:
     """Build registered model `name`; `model.spec` records the name and every option (defaults
-    included) so a run config can rebuild it."""
+    included) so a run config can rebuild it. `motion`, an option of every model, makes it see motion
+    (`SaliencyNet.see_motion`: a frame and its difference to the frame before, for video saliency)."""
     if name not in _REGISTRY:
         raise UserError(f"unknown model {name!r} (known: {', '.join(available_models())})")
     signature = inspect.signature(_REGISTRY[name])
     unknown = sorted(set(options) - set(signature.parameters))
     if unknown:
-        raise UserError(f"model {name!r} has no option {unknown[0]!r} (options: {', '.join(signature.parameters)})")
+        raise UserError(f"model {name!r} has no option {unknown[0]!r} "
+                        f"(options: {', '.join([*signature.parameters, 'motion'])})")
+    if not isinstance(motion, bool):
+        raise UserError(f"model option motion must be true or false, got {motion!r}")
     bound = signature.bind(**options)
     bound.apply_defaults()
     model = _REGISTRY[name](**bound.arguments)
-    model.spec = {"name": name, "options": dict(bound.arguments)}
+    if motion:
+        model.see_motion()
+    model.spec = {"name": name, "options": {**bound.arguments, "motion": motion}}
     return model
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from saliency.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Cat2000Reader,
+    Dhf1kReader,
     FolderReader,
     Mit1003Reader,
     SaliconReader,
@@ -28,8 +30,10 @@ from saliency.data import (
     READERS,
     open_dataset,
     resize_sample,
+    sample_to_tensors,
 )
 from saliency.infra.errors import DatasetError, UserError
+from saliency.synthetic import write_dhf1k
 from saliency.infra.rundir import RunDir
 from saliency.models import build
 from saliency.train import SaliencyRunConfig
@@ -596,3 +600,76 @@ def test_train_selecting_by_a_metric_the_val_split_cannot_give_stops_before_trai
     code, stdout, err = run("train", "--set", f"data.root={data}", *TINY_TRAIN, "--set", "select_by=NSS", "--out", out)
     assert code == 2 and not out.exists()
     run.assert_one_line_error(err, "select_by: NSS cannot be scored on split 'val' (no fixations)")
+
+
+# --- DHF1K: annotated video frames, each with the frame before it (models that see motion) -------------------
+
+
+@pytest.fixture(scope="module")
+def dhf1k(tmp_path_factory) -> Path:
+    """Ten synthetic videos in the DHF1K layout: 7 train (001–007), 1 val (601), 2 test (701–702), 6 maps each."""
+    root = tmp_path_factory.mktemp("dhf1k")
+    write_dhf1k(root, n=10, size=(48, 64), n_frames=24, progress=False)
+    return root
+
+
+def test_dhf1k_reader_yields_each_annotated_frame_with_the_frame_before_it(dhf1k: Path) -> None:
+    from saliency.infra.media import open_frames
+
+    reader = open_dataset(dhf1k, split="train")
+    assert detect_layout(dhf1k) == "dhf1k" and isinstance(reader, Dhf1kReader)
+    assert len(reader) == 7 * 6 and reader.names[:2] == ["001/0004", "001/0008"]
+    assert reader.ground_truth == {"gt", "fix", "other_fix"}
+    sample = reader[1]  # frame 8 (1-based) of video 001
+    assert_sample_types(sample, (48, 64))
+    frames = open_frames(dhf1k / "video" / "001.mp4").get_batch([6, 7])
+    assert np.array_equal(sample.previous, frames[0]) and np.array_equal(sample.image, frames[1])
+    assert len(sample.fixations) and sample.density.max() == pytest.approx(1.0)
+
+
+def test_dhf1k_splits_follow_the_video_numbers(dhf1k: Path) -> None:
+    assert {name[:3] for name in open_dataset(dhf1k, split="val").names} == {"601"}
+    assert {name[:3] for name in open_dataset(dhf1k, split="test").names} == {"701", "702"}
+    with pytest.raises(DatasetError, match="has no split 'all'"):
+        open_dataset(dhf1k, split="all")
+
+
+def test_dhf1k_without_annotations_or_fixations_says_what_is_missing(dhf1k: Path, tmp_path: Path) -> None:
+    (tmp_path / "video").mkdir()
+    (tmp_path / "annotation").mkdir()
+    (tmp_path / "video" / "001.mp4").write_bytes((dhf1k / "video" / "001.mp4").read_bytes())
+    with pytest.raises(DatasetError, match="no annotated DHF1K video in split 'train'"):
+        open_dataset(tmp_path)
+    maps = tmp_path / "annotation" / "0001" / "maps"
+    maps.mkdir(parents=True)
+    (maps / "0004.png").write_bytes((dhf1k / "annotation" / "0001" / "maps" / "0004.png").read_bytes())
+    with pytest.raises(DatasetError, match="fixation/0004.png: missing fixations file"):
+        open_dataset(tmp_path)
+    (maps / "0099.png").write_bytes((maps / "0004.png").read_bytes())
+    reader = Dhf1kReader(tmp_path, require=("map",))
+    assert reader[0].fixations is None
+    with pytest.raises(DatasetError, match="annotates frame 99 but .* has 24 frames"):
+        reader[1]
+
+
+def test_transforms_move_the_previous_frame_with_the_image() -> None:
+    image, before = rgb(seed=1), rgb(seed=2)
+    sample = SaliencySample("a", image, density_map(), None, before)
+    flipped = hflip_sample(sample)
+    assert np.array_equal(flipped.previous, before[:, ::-1])
+    cropped = crop_sample(sample, 2, 3, 10, 12)
+    assert np.array_equal(cropped.previous, before[2:12, 3:15])
+    resized = resize_sample(sample, (8, 10))
+    assert resized.previous.shape == (8, 10, 3)
+    assert np.array_equal(resize_sample(replace(sample, image=before), (8, 10)).image, resized.previous)
+
+
+def test_a_motion_sample_is_the_frame_and_its_difference_to_the_one_before() -> None:
+    image, before = rgb(seed=1), rgb(seed=2)
+    still = sample_to_tensors(SaliencySample("a", image, None, None))
+    moving = sample_to_tensors(SaliencySample("a", image, None, None, before), motion=True)
+    assert moving["image"].shape == (6, H, W) and torch.equal(moving["image"][:3], still["image"])
+    earlier = sample_to_tensors(SaliencySample("b", before, None, None))["image"]
+    assert torch.allclose(moving["image"][3:], still["image"] - earlier)
+    image_only = sample_to_tensors(SaliencySample("a", image, None, None), motion=True)["image"]
+    assert not image_only[3:].any()  # a still image has no motion

@@ -96,3 +96,50 @@ def test_bench_reports_every_model_side_by_side(world, tmp_path, capsys):
     assert [r["model"] for r in rows] == [str(world / "teacher"), "student"]
     assert rows[0]["speed_ratio_vs_first"] == 1.0 and rows[1]["params"] < rows[0]["params"]
     assert all(r["gflops"] > 0 and r["ms_per_image"] > 0 for r in rows)
+
+
+# --- video saliency: a teacher and a student that see motion, trained on the DHF1K layout ------------------------
+
+MOTION = ["--set", "model.options.motion=true"]
+
+
+@pytest.fixture(scope="module")
+def video_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e-video")
+    assert main(["synth", str(root / "data"), "--layout", "dhf1k", "--n", "10", "--size", "64x96", "--frames", "12",
+                 "--quiet"]) == 0
+    data = ["--set", f"data.root={root / 'data'}"]
+    assert main(["train", "--config", "configs/saliency/teacher.yaml", "--set", "model.name=teacher-mobilenetv2",
+                 "--set", "model.options.pretrained=false", *MOTION, *data, *TINY, "--out", str(root / "teacher")]) == 0
+    assert main(["distill", "--teacher", str(root / "teacher"), "--config", "configs/saliency/distill.yaml",
+                 *MOTION, *data, *TINY, "--out", str(root / "student")]) == 0
+    return root
+
+
+def test_motion_runs_train_distill_eval_predict_and_export_int8(video_world, capsys):
+    student = load(video_world / "student")
+    assert student.motion and load(video_world / "teacher").motion
+    out = video_world / "eval.json"
+    assert main(["eval", "--model", str(video_world / "student"), "--data", str(video_world / "data"), "--split", "test",
+                 "--json", str(out), "--quiet", "--backend", "onnxruntime-int8"]) == 0
+    assert -1 <= json.loads(out.read_text())["metrics"]["CC"] <= 1
+    video = video_world / "data" / "video" / "001.mp4"
+    assert main(["predict", "--model", str(video_world / "student"), str(video), "--every", "3",
+                 "--out", str(video_world / "pred"), "--quiet"]) == 0
+    assert (video_world / "pred" / "001_saliency.mp4").is_file() and "4 frames" in capsys.readouterr().out
+    onnx_path = video_world / "student.onnx"
+    assert main(["export", "--model", str(video_world / "student"), "--onnx", str(onnx_path), "--int8"]) == 0
+    import onnxruntime
+
+    x = torch.randn(2, 6, 64, 96)
+    got = onnxruntime.InferenceSession(str(onnx_path)).run(None, {"image": x.numpy()})[0]
+    assert got.shape == (2, 1, 64, 96)
+
+
+def test_a_student_must_see_what_its_teacher_sees(video_world, capsys):
+    data = ["--set", f"data.root={video_world / 'data'}"]
+    code = main(["distill", "--teacher", str(video_world / "teacher"), "--config", "configs/saliency/distill.yaml",
+                 *data, *TINY, "--out", str(video_world / "blind")])
+    assert code == 2
+    assert "sees motion but the student sees single frames: set model.options.motion=true" in capsys.readouterr().err
+    assert not (video_world / "blind").exists()  # refused before the run directory is made

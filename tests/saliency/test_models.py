@@ -9,7 +9,7 @@ import torchvision
 import saliency
 from saliency.infra.errors import UserError
 from saliency.models import available_models, build, count_parameters, load, log_density_to_map, model_size_mb
-from saliency.models.components import CentreBias, to_probability
+from saliency.models.components import CentreBias, motion_input, to_probability
 from saliency.models.densenet import modern_densenet_key
 from saliency.infra.rundir import RunDir
 
@@ -100,7 +100,44 @@ def test_bad_teacher_option_value_is_a_user_error(options, message):
 
 def test_spec_records_name_and_every_option():
     model = build("student", width=8)
-    assert model.spec == {"name": "student", "options": {"width": 8, "depth": 2, "expansion": 4, "decoder_width": 24}}
+    assert model.spec == {"name": "student", "options": {"width": 8, "depth": 2, "expansion": 4, "decoder_width": 24,
+                                                         "motion": False}}
+
+
+@pytest.mark.parametrize("name", ["student", "teacher-mobilenetv2", *FULL_TEACHERS])
+def test_a_motion_model_starts_as_its_single_frame_self_and_sees_the_difference(name):
+    """Widening the input conv draws no random numbers and its new weights are zero: on a still image (zero
+    difference) the motion model computes what the same model without motion does; a difference changes it."""
+    options = {} if name == "student" else {"pretrained": False}
+    torch.manual_seed(0)
+    still = build(name, **options).eval()
+    torch.manual_seed(0)
+    moving = build(name, motion=True, **options).eval()
+    assert (still.in_channels, moving.in_channels, moving.motion) == (3, 6, True)
+    conv = next(m for m in moving.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.shape[1] == 6 and not conv.weight[:, 3:].any()
+    x = image(1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(moving(motion_input(x, None)), still(x), atol=1e-6)
+        conv.weight[:, 3:].normal_()
+        assert not torch.allclose(moving(motion_input(x, x.roll(4, dims=-1))), still(x), atol=1e-3)
+    with pytest.raises(AssertionError, match="expected 6 input channels"):
+        moving(x)
+
+
+def test_a_motion_model_round_trips_through_its_run_directory(tmp_path):
+    model = build("student", width=8, depth=1, motion=True).eval()
+    save_run(tmp_path / "run", model)
+    loaded = load(tmp_path / "run")
+    assert loaded.motion and loaded.spec["options"]["motion"] is True
+    x = motion_input(image(1, 64, 64), image(1, 64, 64, seed=1))
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_motion_must_be_true_or_false():
+    with pytest.raises(UserError, match="motion must be true or false"):
+        build("student", motion="yes")
 
 
 def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):

@@ -92,8 +92,8 @@ def test_smoothing_outside_zero_to_one_is_refused(world, capsys, tmp_path, value
 def test_a_video_that_fails_part_way_keeps_the_overlay_of_the_frames_before(world, run, tmp_path, monkeypatch):
     frames = predict.video_frames
 
-    def five_then_damage(path, every, max_frames):
-        yield from list(frames(path, every, max_frames))[:5]
+    def five_then_damage(path, every, max_frames, previous=False):
+        yield from list(frames(path, every, max_frames, previous))[:5]
         raise UserError(f"{path}: cannot decode frame 5 or later (damaged)")
 
     monkeypatch.setattr(predict, "video_frames", five_then_damage)
@@ -101,3 +101,15 @@ def test_a_video_that_fails_part_way_keeps_the_overlay_of_the_frames_before(worl
     assert code == 1 and "cannot decode frame 5 or later" in err
     assert probe(tmp_path / "clip_saliency.mp4").n_frames == 5
     assert sorted(path.name for path in tmp_path.iterdir()) == ["clip_saliency.mp4"]  # no partial file left
+
+
+def test_video_frames_come_with_the_frame_before_them_only_when_asked(world):
+    from saliency.infra.media import open_frames
+
+    path = world / "clip.mp4"
+    every = list(predict.video_frames(path, 3, None, previous=True))
+    decoded = open_frames(path).get_batch(range(20))
+    assert [index for index, _, _ in every] == [0, 3, 6, 9, 12, 15, 18]
+    for index, frame, before in every:
+        assert np.array_equal(frame, decoded[index]) and np.array_equal(before, decoded[max(index - 1, 0)])
+    assert all(before is None for _, _, before in predict.video_frames(path, 3, 2))

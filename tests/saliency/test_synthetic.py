@@ -334,3 +334,27 @@ def test_an_actor_no_object_can_stand_beside_is_refused_in_one_line():
         world.sample_scene(np.random.default_rng(0), H, W, 8, shape="square", size="small", motion="still")
     with pytest.raises(UserError, match="unknown synthetic world 'v3'"):
         world.sample_scene(np.random.default_rng(0), H, W, world="v3")
+
+
+def test_dhf1k_videos_are_numbered_by_split_and_every_nth_frame_annotated(tmp_path):
+    summary = world.write_dhf1k(tmp_path, n=10, seed=3, size=(48, 64), n_frames=8, annotate_every=2, progress=False)
+    assert summary["splits"] == {"train": 7, "val": 1, "test": 2}
+    assert sorted(p.name for p in (tmp_path / "video").iterdir()) == [
+        *(f"{i:03d}.mp4" for i in range(1, 8)), "601.mp4", "701.mp4", "702.mp4"]
+    annotation = tmp_path / "annotation" / "0601"
+    assert sorted(p.name for p in (annotation / "maps").iterdir()) == ["0002.png", "0004.png", "0006.png", "0008.png"]
+    fixations = np.asarray(Image.open(annotation / "fixation" / "0004.png"))
+    assert set(np.unique(fixations)) == {0, 255} and fixations.shape == (48, 64)
+    meta = json.loads((tmp_path / world.META_NAME).read_text())
+    assert meta["n_frames"] == 8 and meta["videos"]["601"]["split"] == "val"
+    assert all(r["objects"][0]["attention"] == max(o["attention"] for o in r["objects"]) for r in meta["videos"].values())
+    again = tmp_path / "again"
+    world.write_dhf1k(again, n=10, seed=3, size=(48, 64), n_frames=8, annotate_every=2, progress=False)
+    assert (again / "annotation/0601/maps/0004.png").read_bytes() == (annotation / "maps/0004.png").read_bytes()
+
+
+def test_dhf1k_refuses_more_videos_than_its_numbering_holds(tmp_path):
+    with pytest.raises(UserError, match="DHF1K numbers at most 100 val videos"):
+        world.write_dhf1k(tmp_path, n=101, splits=(0, 1, 0), progress=False)
+    with pytest.raises(UserError, match="motion needs two frames"):
+        world.write_dhf1k(tmp_path, n=2, n_frames=1, progress=False)

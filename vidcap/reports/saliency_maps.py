@@ -22,7 +22,7 @@ def maps_figure(models: dict[str, nn.Module], reader: Sequence[SaliencySample], 
     rows = []
     for index in indices:
         sample = reader[int(index)]
-        maps = [predict_maps(model, [sample.image], size)[0] for model in models.values()]
+        maps = [predict_maps(model, [sample.image], size, [sample.previous])[0] for model in models.values()]
         rows.append((names[index], [sample.image, sample.density, *maps]))
     return image_grid_png(["frame", "ground truth", *[MODEL_COLUMNS.get(k, k) for k in models]], rows)
 
