@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
 from saliency import load as load_saliency_model
+from saliency.models.components import motion_input, sees_motion
 from vidcap.decoder import CaptionDecoder, DecoderConfig
 from vidcap.encoder import TRACK_CHANNELS, EncoderConfig, FrameEncoder, SaliencyWeighting
 from vidcap.saliency_sources import CONTROLS, SOURCES, Source, control_maps
@@ -106,6 +107,11 @@ def frames_to_tensor(frames) -> Tensor:
     return (x - mean) / std
 
 
+def previous_tensor(previous: np.ndarray | None) -> Tensor | None:
+    """A clip's previous frames uint8 `[T,H,W,3]` (`read_clip(previous=True)`) → normalised `[1,T,3,H,W]`, or None."""
+    return None if previous is None else frames_to_tensor(previous)[None]
+
+
 def load_saliency_source(config: SaliencySourceConfig) -> nn.Module | None:
     """The frozen saliency model named by `config`, or None for `none` and the controls (which need no model)."""
     if config.source == "none" or config.source in CONTROLS:
@@ -136,31 +142,50 @@ class VisualFrontEnd(nn.Module):
         """Channels of each visual token: the encoder's, plus the track's geometry when `encoder.track`."""
         return self.encoder.out_channels + (TRACK_CHANNELS if self.config.encoder.track else 0)
 
-    def saliency(self, frames: Tensor, origin: ClipOrigin | None = None) -> Tensor | None:
+    @property
+    def needs_previous(self) -> bool:
+        """Whether the saliency model sees motion and so needs each frame's previous frame (controls never do)."""
+        return self.control is None and sees_motion(self.saliency_model)
+
+    def saliency(self, frames: Tensor, origin: ClipOrigin | None = None,
+                 previous: Tensor | None = None) -> Tensor | None:
         """Log-density `[N,1,H,W]` of normalised frames `[N,3,H,W]`: the model's at the configured saliency size, a
-        control's at the frames' size (the N frames then one sampled clip, from `origin`)."""
+        control's at the frames' size (the N frames then one sampled clip, from `origin`). A motion model also sees
+        `previous` `[N,3,H,W]`, the frame before each (normalised alike; `needs_previous`)."""
         if self.control is not None:
             return self.control(frames, origin)
         if self.saliency_model is None:
             return None
-        size = self.config.saliency.size
-        x = frames if size is None else F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return self.saliency_model(x)
+        if not self.needs_previous:
+            return self.saliency_model(self._saliency_size(frames))
+        if previous is None:
+            raise ValueError("this saliency model sees motion: pass the frame before each frame (previous=)")
+        return self.saliency_model(motion_input(self._saliency_size(frames), self._saliency_size(previous)))
 
-    def clip_saliency(self, frames: Tensor, origins: list[ClipOrigin | None] | None = None) -> Tensor | None:
-        """Log-density `[B,T,1,H,W]` of clips `[B,T,3,H,W]`: the model sees all their frames at once, a control each
-        clip on its own, with the clip's origin (`origins`, one per clip; the world's maps need it)."""
+    def _saliency_size(self, frames: Tensor) -> Tensor:
+        """Frames `[N,3,H,W]` resized to the saliency model's input size (`saliency.size`; None: as they are)."""
+        size = self.config.saliency.size
+        return frames if size is None else F.interpolate(frames, size=size, mode="bilinear", align_corners=False,
+                                                         antialias=True)
+
+    def clip_saliency(self, frames: Tensor, origins: list[ClipOrigin | None] | None = None,
+                      previous: Tensor | None = None) -> Tensor | None:
+        """Log-density `[B,T,1,H,W]` of clips `[B,T,3,H,W]`: the model sees all their frames at once (a motion model
+        with `previous` `[B,T,3,H,W]`), a control each clip on its own, with the clip's origin (`origins`, one per
+        clip; the world's maps need it)."""
         if self.control is not None:
             return torch.stack([self.control(clip, origin) for clip, origin in zip(frames, origins or [None] * len(frames))])
-        log_saliency = self.saliency(frames.flatten(0, 1))
+        before = None if previous is None else previous.flatten(0, 1)  # (B·T, 3, H, W)
+        log_saliency = self.saliency(frames.flatten(0, 1), previous=before)
         return None if log_saliency is None else log_saliency.unflatten(0, frames.shape[:2])
 
     def forward(self, frames: Tensor, timings: dict[str, float] | None = None,
-                origins: list[ClipOrigin | None] | None = None) -> tuple[Tensor, Tensor | None]:
-        """Frames `[B,T,3,H,W]` (from the clips `origins`, if known) → tokens `[B,T·k,C]` and the `prior` bias or
-        `gate` maps `[B,T·k]` (or None)."""
+                origins: list[ClipOrigin | None] | None = None,
+                previous: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Frames `[B,T,3,H,W]` (from the clips `origins`, if known; with `previous` `[B,T,3,H,W]`, the frame before
+        each, for a motion saliency model) → tokens `[B,T·k,C]` and the `prior` bias or `gate` maps `[B,T·k]`."""
         start = time.perf_counter()
-        saliency = self.clip_saliency(frames, origins)  # (B, T, 1, H, W)
+        saliency = self.clip_saliency(frames, origins, previous)  # (B, T, 1, H, W)
         middle = time.perf_counter()
         features = self.encoder(frames.flatten(0, 1))  # (B·T, C, h, w)
         features = features.unflatten(0, frames.shape[:2])  # (B, T, C, h, w)
@@ -204,10 +229,11 @@ class Captioner(nn.Module):
         captions = []
         for path in paths:
             start = time.perf_counter()
-            clip = read_clip(path, self.config.sampler)
+            clip = read_clip(path, self.config.sampler, previous=self.front.needs_previous)
             frames = frames_to_tensor(clip.frames)[None]  # (1, T, 3, H, W)
+            previous = previous_tensor(clip.previous)  # (1, T, 3, H, W) or None
             timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - start
-            tokens, bias = self.front(frames, timings, [clip.origin])
+            tokens, bias = self.front(frames, timings, [clip.origin], previous)
             start = time.perf_counter()
             captions.extend(self.generate(tokens, bias, num_beams, **generate_kwargs))
             timings["decoder"] = timings.get("decoder", 0.0) + time.perf_counter() - start

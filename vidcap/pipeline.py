@@ -37,12 +37,14 @@ class Decoded:
     origin: ClipOrigin | None  # which video and frames (None with an error)
     error: UserError | None
     seconds: float
+    previous: Tensor | None = None  # [T,3,H,W], the frame before each, normalised alike (for a motion saliency model)
 
 
-def decode_ahead(videos: Iterable[Video], sampler: FrameSamplerConfig, prefetch: int = PREFETCH) -> Iterator[Decoded]:
-    """Each video's frames, in order, decoded by a background thread at most `prefetch` videos ahead of the
-    consumer; an unreadable video comes with its UserError, any other error is raised here. Closing the iterator
-    stops the thread (after the video it is decoding)."""
+def decode_ahead(videos: Iterable[Video], sampler: FrameSamplerConfig, prefetch: int = PREFETCH,
+                 previous: bool = False) -> Iterator[Decoded]:
+    """Each video's frames (with `previous`, also the frame before each), in order, decoded by a background thread
+    at most `prefetch` videos ahead of the consumer; an unreadable video comes with its UserError, any other error
+    is raised here. Closing the iterator stops the thread (after the video it is decoding)."""
     done = object()
     ready: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
@@ -61,13 +63,7 @@ def decode_ahead(videos: Iterable[Video], sampler: FrameSamplerConfig, prefetch:
             for key, path in videos:
                 if stop.is_set():
                     return
-                start = time.perf_counter()
-                try:
-                    clip = read_clip(path, sampler)
-                    frames, origin, error = frames_to_tensor(clip.frames), clip.origin, None  # (T, 3, H, W)
-                except UserError as problem:
-                    frames, origin, error = None, None, problem
-                if not put(Decoded(key, frames, origin, error, time.perf_counter() - start)):
+                if not put(_decode_one(key, path, sampler, previous)):
                     return
             put(done)
         except BaseException as error:  # noqa: BLE001  (a bug, or the disk: raised in the consumer's thread)
@@ -85,6 +81,17 @@ def decode_ahead(videos: Iterable[Video], sampler: FrameSamplerConfig, prefetch:
         worker.join()
 
 
+def _decode_one(key: Hashable, path: str | Path, sampler: FrameSamplerConfig, previous: bool) -> Decoded:
+    """One video's frames (with `previous`, also the frame before each), or the UserError it cannot be read with."""
+    start = time.perf_counter()
+    try:
+        clip = read_clip(path, sampler, previous=previous)
+    except UserError as problem:
+        return Decoded(key, None, None, problem, time.perf_counter() - start)
+    before = None if clip.previous is None else frames_to_tensor(clip.previous)  # (T, 3, H, W)
+    return Decoded(key, frames_to_tensor(clip.frames), clip.origin, None, time.perf_counter() - start, before)
+
+
 def _add(timings: dict[str, float], stage: str, seconds: float) -> None:
     timings[stage] = timings.get(stage, 0.0) + seconds
 
@@ -99,14 +106,15 @@ def token_batches(front: VisualFrontEnd, videos: Iterable[Video], batch_videos: 
     (or None), both None when it could not be read. `timings` accumulates seconds per stage."""
     timings = {} if timings is None else timings
     device = next(front.parameters()).device
-    with contextlib.closing(decode_ahead(videos, front.config.sampler)) as decoded:  # closed: the thread stops
+    decoding = decode_ahead(videos, front.config.sampler, previous=front.needs_previous)
+    with contextlib.closing(decoding) as decoded:  # closed: the thread stops
         while group := list(itertools.islice(decoded, batch_videos)):
             _add(timings, "decode", sum(item.seconds for item in group))
             good = [item for item in group if item.error is None]
             tokens = bias = None
             if good:
                 tokens, bias = front(torch.stack([item.frames for item in good]).to(device), timings,
-                                     [item.origin for item in good])  # (B, T·k, C)
+                                     [item.origin for item in good], _stacked_previous(good, device))  # (B, T·k, C)
             rows = iter(range(len(good)))
             batch = []
             for item in group:
@@ -116,6 +124,13 @@ def token_batches(front: VisualFrontEnd, videos: Iterable[Video], batch_videos: 
                     row = next(rows)
                     batch.append((item, tokens[row], None if bias is None else bias[row]))
             yield batch
+
+
+def _stacked_previous(good: list[Decoded], device: torch.device) -> Tensor | None:
+    """The previous frames `[B,T,3,H,W]` of decoded videos, on `device`; None when they were not decoded."""
+    if good[0].previous is None:
+        return None
+    return torch.stack([item.previous for item in good]).to(device)
 
 
 def visual_tokens(front: VisualFrontEnd, videos: Iterable[Video], batch_videos: int = BATCH_VIDEOS,

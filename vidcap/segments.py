@@ -18,8 +18,8 @@ import torch
 
 from saliency.infra.errors import UserError
 from saliency.infra.media import ffmpeg_path, ffmpeg_reason, open_frames, run_ffmpeg
-from vidcap.captioner import Captioner, frames_to_tensor
-from vidcap.data.video import ClipOrigin, FrameSamplerConfig, probe, resize_frames, sample_indices
+from vidcap.captioner import Captioner, frames_to_tensor, previous_tensor
+from vidcap.data.video import ClipOrigin, FrameSamplerConfig, VideoFrames, decode_frames, probe, sample_indices
 
 SCENES = "scenes"
 SCENE_THRESHOLD = 0.3  # ffmpeg's scene score (0..1) above which a frame starts a new scene
@@ -144,16 +144,24 @@ class SegmentedVideo:
 
     def frames(self, segment: Segment) -> tuple[np.ndarray, ClipOrigin]:
         """The sampled frames of `segment`, (n_frames, H, W, 3) uint8 RGB at the sampler's size, and their origin."""
+        clip = self.clip(segment)
+        return clip.frames, clip.origin
+
+    def clip(self, segment: Segment, previous: bool = False) -> VideoFrames:
+        """The sampled frames of `segment` with their times (from the first frame's start) and origin, and with
+        `previous` the frame before each (decoded with them: `vidcap.data.video.decode_frames`)."""
         indices = self.indices(segment)
-        frames = resize_frames(self.reader.get_batch(indices), self.sampler.size, self.sampler.resize)
-        return frames, ClipOrigin(Path(self.path), indices, self.sampler)
+        frames, before = decode_frames(self.reader, indices, self.sampler, previous)  # (n_frames, H, W, 3) each
+        return VideoFrames(frames, self.times[indices, 0], ClipOrigin(Path(self.path), indices, self.sampler), before)
 
 
 @torch.no_grad()
 def caption_frames(model: Captioner, frames: np.ndarray, timings: dict[str, float], num_beams: int | None = None,
-                   origin: ClipOrigin | None = None) -> str:
-    """The caption of sampled frames `[T,H,W,3]` (uint8) from `origin`; `timings` accumulates seconds per stage."""
-    tokens, bias = model.front(frames_to_tensor(frames)[None], timings, [origin])  # (1, T·k, C)
+                   origin: ClipOrigin | None = None, previous: np.ndarray | None = None) -> str:
+    """The caption of sampled frames `[T,H,W,3]` (uint8) from `origin`, with the frame before each (`previous`, the
+    same shape) for a motion saliency model; `timings` accumulates seconds per stage."""
+    tokens, bias = model.front(frames_to_tensor(frames)[None], timings, [origin],
+                               previous_tensor(previous))  # (1, T·k, C)
     start = time.perf_counter()
     caption = model.generate(tokens, bias, num_beams)[0]
     timings["decoder"] = timings.get("decoder", 0.0) + time.perf_counter() - start
@@ -170,9 +178,9 @@ def caption_segments(model: Captioner, path: str | Path, spec: float | str, num_
     timings["open"] = timings.get("open", 0.0) + time.perf_counter() - start
     for segment in segments:
         start = time.perf_counter()
-        frames, origin = video.frames(segment)
+        clip = video.clip(segment, previous=model.front.needs_previous)
         timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - start
-        segment.caption = caption_frames(model, frames, timings, num_beams, origin)
+        segment.caption = caption_frames(model, clip.frames, timings, num_beams, clip.origin, clip.previous)
     return segments
 
 

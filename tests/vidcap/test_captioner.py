@@ -1,4 +1,8 @@
-"""The composed captioner: one caption-length setting bounds what it writes."""
+"""The composed captioner: one caption-length setting bounds what it writes; a motion saliency model sees each frame
+with the frame before it."""
+import math
+
+import pytest
 import torch
 
 from vidcap.captioner import Captioner, CaptionerConfig
@@ -53,3 +57,61 @@ def test_normalised_stride_16_tokens_differ_across_positions_and_videos_where_th
     old = cosine(EncoderConfig(backbone="small-cnn", pretrained=False, weighting="none", grid=4))
     new = cosine(EncoderConfig(backbone="small-cnn", pretrained=False, weighting="none", stride=16, normalise=True))
     assert old > 0.99 and new < 0.75, (old, new)
+
+
+class MotionSpy(torch.nn.Module):
+    """A motion saliency model that records its input `[N,6,H,W]` and answers a uniform log-density."""
+
+    in_channels = 6
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x)
+        return torch.full((len(x), 1, *x.shape[-2:]), -math.log(x.shape[-2] * x.shape[-1]))
+
+
+def saliency_front(model: torch.nn.Module | None, source: str = "student", size=None):
+    """A tiny front end taking its maps from `model` (or the control `source`), at saliency input `size`."""
+    from vidcap.captioner import VisualFrontEnd, with_saliency
+
+    config = with_saliency(CaptionerConfig(encoder=EncoderConfig(backbone="small-cnn", pretrained=False, grid=2)),
+                           source, weighting="prior")
+    config.saliency.size = size
+    return VisualFrontEnd(config, model).eval()
+
+
+def test_a_motion_saliency_model_sees_each_frame_and_its_difference_to_the_frame_before(one_thread):
+    from torch.nn.functional import interpolate
+
+    from saliency.models.components import motion_input
+
+    spy = MotionSpy()
+    front = saliency_front(spy, size=(16, 24))
+    torch.manual_seed(0)
+    frames, previous = torch.randn(2, 3, 3, 32, 48), torch.randn(2, 3, 3, 32, 48)  # (B, T, 3, H, W)
+    with torch.no_grad():
+        front(frames, previous=previous)
+        front(frames, previous=frames)  # a still video
+    resized = [interpolate(x.flatten(0, 1), size=(16, 24), mode="bilinear", antialias=True) for x in (frames, previous)]
+    assert front.needs_previous and spy.seen[0].shape == (6, 6, 16, 24)
+    assert torch.allclose(spy.seen[0], motion_input(*resized))
+    assert torch.allclose(spy.seen[0][:, 3:], resized[0] - resized[1])
+    assert torch.equal(spy.seen[1][:, :3], spy.seen[0][:, :3]) and not spy.seen[1][:, 3:].any()
+
+
+def test_a_motion_saliency_model_without_previous_frames_is_a_clear_error(one_thread):
+    with pytest.raises(ValueError, match="sees motion"):
+        saliency_front(MotionSpy())(torch.zeros(1, 2, 3, 32, 32))
+
+
+def test_only_a_motion_saliency_model_needs_previous_frames(one_thread):
+    from saliency.models import build_untrained
+
+    still = build_untrained("student", width=8, depth=1, decoder_width=8).eval()
+    assert not saliency_front(still).needs_previous
+    assert saliency_front(build_untrained("student", motion=True, width=8, depth=1, decoder_width=8)).needs_previous
+    assert not saliency_front(None, source="centre").needs_previous
+    assert not saliency_front(None, source="none").needs_previous

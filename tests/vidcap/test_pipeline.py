@@ -1,6 +1,6 @@
 """The overlapped pipeline: decoding in a background thread and several videos per batch give exactly the captions
-and tokens of one video at a time, on every backend; unreadable videos keep their place; the commands take
-`--backend`."""
+and tokens of one video at a time, on every backend and with a motion saliency model (which sees the frame before
+each frame); unreadable videos keep their place; the commands take `--backend`."""
 from __future__ import annotations
 
 import shutil
@@ -15,8 +15,8 @@ from saliency.infra.errors import UserError
 from saliency.models import build_untrained
 from vidcap import pipeline
 from vidcap.backends import use_backend
-from vidcap.captioner import CaptionerConfig, VisualFrontEnd, frames_to_tensor, with_saliency
-from vidcap.data.video import FrameSamplerConfig, read_frames
+from vidcap.captioner import Captioner, CaptionerConfig, VisualFrontEnd, frames_to_tensor, with_saliency
+from vidcap.data.video import FrameSamplerConfig, read_clip, read_frames
 from vidcap.encoder import EncoderConfig
 from vidcap.pipeline import CaptionsAhead, caption_videos, decode_ahead, visual_tokens
 from vidcap.run import load_run
@@ -73,6 +73,48 @@ def test_overlapped_batched_tokens_with_saliency_equal_those_of_one_video_at_a_t
         assert error is None and torch.equal(tokens, alone[0]) and torch.equal(bias, alone_bias[0])
 
 
+def motion_student() -> torch.nn.Module:
+    """A tiny untrained motion student whose motion weights are random (`see_motion` starts them at zero), so the
+    frame before each frame changes its maps."""
+    model = build_untrained("student", motion=True, width=8, depth=1, decoder_width=8)
+    first = next(module for module in model.modules() if isinstance(module, torch.nn.Conv2d))
+    with torch.no_grad():
+        first.weight[:, 3:].normal_(std=0.5)  # [out, 6, k, k]: the difference's half
+    return model.eval()
+
+
+def test_overlapped_batched_captions_with_a_motion_saliency_model_are_those_of_one_video_at_a_time(captioner):
+    run, videos = captioner
+    model, _ = load_run(run)
+    torch.manual_seed(0)
+    config = with_saliency(model.config, "student", weighting="prior")
+    motion = Captioner(config, model.tokenizer, motion_student(), seed=0).eval()
+    results = list(caption_videos(motion, list(enumerate(videos)), batch_videos=3))
+    assert [caption for _, caption, _ in results] == one_at_a_time(motion, videos)
+    assert [str(error).split(":")[0] for _, _, error in results if error] == [videos[3]]
+
+
+def test_overlapped_batched_tokens_with_a_motion_saliency_model_see_the_frames_before(captioner):
+    _, videos = captioner
+    torch.manual_seed(0)
+    config = with_saliency(CaptionerConfig(sampler=FrameSamplerConfig(n_frames=3, size=(32, 64), resize="stretch"),
+                                           encoder=EncoderConfig(backbone="small-cnn", pretrained=False, grid=2)),
+                           "student", weighting="prior")
+    front = VisualFrontEnd(config, motion_student()).eval()
+    good = [video for video in videos if "broken" not in video]
+    moved = []
+    for key, tokens, bias, error in visual_tokens(front, list(enumerate(good)), batch_videos=4):
+        clip = read_clip(good[key], config.sampler, previous=True)
+        frames, previous = frames_to_tensor(clip.frames)[None], frames_to_tensor(clip.previous)[None]  # (1, T, 3, H, W)
+        with torch.no_grad():
+            alone, alone_bias = front(frames, previous=previous)
+            moving, still = (front.clip_saliency(frames, previous=before) for before in (previous, frames))
+        assert error is None and torch.equal(tokens, alone[0]) and torch.equal(bias, alone_bias[0])
+        assert torch.equal(moving, still) == torch.equal(previous, frames)  # the maps see motion, where there is any
+        moved.append(not torch.equal(previous, frames))
+    assert any(moved)
+
+
 def test_captions_ahead_follows_requests_that_skip_or_stride(captioner):
     run, videos = captioner
     model, _ = load_run(run)
@@ -100,7 +142,7 @@ def test_closing_the_stream_stops_its_decoding_thread(captioner):
 def test_an_unexpected_error_while_decoding_reaches_the_caller(captioner, monkeypatch):
     _, videos = captioner
 
-    def fail(path, sampler):
+    def fail(path, sampler, **options):
         raise RuntimeError(f"decoder crashed on {Path(path).name}")
 
     monkeypatch.setattr(pipeline, "read_clip", fail)

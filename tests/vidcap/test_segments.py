@@ -8,6 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 
 from saliency.infra.errors import UserError
 from saliency.infra.media import ffmpeg_path
@@ -119,6 +120,22 @@ def test_a_segment_decodes_its_sampled_frames_and_no_others(numbered, monkeypatc
     assert sum(map(len, frames)) == len(set().union(*frames))  # no frame decoded for two segments
 
 
+def test_a_segment_decodes_the_frame_before_each_sampled_frame_with_it(numbered, monkeypatch):
+    """For a motion saliency model: the frames before the sampled ones come from the same `get_batch`."""
+    video = SegmentedVideo(numbered, FrameSamplerConfig(n_frames=4, size=(16, 16), resize="stretch"))
+    asked = []
+    get_batch = video.reader.get_batch
+    monkeypatch.setattr(video.reader, "get_batch", lambda indices: asked.append(list(indices)) or get_batch(indices))
+    for segment in video.segments(1.0):
+        frames, origin = video.frames(segment)
+        clip = video.clip(segment, previous=True)
+        before = np.maximum(clip.indices - 1, 0)
+        assert asked[-1] == sorted(set(clip.indices) | set(before))  # one pass for both
+        assert np.array_equal(clip.frames, frames) and clip.indices.tolist() == origin.indices.tolist()
+        assert np.rint(clip.previous.reshape(4, -1).mean(axis=1) / 8).tolist() == before.tolist()
+    assert video.clip(segment).previous is None
+
+
 def test_a_segment_shorter_than_a_frame_gets_the_frame_on_screen(numbered):
     video = SegmentedVideo(numbered, FrameSamplerConfig(n_frames=2, size=(16, 16)))
     assert video.indices(Segment(1.01, 1.02)).tolist() == [8, 8]
@@ -133,6 +150,21 @@ def test_each_segment_is_captioned_from_its_own_frames(model, scenes):
     clips = [video.frames(segment) for segment in result.segments]
     assert [s.caption for s in result.segments] == [caption_frames(model, frames, {}, origin=origin)
                                                     for frames, origin in clips]
+
+
+def test_segments_are_captioned_with_the_frames_before_theirs_for_a_motion_saliency_model(model, scenes):
+    from saliency.models import build_untrained
+    from vidcap.captioner import Captioner, with_saliency
+    from vidcap.segments import caption_frames
+
+    torch.manual_seed(0)
+    saliency = build_untrained("student", motion=True, width=8, depth=1, decoder_width=8).eval()
+    motion = Captioner(with_saliency(model.config, "student", weighting="prior"), model.tokenizer, saliency, seed=0)
+    result = caption_video(motion.eval(), scenes, 3.0)
+    video = SegmentedVideo(scenes, motion.config.sampler)
+    clips = [video.clip(segment, previous=True) for segment in result.segments]
+    assert [s.caption for s in result.segments] == [caption_frames(motion, clip.frames, {}, origin=clip.origin,
+                                                                   previous=clip.previous) for clip in clips]
 
 
 # --------------------------------------------------------------------------------------------------

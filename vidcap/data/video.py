@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import ConfigError, UserError
-from saliency.infra.media import open_frames
+from saliency.infra.media import FrameReader, open_frames
 from saliency.infra.media import VideoInfo, probe  # noqa: F401  (vidcap probes videos through this module)
 
 
@@ -56,6 +56,7 @@ class VideoFrames:
     frames: np.ndarray  # (N, H, W, 3) uint8 RGB at the configured size
     times: np.ndarray  # (N,) float64 presentation times of those frames, seconds
     origin: ClipOrigin  # the video, the frame indices and the sampler: what a saliency source of the world's maps needs
+    previous: np.ndarray | None = None  # (N, H, W, 3) uint8: the frame before each one (a motion model's input)
 
     @property
     def indices(self) -> np.ndarray:
@@ -127,20 +128,38 @@ def read_frames(path: str | Path, config: FrameSamplerConfig | None = None, *, n
     return read_clip(path, config, num_threads=num_threads).frames
 
 
-def read_clip(path: str | Path, config: FrameSamplerConfig | None = None, *, num_threads: int = 0) -> VideoFrames:
-    """`read_frames` plus the indices, times and origin of the frames; `num_threads=0` lets decord choose."""
+def read_clip(path: str | Path, config: FrameSamplerConfig | None = None, *, num_threads: int = 0,
+              previous: bool = False) -> VideoFrames:
+    """`read_frames` plus the indices, times and origin of the frames, and with `previous` the frame before each
+    (`decode_frames`); `num_threads=0` lets decord choose."""
     config = config or FrameSamplerConfig()
     reader = open_frames(path, lambda shape: _decode_size(shape, config), num_threads=num_threads)
     timestamps = reader.timestamps()  # (N, 2) [start, end] seconds; None where ffmpeg decodes
     indices = sample_indices(len(reader), config.n_frames, config.mode, config.stride,
                              timestamps if config.mode == "segment" else None)
-    frames = reader.get_batch(indices)  # (N, h, w, 3)
+    frames, before = decode_frames(reader, indices, config, previous)  # (N, H, W, 3) each
     if timestamps is not None:
         times = timestamps[indices, 0].astype(np.float64)
     else:
         times = indices / max(reader.fps, 1e-9)
-    frames = resize_frames(frames, config.size, config.resize)
-    return VideoFrames(frames=frames, times=times, origin=ClipOrigin(Path(path), indices, config))
+    return VideoFrames(frames=frames, times=times, origin=ClipOrigin(Path(path), indices, config), previous=before)
+
+
+def previous_indices(indices: np.ndarray) -> np.ndarray:
+    """The frame before each of `indices`, (N,) int64; frame 0's is itself (no motion before the first frame)."""
+    return np.maximum(np.asarray(indices, np.int64) - 1, 0)
+
+
+def decode_frames(reader: FrameReader, indices: np.ndarray, config: FrameSamplerConfig,
+                  previous: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Frames `indices` of `reader` resized by `config`, (N, H, W, 3) uint8, and with `previous` those at
+    `previous_indices` (else None): one `get_batch` over both, so a clip still costs one seek pass."""
+    if not previous:
+        return resize_frames(reader.get_batch(indices), config.size, config.resize), None
+    before = previous_indices(indices)
+    wanted = np.union1d(indices, before)  # (M,) sorted, distinct
+    frames = resize_frames(reader.get_batch(wanted), config.size, config.resize)  # (M, H, W, 3)
+    return frames[np.searchsorted(wanted, indices)], frames[np.searchsorted(wanted, before)]
 
 
 def _resized_shape(shape: tuple[int, int], size: tuple[int, int], resize: str) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from vidcap.reports.document import Block, BulletList, Figure, Heading, Paragrap
 from vidcap.evaluate import METRIC_KEYS
 from vidcap.grounding import ATTRIBUTES, OUTCOMES, describe_actor
 from vidcap.reports.overlay import saliency_overlays
-from vidcap.data.video import read_frames
+from vidcap.data.video import read_clip
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,10 @@ def stage_seconds(sec_per_video: dict[str, float]) -> list[tuple[str, float]]:
 def thumbnail_strip(path: str | Path, config: CaptionerConfig, front: VisualFrontEnd | None) -> bytes:
     """JPEG of `STRIP_FRAMES` frames side by side, each with the front end's saliency blended in (if it has one)."""
     sampler = dataclasses.replace(config.sampler, n_frames=STRIP_FRAMES, size=STRIP_SIZE)
-    frames = read_frames(path, sampler)  # (T, H, W, 3) uint8
+    clip = read_clip(path, sampler, previous=front is not None and front.needs_previous)
+    frames = clip.frames  # (T, H, W, 3) uint8
     if front is not None and front.saliency_model is not None:
-        frames = saliency_overlays(front, frames)
+        frames = saliency_overlays(front, frames, clip.previous)
     gap = np.full((frames.shape[1], 3, 3), 255, dtype=np.uint8)
     strip = np.concatenate([part for frame in frames for part in (frame, gap)][:-1], axis=1)
     buffer = io.BytesIO()

@@ -22,12 +22,21 @@ def write_overlay(front: VisualFrontEnd, video: str | Path, out: str | Path, max
         raise UserError(f"{video}: --overlay needs a captioner trained with saliency (this one uses none)")
     reader = open_frames(video, lambda shape: fit_within(shape, max_side))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
+    last = None  # (1, H, W, 3): the frame before the chunk, for a motion saliency model
     with Mp4Writer(out, reader.fps) as writer:
         for start in range(0, len(reader), CHUNK):
             frames = reader.get_batch(list(range(start, min(start + CHUNK, len(reader)))))  # (n, H, W, 3)
             frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # H.264 wants even sizes
-            writer.write(saliency_overlays(front, frames))
+            previous = previous_frames(frames, last) if front.needs_previous else None
+            writer.write(saliency_overlays(front, frames, previous))
+            last = frames[-1:]
     return Path(out)
+
+
+def previous_frames(frames: np.ndarray, last: np.ndarray | None) -> np.ndarray:
+    """The frame before each of consecutive frames `[n,H,W,3]`, given the one before them (`last` `[1,H,W,3]`;
+    None at the video's start, where the first frame is its own previous: no motion)."""
+    return np.concatenate([frames[:1] if last is None else last, frames[:-1]])
 
 
 def fit_within(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
@@ -40,9 +49,11 @@ def fit_within(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def saliency_overlays(front: VisualFrontEnd, frames: np.ndarray) -> np.ndarray:
-    """uint8 frames `[N,H,W,3]` with the front end's saliency (each map scaled to [0,1]) blended over them."""
-    log_density = front.saliency(frames_to_tensor(frames))  # (N, 1, h, w)
+def saliency_overlays(front: VisualFrontEnd, frames: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+    """uint8 frames `[N,H,W,3]` with the front end's saliency (each map scaled to [0,1]) blended over them; a motion
+    model also sees `previous`, the frame before each (uint8, the same shape)."""
+    before = None if previous is None else frames_to_tensor(previous)  # (N, 3, H, W)
+    log_density = front.saliency(frames_to_tensor(frames), previous=before)  # (N, 1, h, w)
     maps = F.interpolate(log_density.exp(), size=frames.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
     maps = maps / maps.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)  # per-frame [0, 1]
     return np.stack([colour_overlay(frame, m.numpy()) for frame, m in zip(frames, maps)])

@@ -158,6 +158,24 @@ def test_read_frames_returns_the_frames_sample_indices_chose(clips):
     np.testing.assert_allclose(clip.times, [0.5, 1.5, 2.5, 3.5], atol=1e-3)
 
 
+def test_previous_frames_are_the_frames_before_the_sampled_ones_decoded_in_one_pass(clips, monkeypatch):
+    config = FrameSamplerConfig(n_frames=4, mode="stride", stride=13, size=(32, 32))
+    alone = read_clip(clips["cfr"], config)
+    assert alone.previous is None and alone.indices.tolist() == [0, 13, 26, 39]
+    asked = []
+    get_batch = media.FrameReader.get_batch
+    monkeypatch.setattr(media.FrameReader, "get_batch",
+                        lambda reader, indices: asked.append(list(indices)) or get_batch(reader, indices))
+    clip = read_clip(clips["cfr"], config, previous=True)
+    assert asked == [[0, 12, 13, 25, 26, 38, 39]]  # one seek pass over the sorted union
+    np.testing.assert_array_equal(clip.frames, alone.frames)
+    assert levels(clip.previous).tolist() == [0, 12, 25, 38]  # frame 0's previous is itself: no motion
+    monkeypatch.undo()
+    on_their_own = resize_frames(media.open_frames(clips["cfr"]).get_batch([0, 12, 25, 38]), (32, 32))
+    np.testing.assert_array_equal(clip.previous, on_their_own)
+    assert clip.previous.shape == clip.frames.shape and clip.previous.dtype == np.uint8
+
+
 def test_stride_mode_reads_a_centred_window(clips):
     frames = read_frames(clips["cfr"], FrameSamplerConfig(n_frames=4, mode="stride", stride=3, size=(16, 16)))
     assert levels(frames).tolist() == [15, 18, 21, 24]

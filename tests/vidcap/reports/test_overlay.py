@@ -1,0 +1,64 @@
+"""Saliency overlays with a motion saliency model: every frame of `vidcap caption --overlay` is seen with the one
+before it, across the chunks the video is read in, and so is every frame of an evaluation report's thumbnail strip."""
+from __future__ import annotations
+
+import math
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from saliency.infra.media import ffmpeg_path
+from vidcap.captioner import CaptionerConfig, VisualFrontEnd, with_saliency
+from vidcap.encoder import EncoderConfig
+from vidcap.reports import overlay
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class MotionSpy(torch.nn.Module):
+    """A motion saliency model that records its input `[N,6,H,W]` and answers a uniform log-density."""
+
+    in_channels = 6
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x)
+        return torch.full((len(x), 1, *x.shape[-2:]), -math.log(x.shape[-2] * x.shape[-1]))
+
+
+@pytest.fixture
+def numbered(tmp_path):
+    """10 grey 16×16 frames at 8 fps whose brightness is 20 × the frame's number."""
+    video = tmp_path / "numbered.mp4"
+    frames = np.repeat(np.arange(10, dtype=np.uint8)[:, None, None, None] * 20, 16 * 16 * 3).reshape(10, 16, 16, 3)
+    subprocess.run([ffmpeg_path(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "16x16",
+                    "-r", "8", "-i", "pipe:", "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt",
+                    "yuv420p", str(video)], input=frames.tobytes(), check=True, timeout=120)
+    return video
+
+
+CONFIG = with_saliency(CaptionerConfig(encoder=EncoderConfig(backbone="small-cnn", pretrained=False, grid=2)),
+                       "student", weighting="prior")
+
+
+def test_each_frame_of_the_overlay_is_seen_with_the_frame_before_it(numbered, tmp_path, monkeypatch):
+    spy = MotionSpy()
+    monkeypatch.setattr(overlay, "CHUNK", 4)  # three chunks: 4 + 4 + 2 frames
+    overlay.write_overlay(VisualFrontEnd(CONFIG, spy).eval(), numbered, tmp_path / "overlay.mp4")
+    seen = torch.cat(spy.seen)  # (10, 6, 16, 16)
+    assert [len(x) for x in spy.seen] == [4, 4, 2]
+    assert not seen[0, 3:].any()  # the first frame has none before it: no motion
+    assert torch.allclose(seen[1:, 3:], seen[1:, :3] - seen[:-1, :3])
+
+
+def test_the_thumbnail_strip_shows_a_motion_models_maps_of_the_sampled_frames(numbered):
+    from vidcap.reports.evaluation import STRIP_FRAMES, thumbnail_strip
+
+    spy = MotionSpy()
+    assert thumbnail_strip(numbered, CONFIG, VisualFrontEnd(CONFIG, spy).eval()).startswith(b"\xff\xd8")  # a JPEG
+    assert spy.seen[0].shape[:2] == (STRIP_FRAMES, 6) and spy.seen[0][:, 3:].any()
