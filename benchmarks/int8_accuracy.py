@@ -5,10 +5,11 @@ with the models run by torch, onnxruntime float32 and onnxruntime int8 (calibrat
         [--split test] [--captioners runs/demo/captioner-student] [--json benchmarks/results/int8_accuracy.json]
 
 Saliency runs are scored at their training size on `--data`'s `--split` (CC, KLD, NSS, SIM); captioners on their own
-data's `--caption-split` (BLEU-4, METEOR, ROUGE-L, CIDEr), their encoder and saliency model on each backend, the
-decoder always torch; on a synthetic world also their grounding (the share of videos whose caption names the actor's
-shape and motion right and nothing wrong, and per attribute the share named right). Prints each backend's scores
-and int8 − float32 (onnxruntime); for captioners also that difference paired per video, with its bootstrap 95%
+data's `--caption-split` (BLEU-4, METEOR, ROUGE-L, CIDEr), their encoder and saliency model on each backend, and the
+int8 encoder beside the float32 saliency model (`onnxruntime-int8+saliency-onnxruntime`), the decoder always torch; on
+a synthetic world also their grounding (the share of videos whose caption names the actor's shape and motion right
+and nothing wrong, and per attribute the share named right). Prints each backend's scores and int8 − float32
+(onnxruntime); for captioners also each int8 configuration − float32 paired per video, with its bootstrap 95%
 interval, so a change of a few captions is told from noise.
 """
 from __future__ import annotations
@@ -24,12 +25,15 @@ from saliency.evaluate import evaluate_model
 from saliency.infra.rundir import RunDir, atomic_write_json
 from saliency.models import load
 from saliency.train import SaliencyRunConfig
+from vidcap.backends import backends_name
 from vidcap.reports.comparison import paired_differences
 from vidcap.split_evaluation import evaluate_split
 
 SALIENCY_METRICS = ["CC", "KLD", "NSS", "SIM"]
 CAPTION_METRICS = ["Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]
 GROUNDING = ["grounded", "shape", "colour", "size", "motion"]  # `grounded` share, then each attribute named right
+INT8_ENCODER = backends_name("onnxruntime-int8", "onnxruntime")  # int8 encoder, float32 saliency model
+CAPTION_BACKENDS = (*BACKENDS, INT8_ENCODER)
 
 
 def caption_scores(evaluation: dict) -> dict[str, float]:
@@ -49,36 +53,42 @@ def run_width(runs) -> int:
 def table(title: str, scores: dict[str, dict[str, dict[str, float]]], metrics: list[str], scale: float) -> str:
     """Rows: each run on each backend, then its int8 − float32 difference."""
     width = run_width(scores)
-    lines = [f"\n## {title}", f"{'run':<{width}}{'backend':<22}" + "".join(f"{m:>10}" for m in metrics)]
+    lines = [f"\n## {title}", f"{'run':<{width}}{'backend':<40}" + "".join(f"{m:>10}" for m in metrics)]
     for run, by_backend in scores.items():
         for backend, row in by_backend.items():
-            lines.append(f"{run:<{width}}{backend:<22}" + "".join(f"{scale * row[m]:>10.4f}" for m in metrics))
-        if {"onnxruntime", "onnxruntime-int8"} <= by_backend.keys():
-            diff = {m: by_backend["onnxruntime-int8"][m] - by_backend["onnxruntime"][m] for m in metrics}
-            lines.append(f"{'':<{width}}{'int8 - float32':<22}" + "".join(f"{scale * diff[m]:>+10.4f}" for m in metrics))
+            lines.append(f"{run:<{width}}{backend:<40}" + "".join(f"{scale * row[m]:>10.4f}" for m in metrics))
+        for int8 in (name for name in by_backend if "int8" in name and "onnxruntime" in by_backend):
+            diff = {m: by_backend[int8][m] - by_backend["onnxruntime"][m] for m in metrics}
+            label = "int8 - float32" if int8 == "onnxruntime-int8" else "int8 encoder - float32"
+            lines.append(f"{'':<{width}}{label:<40}" + "".join(f"{scale * diff[m]:>+10.4f}" for m in metrics))
     return "\n".join(lines)
 
 
-def paired_table(paired: dict[str, dict[str, dict]]) -> str:
-    """Per captioner: int8 − float32 of CIDEr and grounded (×100), paired per video, with the 95% interval."""
+def paired_table(paired: dict[str, dict[str, dict[str, dict]]]) -> str:
+    """Per captioner and int8 configuration: − float32 in CIDEr and grounded (×100), paired per video, with the 95%
+    interval."""
     lines = ["\n## captioning, int8 - float32 paired per video (×100, bootstrap 95% interval)"]
     width = run_width(paired)
-    for run, differences in paired.items():
-        cells = [f"{name} {100 * d['diff']:+.2f} [{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}]"
-                 for name, d in differences.items()]
-        lines.append(f"{run:<{width}}" + "   ".join(cells))
+    for run, by_backend in paired.items():
+        for backend, differences in by_backend.items():
+            cells = [f"{name} {100 * d['diff']:+.2f} [{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}]"
+                     for name, d in differences.items()]
+            lines.append(f"{run:<{width}}{backend:<40}" + "   ".join(cells))
     return "\n".join(lines)
 
 
-def score_captioner(run: str, split: str, out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
-    """The run's scores on each backend, and int8 − float32 (onnxruntime) paired over the split's videos."""
+def score_captioner(run: str, split: str, out: Path, backends: list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The run's scores on each of `backends` (configurations of `CAPTION_BACKENDS`), and each int8 one − float32
+    (onnxruntime, when among them) paired over the split's videos."""
     scores, per_video = {}, {}
-    for backend in BACKENDS:
-        scores[backend] = caption_scores(evaluate_split(run, split, per_video=True, progress=False,
-                                                        out=out / backend, backend=backend))
-        rows = json.loads((out / backend / "per_video.json").read_text(encoding="utf-8"))
-        per_video[backend] = {row["video_id"]: row for row in rows}
-    return scores, paired_differences(per_video["onnxruntime-int8"], per_video["onnxruntime"])
+    for name in backends:
+        encoder, _, saliency = name.partition("+saliency-")
+        scores[name] = caption_scores(evaluate_split(run, split, per_video=True, progress=False, out=out / name,
+                                                     backend=encoder, saliency_backend=saliency or None))
+        rows = json.loads((out / name / "per_video.json").read_text(encoding="utf-8"))
+        per_video[name] = {row["video_id"]: row for row in rows}
+    return scores, {name: paired_differences(per_video[name], per_video["onnxruntime"])
+                    for name in backends if "int8" in name and "onnxruntime" in per_video}
 
 
 def main() -> None:
@@ -88,10 +98,16 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--captioners", default="", help="comma-separated captioner run directories")
     parser.add_argument("--caption-split", default="test")
+    parser.add_argument("--caption-backends", default=",".join(CAPTION_BACKENDS),
+                        help="the captioners' backend configurations (default: all, %(default)s)")
     parser.add_argument("--json", default="runs/bench/int8_accuracy.json",
                         help="where the results go (default %(default)s; the committed reference is "
                              "benchmarks/results/int8_accuracy.json)")
     args = parser.parse_args()
+    caption_backends = args.caption_backends.split(",")
+    unknown = sorted(set(caption_backends) - set(CAPTION_BACKENDS))
+    if unknown:
+        parser.error(f"unknown caption backend {unknown[0]!r} (known: {', '.join(CAPTION_BACKENDS)})")
     results: dict = {"saliency": {}, "captioning": {}, "data": args.data, "split": args.split}
     runs = [run for run in args.runs.split(",") if run]
     if runs:
@@ -105,11 +121,11 @@ def main() -> None:
                                         metrics=SALIENCY_METRICS, progress=False) for backend in BACKENDS}
         print(table(f"saliency, {args.data} ({args.split}, {len(held_out)} images)", results["saliency"],
                     SALIENCY_METRICS, 1.0), flush=True)
-    results["int8_vs_float32"] = {}
+    results["int8_vs_float32"] = {}  # captioner → int8 configuration → paired differences
     for run in (run for run in args.captioners.split(",") if run):
         with tempfile.TemporaryDirectory() as out:
             results["captioning"][run], results["int8_vs_float32"][run] = score_captioner(run, args.caption_split,
-                                                                                          Path(out))
+                                                                                          Path(out), caption_backends)
     if results["captioning"]:
         grounded = all("grounded" in row for by_backend in results["captioning"].values() for row in by_backend.values())
         print(table(f"captioning, split {args.caption_split} (×100)", results["captioning"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from saliency.backends import EXPORT_FOLDER, exported_session, on_backend, resolve_backend
 from saliency.export import run_calibration_images
@@ -37,21 +38,37 @@ def training_frames(config: VidcapRunConfig, count: int = CALIBRATION_VIDEOS) ->
     return batches
 
 
-def use_backend(front: VisualFrontEnd, config: VidcapRunConfig, backend: str | None, export_dir: str | Path) -> str:
-    """Run `front`'s saliency model and encoder on `backend` (None: the config's; `auto`: the fastest installed) and
-    return the backend now in use. The encoder's exports are cached in `export_dir`, the saliency model's in its
-    own run directory. Call it once per front end."""
-    backend = resolve_backend(backend or config.backend, next(front.parameters()).device)
-    if backend == "torch":
-        return backend
+def resolve_backends(config: VidcapRunConfig, backend: str | None = None, saliency_backend: str | None = None,
+                     device: torch.device | str = "cpu") -> tuple[str, str]:
+    """The backends of the front end's encoder and saliency model, checked (`auto`: the fastest installed): `backend`
+    (None: the config's), and `saliency_backend` (None: the config's `saliency_backend`; None there too: the
+    encoder's). An int8 encoder beside a float32 saliency model keeps the maps' peaks where float32 puts them."""
+    encoder = resolve_backend(backend or config.backend, device)
+    chosen = saliency_backend or config.saliency_backend
+    return encoder, encoder if chosen is None else resolve_backend(chosen, device)
+
+
+def backends_name(encoder: str, saliency: str) -> str:
+    """One name for a front end's backends: the encoder's, with `+saliency-<backend>` when the saliency model's
+    differs (cached features and reports say what computed them)."""
+    return encoder if saliency == encoder else f"{encoder}+saliency-{saliency}"
+
+
+def use_backend(front: VisualFrontEnd, config: VidcapRunConfig, backend: str | None, export_dir: str | Path,
+                saliency_backend: str | None = None) -> tuple[str, str]:
+    """Run `front`'s encoder and saliency model on their backends (`resolve_backends`) and return them. The
+    encoder's exports are cached in `export_dir`, the saliency model's in its own run directory. Call it once per
+    front end."""
+    encoder, saliency = resolve_backends(config, backend, saliency_backend, next(front.parameters()).device)
     frame_size = config.captioner.sampler.size
     # no busy-waiting threads: the frames of the next videos are decoded at the same time (`vidcap.pipeline`)
-    front.encoder.session = exported_session(front.encoder, backend, frame_size, export_dir, "encoder",
-                                             lambda: training_frames(config), output="features", spinning=False)
-    if front.saliency_model is not None:
+    if encoder != "torch":
+        front.encoder.session = exported_session(front.encoder, encoder, frame_size, export_dir, "encoder",
+                                                 lambda: training_frames(config), output="features", spinning=False)
+    if front.saliency_model is not None and saliency != "torch":
         size, run = config.captioner.saliency.size or frame_size, config.captioner.saliency.run
         folder, calibration = (None, None) if run is None else (Path(run) / EXPORT_FOLDER,
                                                                  lambda: run_calibration_images(run, size))
-        front.saliency_model = on_backend(front.saliency_model, backend, size, folder, calibration=calibration,
+        front.saliency_model = on_backend(front.saliency_model, saliency, size, folder, calibration=calibration,
                                           spinning=False)
-    return backend
+    return encoder, saliency

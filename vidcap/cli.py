@@ -13,6 +13,9 @@ from vidcap.formats import FORMATS, SUBTITLES
 
 BACKEND_HELP = ("where the saliency model and frozen encoder run: auto (the fastest installed, onnxruntime), torch, "
                 "onnxruntime or onnxruntime-int8; exports are cached beside the weights")
+SALIENCY_BACKEND_HELP = ("the saliency model's own backend, the same names (default: the run's `saliency_backend`, "
+                         "else as --backend); e.g. onnxruntime beside --backend onnxruntime-int8: an int8 encoder "
+                         "with float32 maps")
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -122,7 +125,7 @@ def _caption(args: argparse.Namespace) -> int:
                         "caption many into --out results.jsonl")
     out = check_results_path(args.out) if args.out else None
     model, config = load_run(args.model)
-    use_backend(model.front, config, args.backend, Path(args.model) / EXPORT_FOLDER)
+    use_backend(model.front, config, args.backend, Path(args.model) / EXPORT_FOLDER, args.saliency_backend)
     ahead = CaptionsAhead(model, videos, args.beams) if segments is None else None  # decoding overlapped, batched
 
     def caption(path: str):
@@ -190,7 +193,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     out = args.out or evaluation_folder(args.model, args.split, args.predictions)
     metrics = evaluate_split(args.model, args.split, predictions_file=args.predictions, per_video=args.per_video,
-                             data_root=args.data, progress=not args.quiet, out=out, backend=args.backend)
+                             data_root=args.data, progress=not args.quiet, out=out, backend=args.backend,
+                             saliency_backend=args.saliency_backend)
     for entry in metrics["skipped"]:
         if entry["reason"] != "no prediction":
             print(f"vidcap eval: skipped {entry['reason']}", file=sys.stderr)
@@ -319,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
                               '"seconds"}, or {"path", "error"}) as each finishes; run again, it skips what is there')
     caption.add_argument("--retry-failed", action="store_true", help="with --out: caption the videos recorded as failed again")
     caption.add_argument("--backend", help=f"{BACKEND_HELP} (default: the run's `backend`)")
+    caption.add_argument("--saliency-backend", help=SALIENCY_BACKEND_HELP)
     caption.set_defaults(handler=_caption)
 
     evaluate = add_command(commands, "eval", help="caption a whole split and score it (BLEU-1..4, METEOR, ROUGE-L, CIDEr)")
@@ -329,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help='score these captions instead of the model\'s: [{"video_id", "caption"}] JSON')
     evaluate.add_argument("--per-video", action="store_true", help="also write per_video.json (worst CIDEr first)")
     evaluate.add_argument("--backend", help=f"{BACKEND_HELP} (default: the run's `backend`)")
+    evaluate.add_argument("--saliency-backend", help=SALIENCY_BACKEND_HELP)
     evaluate.add_argument("--out", metavar="DIR", help="output folder (default: RUN/eval/SPLIT, or RUN/eval/SPLIT-NAME "
                                                        "for --predictions NAME.json, so the run's own scores stay)")
     evaluate.set_defaults(handler=_eval)

@@ -60,6 +60,8 @@ class VidcapRunConfig:
     threads: int = 0  # torch CPU threads, set by the CLI; 0 = all cores
     # where the frozen saliency model and encoder run (`vidcap.backends`); auto: the fastest installed, onnxruntime
     backend: Literal["auto", "torch", "onnxruntime", "onnxruntime-int8"] = "auto"
+    # the saliency model's own backend; None: as `backend` (onnxruntime beside an int8 encoder keeps the maps exact)
+    saliency_backend: Optional[Literal["auto", "torch", "onnxruntime", "onnxruntime-int8"]] = None
 
     def __post_init__(self) -> None:
         validate_run_basics(self)

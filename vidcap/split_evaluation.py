@@ -74,9 +74,11 @@ def evaluation_folder(run_dir: str | Path, split: str, predictions_file: str | P
 
 def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: str | Path | None = None,
                    per_video: bool = False, data_root: str | None = None, progress: bool = True,
-                   out: str | Path | None = None, backend: str | None = None) -> dict:
+                   out: str | Path | None = None, backend: str | None = None,
+                   saliency_backend: str | None = None) -> dict:
     """Score the run's captions (or `predictions_file`) on the whole split into `out` (default:
-    `evaluation_folder`), the front end on `backend` (default: the run's); returns what metrics.json holds."""
+    `evaluation_folder`), the front end on `backend` and its saliency model on `saliency_backend` (defaults: the
+    run's, `vidcap.backends.resolve_backends`); returns what metrics.json holds."""
     run = captioner_run(run_dir)
     out = Path(out) if out is not None else evaluation_folder(run_dir, split, predictions_file)
     require_writable(out)  # before captioning a whole split
@@ -97,7 +99,7 @@ def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: s
         front = None
     else:
         model = load_run(run_dir)[0]
-        use_backend(model.front, config, backend, run.file(EXPORT_FOLDER))
+        use_backend(model.front, config, backend, run.file(EXPORT_FOLDER), saliency_backend)
         captions, timings, skipped = caption_split(model, dataset.items, progress)
         front = model.front
     gts = {item.video_id: item.captions for item in dataset.items if item.video_id in captions}

@@ -7,11 +7,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saliency.backends import EXPORT_FOLDER, exported_session
+from dataclasses import replace
+
+from saliency.backends import EXPORT_FOLDER, ExportedModel, exported_session
 from saliency.infra.corruption import VIDCAP_TINY
-from vidcap.backends import use_backend
+from saliency.infra.errors import UserError
+from saliency.models import build_untrained
+from vidcap.backends import backends_name, resolve_backends, use_backend
+from vidcap.captioner import CaptionerConfig, VisualFrontEnd, with_saliency
 from vidcap.cli import main
-from vidcap.data.cache import FeatureCache
+from vidcap.data.cache import FeatureCache, extractor_fingerprint
+from vidcap.data.video import FrameSamplerConfig
 from vidcap.encoder import EncoderConfig, FrameEncoder
 from vidcap.run import VidcapRunConfig, load_run
 
@@ -39,8 +45,33 @@ def test_a_captioner_runs_on_onnxruntime_unless_told_otherwise(tiny_captioner, t
     assert VidcapRunConfig().backend == "auto"
     model, config = load_run(tiny_captioner / "captioner")
     assert config.backend == "auto"
-    assert use_backend(model.front, config, None, tmp_path / EXPORT_FOLDER) == "onnxruntime"
+    assert use_backend(model.front, config, None, tmp_path / EXPORT_FOLDER) == ("onnxruntime", "onnxruntime")
     assert model.front.encoder.session is not None and model.front.encoder.session.accepts(frames(1))
+
+
+def test_the_saliency_model_can_run_on_a_backend_of_its_own(tmp_path):
+    """An int8 (here float32 ONNX) encoder beside a saliency model on torch: each runs where it was told, the
+    config's `saliency_backend` applies unless overridden, and the feature cache's fingerprint tells them apart."""
+    config = VidcapRunConfig(captioner=with_saliency(CaptionerConfig(
+        sampler=FrameSamplerConfig(n_frames=2, size=SIZE),
+        encoder=EncoderConfig(backbone="small-cnn", pretrained=False, grid=2)), "student", weighting="prior"))
+    assert resolve_backends(config) == ("onnxruntime", "onnxruntime")
+    assert resolve_backends(replace(config, saliency_backend="torch")) == ("onnxruntime", "torch")
+    assert resolve_backends(config, "torch", "onnxruntime-int8") == ("torch", "onnxruntime-int8")
+    with pytest.raises(UserError, match="unknown backend 'fast'"):
+        resolve_backends(config, None, "fast")
+    student = build_untrained("student", width=8, depth=1, decoder_width=8).eval()
+    front = VisualFrontEnd(config.captioner, student).eval()
+    assert use_backend(front, config, "onnxruntime", tmp_path, "torch") == ("onnxruntime", "torch")
+    assert front.saliency_model is student and front.encoder.session is not None
+    front = VisualFrontEnd(config.captioner, student).eval()
+    use_backend(front, replace(config, backend="torch", saliency_backend="onnxruntime"), None, tmp_path)
+    assert front.encoder.session is None and isinstance(front.saliency_model, ExportedModel)
+    state = front.encoder.state_dict()
+    assert backends_name("onnxruntime", "onnxruntime") == "onnxruntime"
+    fingerprints = {extractor_fingerprint(config.captioner, state, backends_name("onnxruntime-int8", saliency))
+                    for saliency in ("onnxruntime-int8", "onnxruntime")}
+    assert len(fingerprints) == 2
 
 
 def cached_tokens(cache_root) -> dict[str, torch.Tensor]:

@@ -24,13 +24,13 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
-from saliency.backends import EXPORT_FOLDER, resolve_backend
+from saliency.backends import EXPORT_FOLDER
 from saliency.infra import distributed
 from saliency.infra.config import to_dict
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import (atomic_write_json, require_writable, safetensors_header, safetensors_problem,
                                    save_safetensors, try_flock)
-from vidcap.backends import use_backend
+from vidcap.backends import backends_name, resolve_backends, use_backend
 from vidcap.captioner import CaptionerConfig, VisualFrontEnd, load_saliency_source
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.pipeline import visual_tokens
@@ -256,10 +256,10 @@ def extract_splits(config, splits: list[str], progress: bool = True) -> Extracti
     device = distributed.current().device
     # built from the seed as `vidcap train` builds it: a randomly initialised encoder is then the same one
     front = VisualFrontEnd(config.captioner, load_saliency_source(config.captioner.saliency), config.seed).to(device)
-    backend = resolve_backend(config.backend, device)
-    fingerprint = extractor_fingerprint(config.captioner, front.encoder.state_dict(), backend)
+    backends = resolve_backends(config, device=device)
+    fingerprint = extractor_fingerprint(config.captioner, front.encoder.state_dict(), backends_name(*backends))
     cache = FeatureCache(config.data.cache_dir, fingerprint)
-    use_backend(front, config, backend, cache.folder / EXPORT_FOLDER)
+    use_backend(front, config, None, cache.folder / EXPORT_FOLDER)
     _drop_damaged(cache, distributed.current())  # before counting: damaged entries extracted again are new
     before, listed, skipped = len(cache.index), 0, []
     for split in splits:
