@@ -13,6 +13,8 @@ The weighting of the maps is chosen first, on the validation split (`--weighting
 smallest training set), never on the test split. The learning curve trains none, student and ground-truth on the
 smaller training sets; `--scst` adds the self-critical stage after the student's and none's cross-entropy runs.
 Every run directory is kept under `--out` and reused: an interrupted benchmark continues where it stopped.
+`--saliency-runs DIR --tag NAME` takes the teacher and student from DIR instead (e.g. models that see motion) and
+names their arms teacher-NAME and student-NAME, paired with the same none, control and ground-truth runs.
 """
 from __future__ import annotations
 
@@ -41,16 +43,23 @@ MODELS = ("teacher", "student")  # arms whose maps come from the demo's saliency
 
 
 def arm_config(base: VidcapRunConfig, arm: str, weighting: str, seed: int, size: int, demo: Path, out: Path,
-               data: Path, pretrained: Path | None = None) -> VidcapRunConfig:
+               data: Path, pretrained: Path | None = None, models: Path | None = None) -> VidcapRunConfig:
     """The captioner of `arm`: the demo's captioning settings on this world's first `size` training videos, its
-    encoder from `pretrained` (default: the demo's pretraining run)."""
+    encoder from `pretrained` (default: the demo's pretraining run), a teacher's or student's maps from the run of
+    that name in `models` (default: the demo)."""
     config = copy.deepcopy(base)
     config.seed = seed
     config.data.root, config.data.limit, config.data.cache_dir = str(data), size, str(out / "feature-cache")
     if config.captioner.encoder.pretrained == PRETRAIN_RUN:
         config.captioner.encoder.pretrained = str(pretrained or demo / PRETRAIN_RUN)
-    config.captioner = with_saliency(config.captioner, arm, str(demo / arm) if arm in MODELS else None, weighting)
+    config.captioner = with_saliency(config.captioner, arm, str((models or demo) / arm) if arm in MODELS else None,
+                                     weighting)
     return config
+
+
+def arm_name(arm: str, tag: str | None) -> str:
+    """The folder and result key of `arm`: a teacher or student from `--saliency-runs` carries its `--tag`."""
+    return f"{arm}-{tag}" if tag and arm in MODELS else arm
 
 
 def train_and_score(config: VidcapRunConfig, run: Path, split: str) -> dict[str, dict]:
@@ -88,6 +97,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the demo config, e.g. captioning.captioner.encoder.track=true")
     parser.add_argument("--pretrained", metavar="RUN", help="the encoder's `saliency pretrain` run (default: the demo's)")
+    parser.add_argument("--saliency-runs", metavar="DIR", help="where the teacher and student runs are (default: --demo)")
+    parser.add_argument("--tag", help="with --saliency-runs: their arms are named teacher-TAG and student-TAG")
     parser.add_argument("--out", default="runs/bench-captioning-v2")
     parser.add_argument("--videos", type=int, default=1600)
     parser.add_argument("--world-seed", type=int, default=1, help="another seed than the demo's world")
@@ -102,6 +113,9 @@ def main() -> None:
     args = parser.parse_args()
     demo, out = Path(args.demo), Path(args.out)
     pretrained = Path(args.pretrained) if args.pretrained else None
+    models = Path(args.saliency_runs) if args.saliency_runs else None
+    if bool(models) != bool(args.tag):
+        parser.error("--saliency-runs and --tag go together: the tag keeps their arms apart from the demo's")
     demo_config = load_config(DemoConfig, args.config, args.set)
     world = demo_config.world
     data = out / "data"
@@ -121,8 +135,8 @@ def main() -> None:
     if len(weightings) > 1:
         chosen = {}
         for weighting in weightings:
-            config = arm_config(base, "student", weighting, seeds[0], sizes[0], demo, out, data, pretrained)
-            chosen[weighting] = summary_row(train_and_score(config, out / "select" / weighting, "val"))
+            config = arm_config(base, "student", weighting, seeds[0], sizes[0], demo, out, data, pretrained, models)
+            chosen[weighting] = summary_row(train_and_score(config, out / "select" / "-".join(filter(None, [weighting, args.tag])), "val"))
         weighting = max(chosen, key=lambda w: (chosen[w]["grounded"], chosen[w]["CIDEr"]))
         results["weighting"] = {"validation": chosen, "chosen": weighting}
         save()
@@ -135,26 +149,28 @@ def main() -> None:
     for seed in seeds:
         rows = {}
         for arm in args.arms.split(","):
-            config = arm_config(base, arm, weighting, seed, sizes[-1], demo, out, data, pretrained)
-            rows[arm] = train_and_score(config, out / f"seed{seed}" / f"n{sizes[-1]}" / arm, "test")
+            name = arm_name(arm, args.tag)
+            config = arm_config(base, arm, weighting, seed, sizes[-1], demo, out, data, pretrained, models)
+            rows[name] = train_and_score(config, out / f"seed{seed}" / f"n{sizes[-1]}" / name, "test")
             results["main"][str(seed)] = arm_rows(rows)
             save()
-            print(f"seed {seed} {arm}: {summary_row(rows[arm])}", flush=True)
+            print(f"seed {seed} {name}: {summary_row(rows[name])}", flush=True)
         for size in sizes[:-1]:
             curve = {}
             for arm in CURVE_ARMS:
-                config = arm_config(base, arm, weighting, seed, size, demo, out, data, pretrained)
-                curve[arm] = train_and_score(config, out / f"seed{seed}" / f"n{size}" / arm, "test")
+                name = arm_name(arm, args.tag)
+                config = arm_config(base, arm, weighting, seed, size, demo, out, data, pretrained, models)
+                curve[name] = train_and_score(config, out / f"seed{seed}" / f"n{size}" / name, "test")
                 results["curve"].setdefault(str(size), {})[str(seed)] = arm_rows(curve)
                 save()
         if args.scst:
             for arm in ("none", "student"):
-                xe = out / f"seed{seed}" / f"n{sizes[-1]}" / arm
-                xe_config = arm_config(base, arm, weighting, seed, sizes[-1], demo, out, data, pretrained)
+                xe = out / f"seed{seed}" / f"n{sizes[-1]}" / arm_name(arm, args.tag)
+                xe_config = arm_config(base, arm, weighting, seed, sizes[-1], demo, out, data, pretrained, models)
                 stage = scst_stage(xe_config, xe)
                 scst = train_and_score(stage, xe / "scst", "test")
                 xe_scores = load_per_video(xe, "test")
-                results.setdefault("scst", {}).setdefault(str(seed), {})[arm] = {
+                results.setdefault("scst", {}).setdefault(str(seed), {})[arm_name(arm, args.tag)] = {
                     "xe": summary_row(xe_scores), "scst": summary_row(scst), "scst_vs_xe": versus(scst, xe_scores)}
                 save()
     print(json.dumps(results, indent=1)[:4000])
