@@ -3,11 +3,32 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from html.parser import HTMLParser
 
 import pytest
 import torch
 from PIL import Image
+
+
+class MotionSpy(torch.nn.Module):
+    """A motion saliency model that records its input `[N,6,H,W]` and answers a uniform log-density."""
+
+    in_channels = 6
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x)
+        return torch.full((len(x), 1, *x.shape[-2:]), -math.log(x.shape[-2] * x.shape[-1]))
+
+
+@pytest.fixture
+def motion_spy():
+    """Makes `MotionSpy`s: motion saliency models that record what they are given."""
+    return MotionSpy
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,5 @@
 """The composed captioner: one caption-length setting bounds what it writes; a motion saliency model sees each frame
 with the frame before it."""
-import math
 
 import pytest
 import torch
@@ -59,20 +58,6 @@ def test_normalised_stride_16_tokens_differ_across_positions_and_videos_where_th
     assert old > 0.99 and new < 0.75, (old, new)
 
 
-class MotionSpy(torch.nn.Module):
-    """A motion saliency model that records its input `[N,6,H,W]` and answers a uniform log-density."""
-
-    in_channels = 6
-
-    def __init__(self):
-        super().__init__()
-        self.seen: list[torch.Tensor] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(x)
-        return torch.full((len(x), 1, *x.shape[-2:]), -math.log(x.shape[-2] * x.shape[-1]))
-
-
 def saliency_front(model: torch.nn.Module | None, source: str = "student", size=None):
     """A tiny front end taking its maps from `model` (or the control `source`), at saliency input `size`."""
     from vidcap.captioner import VisualFrontEnd, with_saliency
@@ -83,12 +68,12 @@ def saliency_front(model: torch.nn.Module | None, source: str = "student", size=
     return VisualFrontEnd(config, model).eval()
 
 
-def test_a_motion_saliency_model_sees_each_frame_and_its_difference_to_the_frame_before(one_thread):
+def test_a_motion_saliency_model_sees_each_frame_and_its_difference_to_the_frame_before(one_thread, motion_spy):
     from torch.nn.functional import interpolate
 
     from saliency.models.components import motion_input
 
-    spy = MotionSpy()
+    spy = motion_spy()
     front = saliency_front(spy, size=(16, 24))
     torch.manual_seed(0)
     frames, previous = torch.randn(2, 3, 3, 32, 48), torch.randn(2, 3, 3, 32, 48)  # (B, T, 3, H, W)
@@ -102,9 +87,9 @@ def test_a_motion_saliency_model_sees_each_frame_and_its_difference_to_the_frame
     assert torch.equal(spy.seen[1][:, :3], spy.seen[0][:, :3]) and not spy.seen[1][:, 3:].any()
 
 
-def test_a_motion_saliency_model_without_previous_frames_is_a_clear_error(one_thread):
+def test_a_motion_saliency_model_without_previous_frames_is_a_clear_error(one_thread, motion_spy):
     with pytest.raises(ValueError, match="sees motion"):
-        saliency_front(MotionSpy())(torch.zeros(1, 2, 3, 32, 32))
+        saliency_front(motion_spy())(torch.zeros(1, 2, 3, 32, 32))
 
 
 def test_only_a_motion_saliency_model_needs_previous_frames(one_thread):

@@ -2,7 +2,6 @@
 before it, across the chunks the video is read in, and so is every frame of an evaluation report's thumbnail strip."""
 from __future__ import annotations
 
-import math
 import subprocess
 
 import numpy as np
@@ -15,20 +14,6 @@ from vidcap.encoder import EncoderConfig
 from vidcap.reports import overlay
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class MotionSpy(torch.nn.Module):
-    """A motion saliency model that records its input `[N,6,H,W]` and answers a uniform log-density."""
-
-    in_channels = 6
-
-    def __init__(self):
-        super().__init__()
-        self.seen: list[torch.Tensor] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(x)
-        return torch.full((len(x), 1, *x.shape[-2:]), -math.log(x.shape[-2] * x.shape[-1]))
 
 
 @pytest.fixture
@@ -46,8 +31,8 @@ CONFIG = with_saliency(CaptionerConfig(encoder=EncoderConfig(backbone="small-cnn
                        "student", weighting="prior")
 
 
-def test_each_frame_of_the_overlay_is_seen_with_the_frame_before_it(numbered, tmp_path, monkeypatch):
-    spy = MotionSpy()
+def test_each_frame_of_the_overlay_is_seen_with_the_frame_before_it(numbered, tmp_path, monkeypatch, motion_spy):
+    spy = motion_spy()
     monkeypatch.setattr(overlay, "CHUNK", 4)  # three chunks: 4 + 4 + 2 frames
     overlay.write_overlay(VisualFrontEnd(CONFIG, spy).eval(), numbered, tmp_path / "overlay.mp4")
     seen = torch.cat(spy.seen)  # (10, 6, 16, 16)
@@ -56,9 +41,9 @@ def test_each_frame_of_the_overlay_is_seen_with_the_frame_before_it(numbered, tm
     assert torch.allclose(seen[1:, 3:], seen[1:, :3] - seen[:-1, :3])
 
 
-def test_the_thumbnail_strip_shows_a_motion_models_maps_of_the_sampled_frames(numbered):
+def test_the_thumbnail_strip_shows_a_motion_models_maps_of_the_sampled_frames(numbered, motion_spy):
     from vidcap.reports.evaluation import STRIP_FRAMES, thumbnail_strip
 
-    spy = MotionSpy()
+    spy = motion_spy()
     assert thumbnail_strip(numbered, CONFIG, VisualFrontEnd(CONFIG, spy).eval()).startswith(b"\xff\xd8")  # a JPEG
     assert spy.seen[0].shape[:2] == (STRIP_FRAMES, 6) and spy.seen[0][:, 3:].any()
