@@ -664,8 +664,7 @@ def write_dhf1k(out: str | Path, n: int = 100, seed: int = 0, size: tuple[int, i
     numbers = [(split, number) for split, count in counts.items() for number in DHF1K_NUMBERS[split][:count]]
     records = {}
     for split, number in tqdm(numbers, desc="saliency synth", unit="video", disable=not progress):
-        scene_rng, gaze_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, number]).spawn(2))
-        scene = sample_scene(scene_rng, height, width, n_frames, world=world)
+        scene, gaze_rng = dhf1k_scene(seed, number, (height, width), n_frames, world)
         frames = np.stack([render_frame(scene, t) for t in range(n_frames)])
         with Mp4Writer(out / "video" / f"{number:03d}.mp4", fps) as writer:
             writer.write(frames)
@@ -679,6 +678,14 @@ def write_dhf1k(out: str | Path, n: int = 100, seed: int = 0, size: tuple[int, i
                                  "coordinates": "0-based pixel centres (x, y) at frame 0", "videos": records})
     return {"out": str(out), "n": n, "seed": seed, "world": world, "size": [height, width], "n_frames": n_frames,
             "fps": fps, "splits": counts}
+
+
+def dhf1k_scene(seed: int, number: int, size: tuple[int, int], n_frames: int,
+                world: str = "v2") -> tuple[Scene, np.random.Generator]:
+    """Video `number` of `write_dhf1k(seed=seed)` (size, length and world as its `synthetic_meta.json` records) and
+    the generator its observers are drawn from."""
+    scene_rng, gaze_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, number]).spawn(2))
+    return sample_scene(scene_rng, *size, n_frames, world=world), gaze_rng
 
 
 def write_dhf1k_frame(annotation: Path, t: int, density: np.ndarray, fixations: np.ndarray) -> None:
