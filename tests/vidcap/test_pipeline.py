@@ -48,7 +48,7 @@ def one_at_a_time(model, videos: list[str]) -> list[str | None]:
 def test_overlapped_batched_captions_are_those_of_one_video_at_a_time(captioner, backend):
     run, videos = captioner
     model, config = load_run(run)
-    assert use_backend(model.front, config, backend, run / EXPORT_FOLDER) == backend
+    assert use_backend(model.front, config, backend, run / EXPORT_FOLDER) == (backend, backend)
     results = list(caption_videos(model, list(enumerate(videos)), batch_videos=3))
     assert [key for key, _, _ in results] == list(range(len(videos)))
     assert [caption for _, caption, _ in results] == one_at_a_time(model, videos)
