@@ -132,7 +132,7 @@ def run_calibration_images(run_dir: str | Path, size: tuple[int, int],
     from saliency.train import SaliencyRunConfig  # saliency.train imports the models, which import this package
 
     config = RunDir(run_dir).load_config(SaliencyRunConfig)
-    data, motion = config.data, config.model.options.get("motion") is True
+    data, motion = config.data, config.motion
     where = f"{data.root} (split {data.train_split})"
     try:
         reader = open_dataset(data.root, kind=data.kind, split=data.train_split)
