@@ -16,13 +16,13 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from saliency.infra.errors import OutputError, UserError
+from saliency.data.readers import VIDEO_SUFFIXES
 from saliency.evaluate import predict_maps
 from saliency.models.components import sees_motion
 from saliency.infra.media import Mp4Writer, check_file, open_frames, probe
 from saliency.infra.rundir import atomic_write_bytes
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:

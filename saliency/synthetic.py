@@ -28,6 +28,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
+from saliency.data.readers import Dhf1kReader
 from saliency.infra.errors import UserError
 from saliency.infra.media import Mp4Writer
 
@@ -43,7 +44,6 @@ COLOURS = {  # saturated RGB in [0, 1]; the names are the exact words captions u
 SIZES = {"small": 0.065, "big": 0.17}  # actor radius as a fraction of min(H, W), at mid-clip
 MOTIONS = ("left", "right", "up", "down", "grows", "shrinks", "still")
 SALICON_SPLITS = ("train", "val", "test")
-DHF1K_NUMBERS = {"train": range(1, 601), "val": range(601, 701), "test": range(701, 1001)}  # DHF1K's video numbers
 META_NAME = "synthetic_meta.json"
 WORLDS = ("v1", "v2")
 
@@ -656,12 +656,12 @@ def write_dhf1k(out: str | Path, n: int = 100, seed: int = 0, size: tuple[int, i
     check_world(world)
     counts = dict(zip(SALICON_SPLITS, split_counts(n, splits)))
     for split, count in counts.items():
-        if count > len(DHF1K_NUMBERS[split]):
-            raise UserError(f"DHF1K numbers at most {len(DHF1K_NUMBERS[split])} {split} videos; {n} videos would "
+        if count > len(Dhf1kReader.SPLITS[split]):
+            raise UserError(f"DHF1K numbers at most {len(Dhf1kReader.SPLITS[split])} {split} videos; {n} videos would "
                             f"put {count} there")
     prepare_output_dir(out, ("video", "annotation"))
     (out / "video").mkdir()
-    numbers = [(split, number) for split, count in counts.items() for number in DHF1K_NUMBERS[split][:count]]
+    numbers = [(split, number) for split, count in counts.items() for number in Dhf1kReader.SPLITS[split][:count]]
     records = {}
     for split, number in tqdm(numbers, desc="saliency synth", unit="video", disable=not progress):
         scene, gaze_rng = dhf1k_scene(seed, number, (height, width), n_frames, world)

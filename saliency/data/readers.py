@@ -28,7 +28,7 @@ from saliency.data.matfile import load_mat
 from saliency.infra.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm")
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}  # what ffmpeg/decord read
 SALICON_SPLITS = ("train", "val", "test")
 HELD_OUT_SPLITS = ("train", "val", "all")  # MIT1003, plain folders; CAT2000 adds "test"
 CAT2000_SPLITS = {"train": "trainSet", "val": "trainSet", "all": "trainSet", "test": "testSet"}

@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from saliency.data.readers import SaliencySample, read_rgb
+from saliency.data.readers import VIDEO_SUFFIXES, SaliencySample, read_rgb
 from saliency.infra.errors import DatasetError, UserError
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
 
 
 class UnlabeledReader(Sequence[SaliencySample]):
