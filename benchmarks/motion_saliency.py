@@ -7,11 +7,14 @@ In world v2 a moving object draws six times the gaze of a still one, so the acto
 that moves, which no single frame shows. Per saliency run (at its training size): CC, KLD, NSS and SIM on the
 split's annotated frames, and the share of frames whose map peaks on the actor (inside its box), overall and by
 the actor's motion; the ground-truth maps' share is the ceiling (their observers are a sample). Every run after the
-first gets the paired difference in that share to the first, per video, with its bootstrap 95% interval.
+first gets the paired difference in that share to the first, per video, with its bootstrap 95% interval. Each run
+sees the frames as it was trained to (a motion model the frame `model.options.motion` frames back). A run already in
+`--json` (same data and split, same weights) is reused, so an interrupted benchmark resumes.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -21,8 +24,9 @@ import numpy as np
 from saliency import load, synthetic
 from saliency.data import open_dataset
 from saliency.evaluate import evaluate_model, predict_maps
-from saliency.infra.rundir import RunDir, atomic_write_json
+from saliency.infra.rundir import WEIGHTS, RunDir, atomic_write_json
 from saliency.infra.stats import paired_bootstrap
+from saliency.models.components import motion_gap
 from saliency.train import SaliencyRunConfig
 
 METRICS = ["CC", "KLD", "NSS", "SIM"]
@@ -62,6 +66,15 @@ def per_video(hits: dict[str, list[tuple[str, bool]]]) -> dict[str, float]:
     return {video: float(np.mean(values)) for video, values in sorted(frames.items())}
 
 
+def previous_rows(path: str, data: str, split: str) -> dict[str, dict]:
+    """The runs an earlier invocation measured on the same data and split (empty when there is none)."""
+    try:
+        earlier = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return earlier.get("runs", {}) if (earlier.get("data"), earlier.get("split")) == (data, split) else {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="a synthetic DHF1K-layout folder (`saliency synth --layout dhf1k`)")
@@ -76,21 +89,31 @@ def main() -> None:
     truth = peak_hits(reader, scenes, lambda sample: sample.density)
     results = {"data": args.data, "split": args.split, "videos": len(per_video(truth)),
                "ground_truth": {"peak_on_actor": shares(truth)}, "runs": {}}
+    done = previous_rows(args.json, args.data, args.split)
     print(f"{args.data} ({args.split}): {results['videos']} videos, {shares(truth)['frames']} annotated frames")
     print(f"{'ground truth':<36}{'':>40}   on actor {shares(truth)['all']:.3f}")
     first = None
     for run in args.runs.split(","):
-        size = tuple(RunDir(run).load_config(SaliencyRunConfig).data.size)
-        model = load(run)
-        scores = evaluate_model(model, reader, size, metrics=METRICS, progress=False)
-        hits = peak_hits(reader, scenes, lambda sample: predict_maps(model, [sample.image], size, [sample.previous])[0])
-        row = {"motion": model.motion, "metrics": scores, "peak_on_actor": shares(hits)}
-        videos = per_video(hits)
-        if first is not None:
-            reference = results["runs"][first]["per_video"]
-            row["vs_first"] = paired_bootstrap([videos[v] for v in reference], list(reference.values()))
+        weights = hashlib.sha256((Path(run) / WEIGHTS).read_bytes()).hexdigest()
+        if done.get(run, {}).get("weights_sha256") == weights and done[run].get("reference") == first:
+            results["runs"][run] = row = done[run]
+            scores, videos = row["metrics"], row["per_video"]
+        else:
+            size = tuple(RunDir(run).load_config(SaliencyRunConfig).data.size)
+            model = load(run)
+            frames = open_dataset(args.data, kind="dhf1k", split=args.split, frame_gap=motion_gap(model) or 1)
+            scores = evaluate_model(model, frames, size, metrics=METRICS, progress=False)
+            hits = peak_hits(frames, scenes,
+                             lambda sample: predict_maps(model, [sample.image], size, [sample.previous])[0])
+            row = {"motion": motion_gap(model), "weights_sha256": weights, "metrics": scores,
+                   "peak_on_actor": shares(hits)}
+            videos = per_video(hits)
+            if first is not None:
+                reference = results["runs"][first]["per_video"]
+                row["vs_first"] = paired_bootstrap([videos[v] for v in reference], list(reference.values()))
+                row["reference"] = first
+            results["runs"][run] = row = row | {"per_video": videos}
         first = first or run
-        results["runs"][run] = row | {"per_video": videos}
         atomic_write_json(args.json, results)
         cells = "".join(f"{name} {value:.4f}  " for name, value in scores.items())
         versus = row.get("vs_first")

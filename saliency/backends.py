@@ -107,6 +107,7 @@ class ExportedModel(nn.Module):
         super().__init__()
         self.model, self.session = model, session
         self.in_channels = input_channels(model)  # what the model takes: a motion model 6 channels
+        self.motion_gap = getattr(model, "motion_gap", 0)  # and how many frames back it looks
 
     def forward(self, x: Tensor) -> Tensor:
         return self.session(x) if self.session.accepts(x) else self.model(x)

@@ -97,9 +97,10 @@ def _eval(args: argparse.Namespace) -> int:
     from saliency.data import open_dataset
     from saliency.evaluate import ALL_METRICS, describe_left_out, evaluate_model
     from saliency.infra.rundir import atomic_write_json
+    from saliency.models.components import motion_gap
 
     model, size = _model_on_backend(args)
-    reader = open_dataset(args.data, kind=args.kind, split=args.split)
+    reader = open_dataset(args.data, kind=args.kind, split=args.split, frame_gap=motion_gap(model) or 1)
     metrics = args.metrics.split(",") if args.metrics else ALL_METRICS
     skipped: list[tuple[int, str]] = []
     # Metrics named with --metrics must be scored; by default those the ground truth cannot give are left out.

@@ -125,7 +125,7 @@ def root_logger_quiet() -> Iterator[None]:
 def run_calibration_images(run_dir: str | Path, size: tuple[int, int],
                            count: int = CALIBRATION_IMAGES) -> list[np.ndarray]:
     """Up to `count` images of the saliency run's own training split, spread evenly over it, as the model's
-    normalised `[1,C,H,W]` float32 batches at `size` (a motion model's with each frame's previous frame); a
+    normalised `[1,C,H,W]` float32 batches at `size` (a motion model's with each frame's earlier frame); a
     one-line UserError naming the folder when it has none."""
     from saliency.data import open_dataset
     from saliency.evaluate import model_input
@@ -135,7 +135,7 @@ def run_calibration_images(run_dir: str | Path, size: tuple[int, int],
     data, motion = config.data, config.motion
     where = f"{data.root} (split {data.train_split})"
     try:
-        reader = open_dataset(data.root, kind=data.kind, split=data.train_split)
+        reader = open_dataset(data.root, kind=data.kind, split=data.train_split, frame_gap=motion or 1)
     except UserError as error:
         raise UserError(f"int8 calibration needs the run's training images, looked in {where}: {error}") from None
     batches = []

@@ -16,9 +16,9 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from saliency.infra.errors import OutputError, UserError
-from saliency.data.readers import VIDEO_SUFFIXES
+from saliency.data.readers import VIDEO_SUFFIXES, frames_before
 from saliency.evaluate import predict_maps
-from saliency.models.components import sees_motion
+from saliency.models.components import motion_gap
 from saliency.infra.media import Mp4Writer, check_file, open_frames, probe
 from saliency.infra.rundir import atomic_write_bytes
 
@@ -63,25 +63,27 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def video_frames(path: Path, every: int, max_frames: int | None,
-                 previous: bool = False) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
-    """(frame index, uint8 RGB frame, the frame before it or None) for every `every`-th frame, read as `vidcap` reads
-    videos (decord, or ffmpeg where decord fails or decodes wrongly); the frame before is decoded only when
-    `previous` (a motion model's input; frame 0's is itself). A video damaged part-way yields the frames before the
-    damage, then a UserError saying where it stopped."""
+                 previous: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+    """(frame index, uint8 RGB frame, an earlier frame or None) for every `every`-th frame, read as `vidcap` reads
+    videos (decord, or ffmpeg where decord fails or decodes wrongly); the earlier frame, `previous` frames back
+    (`frames_before`: a motion model's input), is decoded only when `previous` > 0. A video damaged part-way yields
+    the frames before the damage, then a UserError saying where it stopped."""
     reader = open_frames(path)
     indices = list(range(0, len(reader), every))[:max_frames]
-    before = {index: max(index - 1, 0) for index in indices} if previous else {}
+    before = dict(zip(indices, frames_before(indices, previous).tolist())) if previous else {}
     wanted = sorted(set(indices) | set(before.values()))
     decoded: dict[int, np.ndarray] = {}
     given = 0
     try:
         for chunk, frames in reader.batches(wanted, 16):
             decoded.update(zip(chunk, frames))
-            while given < len(indices) and indices[given] in decoded:  # sorted: a frame's previous came first
+            while given < len(indices) and indices[given] in decoded:  # sorted: a frame's earlier one came first
                 index = indices[given]
                 yield index, decoded[index], decoded[before[index]] if previous else None
-                decoded = {i: frame for i, frame in decoded.items() if i >= index}  # the next one's previous at most
                 given += 1
+                if given < len(indices):  # keep what the frames still to come need: the next one's earlier frame on
+                    oldest = before.get(indices[given], indices[given])
+                    decoded = {i: frame for i, frame in decoded.items() if i >= oldest}
     except UserError as error:
         raise UserError(f"{error}; the maps of the {given} frames before it are written") from None
 
@@ -161,7 +163,7 @@ def predict_video(model: torch.nn.Module, path: Path, out: Path, size: tuple[int
     written = 0
     try:
         with ExitStack() as stack:
-            for index, frame, before in video_frames(path, every, max_frames, sees_motion(model)):
+            for index, frame, before in video_frames(path, every, max_frames, motion_gap(model)):
                 if not written:  # the file is a readable video: its frame rate can be asked for
                     out.mkdir(parents=True, exist_ok=True)
                     writer = stack.enter_context(Mp4Writer(partial, frame_rate(path) / every))

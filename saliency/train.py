@@ -26,6 +26,7 @@ from saliency.evaluate import describe_left_out, evaluate_model, scorable
 from saliency.losses import LossConfig, SaliencyLoss
 from saliency.metrics import METRICS
 from saliency.models import build, load
+from saliency.models.registry import motion_frames
 from saliency.infra.rundir import RunDir
 from saliency.infra.training import Checkpoint, EpochLog, seed_everything, validate_optimiser, validate_run_basics, warmup_cosine
 
@@ -90,9 +91,10 @@ class SaliencyRunConfig:
     select_by: str = "CC"  # validation metric that picks model.safetensors
 
     @property
-    def motion(self) -> bool:
-        """Whether the model sees motion (`model.options.motion`): its samples carry the frame before each."""
-        return self.model.options.get("motion") is True
+    def motion(self) -> int:
+        """How many frames back a model that sees motion compares each frame with (`model.options.motion`, true:
+        1), its samples carrying that frame; 0 for a model of single frames."""
+        return motion_frames(self.model.options.get("motion", False))
 
     def inert_sections(self) -> tuple[str, ...]:
         """Sections that do not affect this run: the distillation weights when there is no teacher."""
@@ -108,16 +110,20 @@ class SaliencyRunConfig:
 
 
 def check_sees_what_teacher_sees(config: SaliencyRunConfig) -> None:
-    """A one-line UserError when the student and its teacher differ in seeing motion: both take the same batches."""
+    """A one-line UserError when the student and its teacher differ in seeing motion (or in how many frames back
+    they look): both take the same batches."""
     teacher = RunDir(config.teacher).require().load_config(SaliencyRunConfig)
     if teacher.motion != config.motion:
-        sees = {True: "sees motion", False: "sees single frames"}
-        raise UserError(f"teacher {config.teacher} {sees[teacher.motion]} but the student {sees[config.motion]}: "
-                        f"set model.options.motion={str(teacher.motion).lower()}")
+        def sees(gap: int) -> str:
+            return {0: "sees single frames", 1: "sees motion"}.get(gap, f"sees motion over {gap} frames")
+
+        option = {0: "false", 1: "true"}.get(teacher.motion, teacher.motion)
+        raise UserError(f"teacher {config.teacher} {sees(teacher.motion)} but the student {sees(config.motion)}: "
+                        f"set model.options.motion={option}")
 
 
 def open_split(config: SaliencyRunConfig, split: str):
-    reader = open_dataset(config.data.root, kind=config.data.kind, split=split)
+    reader = open_dataset(config.data.root, kind=config.data.kind, split=split, frame_gap=config.motion or 1)
     if len(reader) == 0:
         raise UserError(f"{config.data.root}: no images in split {split!r}")
     return reader

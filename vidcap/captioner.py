@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
 from saliency import load as load_saliency_model
-from saliency.models.components import motion_input, sees_motion
+from saliency.models.components import motion_gap, motion_input
 from vidcap.decoder import CaptionDecoder, DecoderConfig
 from vidcap.encoder import TRACK_CHANNELS, EncoderConfig, FrameEncoder, SaliencyWeighting
 from vidcap.saliency_sources import CONTROLS, SOURCES, Source, control_maps
@@ -143,15 +143,16 @@ class VisualFrontEnd(nn.Module):
         return self.encoder.out_channels + (TRACK_CHANNELS if self.config.encoder.track else 0)
 
     @property
-    def needs_previous(self) -> bool:
-        """Whether the saliency model sees motion and so needs each frame's previous frame (controls never do)."""
-        return self.control is None and sees_motion(self.saliency_model)
+    def needs_previous(self) -> int:
+        """How many frames before each frame the saliency model compares it with, 0 when it sees single frames
+        (controls never look back): what `read_clip(previous=)` decodes."""
+        return 0 if self.control is not None else motion_gap(self.saliency_model)
 
     def saliency(self, frames: Tensor, origin: ClipOrigin | None = None,
                  previous: Tensor | None = None) -> Tensor | None:
         """Log-density `[N,1,H,W]` of normalised frames `[N,3,H,W]`: the model's at the configured saliency size, a
         control's at the frames' size (the N frames then one sampled clip, from `origin`). A motion model also sees
-        `previous` `[N,3,H,W]`, the frame before each (normalised alike; `needs_previous`)."""
+        `previous` `[N,3,H,W]`, the earlier frame of each (normalised alike; `needs_previous`)."""
         if self.control is not None:
             return self.control(frames, origin)
         if self.saliency_model is None:

@@ -37,12 +37,12 @@ class Decoded:
     origin: ClipOrigin | None  # which video and frames (None with an error)
     error: UserError | None
     seconds: float
-    previous: Tensor | None = None  # [T,3,H,W], the frame before each, normalised alike (for a motion saliency model)
+    previous: Tensor | None = None  # [T,3,H,W], an earlier frame of each, normalised alike (for a motion saliency model)
 
 
 def decode_ahead(videos: Iterable[Video], sampler: FrameSamplerConfig, prefetch: int = PREFETCH,
-                 previous: bool = False) -> Iterator[Decoded]:
-    """Each video's frames (with `previous`, also the frame before each), in order, decoded by a background thread
+                 previous: int = 0) -> Iterator[Decoded]:
+    """Each video's frames (with `previous` > 0, also the frame that many frames before each), in order, decoded by a background thread
     at most `prefetch` videos ahead of the consumer; an unreadable video comes with its UserError, any other error
     is raised here. Closing the iterator stops the thread (after the video it is decoding)."""
     done = object()
@@ -81,8 +81,8 @@ def decode_ahead(videos: Iterable[Video], sampler: FrameSamplerConfig, prefetch:
         worker.join()
 
 
-def _decode_one(key: Hashable, path: str | Path, sampler: FrameSamplerConfig, previous: bool) -> Decoded:
-    """One video's frames (with `previous`, also the frame before each), or the UserError it cannot be read with."""
+def _decode_one(key: Hashable, path: str | Path, sampler: FrameSamplerConfig, previous: int) -> Decoded:
+    """One video's frames (with `previous` > 0, also the frame that many frames before each), or the UserError it cannot be read with."""
     start = time.perf_counter()
     try:
         clip = read_clip(path, sampler, previous=previous)

@@ -147,9 +147,9 @@ class SegmentedVideo:
         clip = self.clip(segment)
         return clip.frames, clip.origin
 
-    def clip(self, segment: Segment, previous: bool = False) -> VideoFrames:
+    def clip(self, segment: Segment, previous: int = 0) -> VideoFrames:
         """The sampled frames of `segment` with their times (from the first frame's start) and origin, and with
-        `previous` the frame before each (decoded with them: `vidcap.data.video.decode_frames`)."""
+        `previous` > 0 the frame that many frames before each (decoded with them: `vidcap.data.video.decode_frames`)."""
         indices = self.indices(segment)
         frames, before = decode_frames(self.reader, indices, self.sampler, previous)  # (n_frames, H, W, 3) each
         return VideoFrames(frames, self.times[indices, 0], ClipOrigin(Path(self.path), indices, self.sampler), before)
@@ -158,7 +158,7 @@ class SegmentedVideo:
 @torch.no_grad()
 def caption_frames(model: Captioner, frames: np.ndarray, timings: dict[str, float], num_beams: int | None = None,
                    origin: ClipOrigin | None = None, previous: np.ndarray | None = None) -> str:
-    """The caption of sampled frames `[T,H,W,3]` (uint8) from `origin`, with the frame before each (`previous`, the
+    """The caption of sampled frames `[T,H,W,3]` (uint8) from `origin`, with an earlier frame of each (`previous`, the
     same shape) for a motion saliency model; `timings` accumulates seconds per stage."""
     tokens, bias = model.front(frames_to_tensor(frames)[None], timings, [origin],
                                previous_tensor(previous))  # (1, T·k, C)

@@ -31,6 +31,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}  # what ffmpeg/decord read
 SALICON_SPLITS = ("train", "val", "test")
 HELD_OUT_SPLITS = ("train", "val", "all")  # MIT1003, plain folders; CAT2000 adds "test"
+
+
+def frames_before(indices: np.ndarray | Sequence[int] | int, gap: int) -> np.ndarray:
+    """The frame `gap` frames before each of `indices` (a motion model's second frame); the first frames of a
+    video have none so far back and take frame 0 (frame 0 itself: no motion)."""
+    return np.maximum(np.asarray(indices, dtype=np.int64) - gap, 0)
 CAT2000_SPLITS = {"train": "trainSet", "val": "trainSet", "all": "trainSet", "test": "testSet"}
 SPLIT_SEED = 0
 LAYOUTS = (
@@ -69,6 +75,8 @@ _FixationLoader = Callable[[Path, tuple[int, int], Path], np.ndarray]
 
 class SaliencyReader(Sequence[SaliencySample]):
     """A lazy sequence of samples over (image, map, fixation file) triples found on construction."""
+
+    VIDEO = False  # a video layout: its samples carry a frame before each (`frame_gap` frames back)
 
     def __init__(self, entries: list[_Entry], read_fixations: _FixationLoader) -> None:
         self._entries = entries
@@ -236,17 +244,20 @@ class Dhf1kReader(SaliencyReader):
     """DHF1K (video saliency): `video/NNN.AVI` (any video suffix), `annotation/NNNN/maps/FFFF.png` and
     `annotation/NNNN/fixation/FFFF.png`, the map and the binary fixation image of frame FFFF (1-based) of video NNN.
 
-    One sample per annotated frame, named `NNN/FFFF`, carrying the frame before it (frame 1's is itself: no
-    motion) for models that see motion. Splits are DHF1K's, by video number (see the module's docstring); a
+    One sample per annotated frame, named `NNN/FFFF`, carrying the frame `frame_gap` frames before it
+    (`frames_before`) for models that see motion. Splits are DHF1K's, by video number (see the module's docstring); a
     video without annotations is left out, so the official test split (annotations withheld) is empty.
     Frames are decoded with decord (ffmpeg where decord fails), a few videos kept open at a time.
     """
 
     SPLITS = {"train": range(1, 601), "val": range(601, 701), "test": range(701, 1001)}
     OPEN_VIDEOS = 4
+    VIDEO = True
 
-    def __init__(self, root: str | Path, split: str = "train", require: Collection[str] = _PARTNERS) -> None:
+    def __init__(self, root: str | Path, split: str = "train", require: Collection[str] = _PARTNERS,
+                 frame_gap: int = 1) -> None:
         root = Path(root)
+        self.frame_gap = frame_gap
         _check_split(root, "DHF1K", split, tuple(self.SPLITS))
         folder = root / "video"
         if not folder.is_dir():
@@ -272,13 +283,13 @@ class Dhf1kReader(SaliencyReader):
         self._open: dict[Path, object] = {}  # video → its FrameReader, the most recently used last
 
     def _read_stimulus(self, entry: _Entry) -> tuple[np.ndarray, np.ndarray]:
-        """Frame `entry.frame` of the video and the frame before it, decoded together."""
+        """Frame `entry.frame` of the video and the frame `frame_gap` before it, decoded together."""
         reader = self._reader(entry.image)
         if entry.frame >= len(reader):
             raise DatasetError(f"{entry.density}: annotates frame {entry.frame + 1} but {entry.image} has "
                                f"{len(reader)} frames")
         try:
-            previous, frame = reader.get_batch([max(entry.frame - 1, 0), entry.frame])
+            previous, frame = reader.get_batch([int(frames_before(entry.frame, self.frame_gap)), entry.frame])
         except UserError as error:
             raise DatasetError(str(error)) from None
         return frame, previous
@@ -326,8 +337,9 @@ def detect_layout(root: str | Path) -> str:
     raise DatasetError(f"{root}: not a saliency dataset; accepted layouts: {LAYOUTS}")
 
 
-def open_dataset(root: str | Path, kind: str = "auto", split: str | None = None) -> SaliencyReader:
-    """Open split `split` of the dataset at `root`, detecting its layout when `kind` is "auto".
+def open_dataset(root: str | Path, kind: str = "auto", split: str | None = None, frame_gap: int = 1) -> SaliencyReader:
+    """Open split `split` of the dataset at `root`, detecting its layout when `kind` is "auto"; a video layout's
+    samples carry the frame `frame_gap` frames before each (what a model that sees motion compares it with).
 
     SALICON and DHF1K have train/val/test; MIT1003 and plain folders train/val/all; CAT2000 train/val/all/test
     (see the module's docstring for how val is held out). A split the layout does not have is a
@@ -336,7 +348,8 @@ def open_dataset(root: str | Path, kind: str = "auto", split: str | None = None)
     kind = detect_layout(root) if kind == "auto" else kind
     if kind not in READERS:
         raise DatasetError(f"unknown dataset kind {kind!r}; expected auto or one of {sorted(READERS)}")
-    return READERS[kind](root) if split is None else READERS[kind](root, split=split)
+    options = {"frame_gap": frame_gap} if READERS[kind].VIDEO else {}
+    return READERS[kind](root, **options) if split is None else READERS[kind](root, split=split, **options)
 
 
 def read_rgb(path: Path) -> np.ndarray:

@@ -24,12 +24,12 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 class UnlabeledReader(Sequence[SaliencySample]):
     """Every image under `root` (recursively, sorted), and up to `frames_per_video` frames of every video,
-    every `every`-th, decoded once and kept resized to `size` (H, W), with the frame before each when `previous`
-    (for motion models). Files that cannot be read are left out and listed in `skipped` as (path, one-line
+    every `every`-th, decoded once and kept resized to `size` (H, W), with the frame `previous` frames before each
+    when `previous` > 0 (for motion models). Files that cannot be read are left out and listed in `skipped` as (path, one-line
     reason); a pool left empty is an error."""
 
     def __init__(self, root: str | Path, size: tuple[int, int], every: int = 8, frames_per_video: int = 16,
-                 previous: bool = False):
+                 previous: int = 0):
         root = Path(root)
         if not root.is_dir():
             raise UserError(f"{root}: unlabeled pool folder not found")
@@ -55,7 +55,7 @@ class UnlabeledReader(Sequence[SaliencySample]):
             return
         self._images.append(path)
 
-    def _add_video(self, path: Path, size: tuple[int, int], every: int, frames_per_video: int, previous: bool) -> None:
+    def _add_video(self, path: Path, size: tuple[int, int], every: int, frames_per_video: int, previous: int) -> None:
         from saliency.predict import video_frames  # decord with the ffmpeg fallback, as `saliency predict` reads
 
         def small(frame: np.ndarray) -> np.ndarray:

@@ -15,8 +15,14 @@ MOTION_CHANNELS = 6  # a motion model's input: the frame and its difference to t
 
 
 def sees_motion(model: nn.Module | None) -> bool:
-    """Whether `model` (a saliency net, or one on an inference backend) takes a frame and the frame before it."""
+    """Whether `model` (a saliency net, or one on an inference backend) takes a frame and a frame before it."""
     return getattr(model, "in_channels", RGB_CHANNELS) == MOTION_CHANNELS
+
+
+def motion_gap(model: nn.Module | None) -> int:
+    """How many frames before each frame the one `model` compares it with is (`SaliencyNet.see_motion`); 0: the
+    model sees single frames."""
+    return getattr(model, "motion_gap", 1) if sees_motion(model) else 0
 
 
 def motion_input(frames: Tensor, previous: Tensor | None) -> Tensor:
@@ -41,6 +47,7 @@ class SaliencyNet(nn.Module):
         self.feature_channels = list(feature_channels)
         self.feature_strides = list(feature_strides)
         self.in_channels = RGB_CHANNELS
+        self.motion_gap = 0  # a motion model's distance, in frames, to the frame it compares each frame with
         self.centre_bias = CentreBias()
 
     @property
@@ -48,15 +55,16 @@ class SaliencyNet(nn.Module):
         """Whether the model sees motion: its input is a frame and its difference to the frame before."""
         return self.in_channels == MOTION_CHANNELS
 
-    def see_motion(self) -> None:
+    def see_motion(self, gap: int = 1) -> None:
         """Widen the input conv to `motion_input`'s 6 channels, the new weights zero: the model starts as the
-        single-frame one it was (a pretrained backbone keeps what it knows) and learns what motion adds."""
+        single-frame one it was (a pretrained backbone keeps what it knows) and learns what motion adds. Each
+        frame is compared with the one `gap` frames before it (a slow growth shows over several frames, not one)."""
         conv = next(m for m in self.modules() if isinstance(m, nn.Conv2d))
         assert conv.in_channels == RGB_CHANNELS and conv.groups == 1, "the first conv must read the RGB input"
         weight = conv.weight.detach()
         conv.weight = nn.Parameter(torch.cat([weight, torch.zeros_like(weight)], dim=1))  # [out,6,k,k]
         conv.in_channels = MOTION_CHANNELS
-        self.in_channels = MOTION_CHANNELS
+        self.in_channels, self.motion_gap = MOTION_CHANNELS, gap
 
     def encode(self, x: Tensor) -> list[Tensor]:
         """[B,C,H,W] (C = `in_channels`) with H, W multiples of 32 → 4 feature maps, shallow→deep."""

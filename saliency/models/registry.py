@@ -27,10 +27,11 @@ def available_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build(name: str, motion: bool = False, **options) -> SaliencyNet:
+def build(name: str, motion: bool | int = False, **options) -> SaliencyNet:
     """Build registered model `name`; `model.spec` records the name and every option (defaults
     included) so a run config can rebuild it. `motion`, an option of every model, makes it see motion
-    (`SaliencyNet.see_motion`: a frame and its difference to the frame before, for video saliency)."""
+    (`SaliencyNet.see_motion`: a frame and its difference to the frame before, for video saliency); a number
+    says how many frames before (true: 1)."""
     if name not in _REGISTRY:
         raise UserError(f"unknown model {name!r} (known: {', '.join(available_models())})")
     signature = inspect.signature(_REGISTRY[name])
@@ -38,15 +39,23 @@ def build(name: str, motion: bool = False, **options) -> SaliencyNet:
     if unknown:
         raise UserError(f"model {name!r} has no option {unknown[0]!r} "
                         f"(options: {', '.join([*signature.parameters, 'motion'])})")
-    if not isinstance(motion, bool):
-        raise UserError(f"model option motion must be true or false, got {motion!r}")
+    gap = motion_frames(motion)
     bound = signature.bind(**options)
     bound.apply_defaults()
     model = _REGISTRY[name](**bound.arguments)
-    if motion:
-        model.see_motion()
+    if gap:
+        model.see_motion(gap)
     model.spec = {"name": name, "options": {**bound.arguments, "motion": motion}}
     return model
+
+
+def motion_frames(motion: object) -> int:
+    """The model option `motion` as a distance in frames: false 0, true 1, a positive whole number itself."""
+    if isinstance(motion, bool):
+        return int(motion)
+    if not isinstance(motion, int) or motion < 1:
+        raise UserError(f"model option motion must be true, false or a number of frames (≥ 1), got {motion!r}")
+    return motion
 
 
 def build_untrained(name: str, **options) -> SaliencyNet:

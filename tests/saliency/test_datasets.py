@@ -26,6 +26,7 @@ from saliency.data import (
     SaliencyTransform,
     crop_sample,
     detect_layout,
+    frames_before,
     hflip_sample,
     READERS,
     open_dataset,
@@ -625,6 +626,17 @@ def test_dhf1k_reader_yields_each_annotated_frame_with_the_frame_before_it(dhf1k
     frames = open_frames(dhf1k / "video" / "001.mp4").get_batch([6, 7])
     assert np.array_equal(sample.previous, frames[0]) and np.array_equal(sample.image, frames[1])
     assert len(sample.fixations) and sample.density.max() == pytest.approx(1.0)
+
+
+def test_dhf1k_samples_carry_the_frame_a_motion_model_looks_back_to(dhf1k: Path) -> None:
+    from saliency.infra.media import open_frames
+
+    reader = open_dataset(dhf1k, split="train", frame_gap=5)
+    frames = open_frames(dhf1k / "video" / "001.mp4").get_batch([0, 2, 3, 7])
+    first, second = reader[0], reader[1]  # frames 4 and 8 (1-based): indices 3 and 7, looking back to 0 and 2
+    assert np.array_equal(first.previous, frames[0]) and np.array_equal(first.image, frames[2])
+    assert np.array_equal(second.previous, frames[1]) and np.array_equal(second.image, frames[3])
+    assert frames_before([0, 1, 4, 9], 3).tolist() == [0, 0, 1, 6]
 
 
 def test_dhf1k_splits_follow_the_video_numbers(dhf1k: Path) -> None:

@@ -143,3 +143,7 @@ def test_a_student_must_see_what_its_teacher_sees(video_world, capsys):
     assert code == 2
     assert "sees motion but the student sees single frames: set model.options.motion=true" in capsys.readouterr().err
     assert not (video_world / "blind").exists()  # refused before the run directory is made
+    code = main(["distill", "--teacher", str(video_world / "teacher"), "--config", "configs/saliency/distill.yaml",
+                 "--set", "model.options.motion=4", *data, *TINY, "--out", str(video_world / "far")])
+    assert code == 2
+    assert "sees motion but the student sees motion over 4 frames: set model.options.motion=true" in capsys.readouterr().err

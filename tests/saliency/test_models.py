@@ -125,6 +125,21 @@ def test_a_motion_model_starts_as_its_single_frame_self_and_sees_the_difference(
         moving(x)
 
 
+@pytest.mark.parametrize("motion", [0, -2, 1.5, "yes"])
+def test_motion_is_true_false_or_a_number_of_frames(motion):
+    assert build("student", width=8, depth=1, motion=3).motion_gap == 3
+    assert build("student", width=8, depth=1, motion=True).motion_gap == 1
+    assert build("student", width=8, depth=1).motion_gap == 0
+    with pytest.raises(UserError, match="motion must be true, false or a number of frames"):
+        build("student", width=8, depth=1, motion=motion)
+
+
+def test_a_model_looking_several_frames_back_remembers_how_many(tmp_path):
+    save_run(tmp_path / "run", build("student", width=8, depth=1, motion=4))
+    loaded = load(tmp_path / "run")
+    assert (loaded.motion, loaded.motion_gap, loaded.spec["options"]["motion"]) == (True, 4, 4)
+
+
 def test_a_motion_model_round_trips_through_its_run_directory(tmp_path):
     model = build("student", width=8, depth=1, motion=True).eval()
     save_run(tmp_path / "run", model)
@@ -133,11 +148,6 @@ def test_a_motion_model_round_trips_through_its_run_directory(tmp_path):
     x = motion_input(image(1, 64, 64), image(1, 64, 64, seed=1))
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
-
-
-def test_motion_must_be_true_or_false():
-    with pytest.raises(UserError, match="motion must be true or false"):
-        build("student", motion="yes")
 
 
 def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):

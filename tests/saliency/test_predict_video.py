@@ -113,3 +113,7 @@ def test_video_frames_come_with_the_frame_before_them_only_when_asked(world):
     for index, frame, before in every:
         assert np.array_equal(frame, decoded[index]) and np.array_equal(before, decoded[max(index - 1, 0)])
     assert all(before is None for _, _, before in predict.video_frames(path, 3, 2))
+    further = list(predict.video_frames(path, 3, None, previous=5))  # further back than `every`: kept across frames
+    assert [index for index, _, _ in further] == [0, 3, 6, 9, 12, 15, 18]
+    for index, frame, before in further:
+        assert np.array_equal(frame, decoded[index]) and np.array_equal(before, decoded[max(index - 5, 0)])

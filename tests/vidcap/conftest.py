@@ -16,9 +16,10 @@ class MotionSpy(torch.nn.Module):
 
     in_channels = 6
 
-    def __init__(self):
+    def __init__(self, gap: int = 1):
         super().__init__()
         self.seen: list[torch.Tensor] = []
+        self.motion_gap = gap  # how many frames back it looks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.seen.append(x)

@@ -97,6 +97,7 @@ def test_only_a_motion_saliency_model_needs_previous_frames(one_thread):
 
     still = build_untrained("student", width=8, depth=1, decoder_width=8).eval()
     assert not saliency_front(still).needs_previous
-    assert saliency_front(build_untrained("student", motion=True, width=8, depth=1, decoder_width=8)).needs_previous
+    assert saliency_front(build_untrained("student", motion=True, width=8, depth=1, decoder_width=8)).needs_previous == 1
+    assert saliency_front(build_untrained("student", motion=4, width=8, depth=1, decoder_width=8)).needs_previous == 4
     assert not saliency_front(None, source="centre").needs_previous
     assert not saliency_front(None, source="none").needs_previous

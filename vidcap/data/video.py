@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from saliency.data.readers import frames_before
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import ConfigError, UserError
 from saliency.infra.media import FrameReader, open_frames
@@ -56,7 +57,7 @@ class VideoFrames:
     frames: np.ndarray  # (N, H, W, 3) uint8 RGB at the configured size
     times: np.ndarray  # (N,) float64 presentation times of those frames, seconds
     origin: ClipOrigin  # the video, the frame indices and the sampler: what a saliency source of the world's maps needs
-    previous: np.ndarray | None = None  # (N, H, W, 3) uint8: the frame before each one (a motion model's input)
+    previous: np.ndarray | None = None  # (N, H, W, 3) uint8: an earlier frame for each one (a motion model's input)
 
     @property
     def indices(self) -> np.ndarray:
@@ -129,9 +130,9 @@ def read_frames(path: str | Path, config: FrameSamplerConfig | None = None, *, n
 
 
 def read_clip(path: str | Path, config: FrameSamplerConfig | None = None, *, num_threads: int = 0,
-              previous: bool = False) -> VideoFrames:
-    """`read_frames` plus the indices, times and origin of the frames, and with `previous` the frame before each
-    (`decode_frames`); `num_threads=0` lets decord choose."""
+              previous: int = 0) -> VideoFrames:
+    """`read_frames` plus the indices, times and origin of the frames, and with `previous` > 0 the frame that many
+    frames before each (`decode_frames`, for a motion saliency model); `num_threads=0` lets decord choose."""
     config = config or FrameSamplerConfig()
     reader = open_frames(path, lambda shape: _decode_size(shape, config), num_threads=num_threads)
     timestamps = reader.timestamps()  # (N, 2) [start, end] seconds; None where ffmpeg decodes
@@ -145,18 +146,14 @@ def read_clip(path: str | Path, config: FrameSamplerConfig | None = None, *, num
     return VideoFrames(frames=frames, times=times, origin=ClipOrigin(Path(path), indices, config), previous=before)
 
 
-def previous_indices(indices: np.ndarray) -> np.ndarray:
-    """The frame before each of `indices`, (N,) int64; frame 0's is itself (no motion before the first frame)."""
-    return np.maximum(np.asarray(indices, np.int64) - 1, 0)
-
-
 def decode_frames(reader: FrameReader, indices: np.ndarray, config: FrameSamplerConfig,
-                  previous: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """Frames `indices` of `reader` resized by `config`, (N, H, W, 3) uint8, and with `previous` those at
-    `previous_indices` (else None): one `get_batch` over both, so a clip still costs one seek pass."""
+                  previous: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Frames `indices` of `reader` resized by `config`, (N, H, W, 3) uint8, and with `previous` > 0 those
+    `previous` frames before each (`frames_before`; else None): one `get_batch` over both, so a clip still costs
+    one seek pass."""
     if not previous:
         return resize_frames(reader.get_batch(indices), config.size, config.resize), None
-    before = previous_indices(indices)
+    before = frames_before(indices, previous)
     wanted = np.union1d(indices, before)  # (M,) sorted, distinct
     frames = resize_frames(reader.get_batch(wanted), config.size, config.resize)  # (M, H, W, 3)
     return frames[np.searchsorted(wanted, indices)], frames[np.searchsorted(wanted, before)]

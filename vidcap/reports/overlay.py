@@ -7,8 +7,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from saliency.infra.errors import UserError
 from saliency import colour_overlay
+from saliency.data.readers import frames_before
+from saliency.infra.errors import UserError
 from vidcap.captioner import VisualFrontEnd, frames_to_tensor
 from saliency.infra.media import Mp4Writer, open_frames
 
@@ -22,21 +23,25 @@ def write_overlay(front: VisualFrontEnd, video: str | Path, out: str | Path, max
         raise UserError(f"{video}: --overlay needs a captioner trained with saliency (this one uses none)")
     reader = open_frames(video, lambda shape: fit_within(shape, max_side))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    last = None  # (1, H, W, 3): the frame before the chunk, for a motion saliency model
+    gap = front.needs_previous  # a motion saliency model's distance to the frame it compares each frame with
+    last = None  # (≤ gap, H, W, 3): the frames before the chunk
     with Mp4Writer(out, reader.fps) as writer:
         for start in range(0, len(reader), CHUNK):
             frames = reader.get_batch(list(range(start, min(start + CHUNK, len(reader)))))  # (n, H, W, 3)
             frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # H.264 wants even sizes
-            previous = previous_frames(frames, last) if front.needs_previous else None
+            previous = earlier_frames(frames, last, gap) if gap else None
             writer.write(saliency_overlays(front, frames, previous))
-            last = frames[-1:]
+            if gap:
+                last = (frames if last is None else np.concatenate([last, frames]))[-gap:]
     return Path(out)
 
 
-def previous_frames(frames: np.ndarray, last: np.ndarray | None) -> np.ndarray:
-    """The frame before each of consecutive frames `[n,H,W,3]`, given the one before them (`last` `[1,H,W,3]`;
-    None at the video's start, where the first frame is its own previous: no motion)."""
-    return np.concatenate([frames[:1] if last is None else last, frames[:-1]])
+def earlier_frames(frames: np.ndarray, last: np.ndarray | None, gap: int) -> np.ndarray:
+    """The frame `gap` frames before each of consecutive frames `[n,H,W,3]`, given the up to `gap` frames just
+    before them (`last`; fewer, or None, only at the video's start, whose first frames look back to frame 0)."""
+    history = frames if last is None else np.concatenate([last, frames])  # (m + n, H, W, 3)
+    offset = len(history) - len(frames)  # where frames[0] is in history
+    return history[frames_before(np.arange(len(frames)) + offset, gap)]
 
 
 def fit_within(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
@@ -51,7 +56,7 @@ def fit_within(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
 @torch.no_grad()
 def saliency_overlays(front: VisualFrontEnd, frames: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
     """uint8 frames `[N,H,W,3]` with the front end's saliency (each map scaled to [0,1]) blended over them; a motion
-    model also sees `previous`, the frame before each (uint8, the same shape)."""
+    model also sees `previous`, the earlier frame of each (uint8, the same shape)."""
     before = None if previous is None else frames_to_tensor(previous)  # (N, 3, H, W)
     log_density = front.saliency(frames_to_tensor(frames), previous=before)  # (N, 1, h, w)
     maps = F.interpolate(log_density.exp(), size=frames.shape[1:3], mode="bilinear", align_corners=False)[:, 0]

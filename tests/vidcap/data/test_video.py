@@ -174,6 +174,9 @@ def test_previous_frames_are_the_frames_before_the_sampled_ones_decoded_in_one_p
     on_their_own = resize_frames(media.open_frames(clips["cfr"]).get_batch([0, 12, 25, 38]), (32, 32))
     np.testing.assert_array_equal(clip.previous, on_their_own)
     assert clip.previous.shape == clip.frames.shape and clip.previous.dtype == np.uint8
+    further = read_clip(clips["cfr"], config, previous=5)  # a model that compares each frame with 5 frames back
+    np.testing.assert_array_equal(further.frames, alone.frames)
+    assert levels(further.previous).tolist() == [0, 8, 21, 34]
 
 
 def test_stride_mode_reads_a_centred_window(clips):

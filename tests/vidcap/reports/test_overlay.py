@@ -41,6 +41,16 @@ def test_each_frame_of_the_overlay_is_seen_with_the_frame_before_it(numbered, tm
     assert torch.allclose(seen[1:, 3:], seen[1:, :3] - seen[:-1, :3])
 
 
+def test_a_model_that_looks_three_frames_back_sees_them_across_chunks(numbered, tmp_path, monkeypatch, motion_spy):
+    spy = motion_spy(gap=3)
+    monkeypatch.setattr(overlay, "CHUNK", 4)  # three chunks: 4 + 4 + 2 frames, each looking into the one before
+    overlay.write_overlay(VisualFrontEnd(CONFIG, spy).eval(), numbered, tmp_path / "overlay.mp4")
+    seen = torch.cat(spy.seen)  # (10, 6, 16, 16)
+    earlier = seen[[0, 0, 0, 0, 1, 2, 3, 4, 5, 6], :3]  # frame i looks at frame max(i - 3, 0)
+    assert torch.allclose(seen[:, 3:], seen[:, :3] - earlier)
+    assert not seen[0, 3:].any() and seen[4:, 3:].mean() > 0  # brightness rises 20 a frame: a positive difference
+
+
 def test_the_thumbnail_strip_shows_a_motion_models_maps_of_the_sampled_frames(numbered, motion_spy):
     from vidcap.reports.evaluation import STRIP_FRAMES, thumbnail_strip
 
