@@ -21,6 +21,15 @@ H264 = ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
 
 
 @pytest.fixture(autouse=True)
+def fresh_probes():
+    """`probe` keeps what it found per file version; tests that fake ffprobe's answer for a file must not get the
+    one an earlier test kept."""
+    from saliency.infra import media
+
+    media._probe_version.cache_clear()
+
+
+@pytest.fixture(autouse=True)
 def keep_torch_threads():
     """A command run in-process sets torch's thread count (`threads` in its config): put it back after each test."""
     threads = torch.get_num_threads()

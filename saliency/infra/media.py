@@ -133,7 +133,7 @@ class Mp4Writer:
 
 # ----------------------------------------------------------------------------- probing
 
-@dataclass
+@dataclass(frozen=True)
 class VideoInfo:
     """What a video holds: frame count, average frame rate (1/s), duration (s), frame size as shown (rotation
     applied, as both decoders apply it), codec."""
@@ -148,8 +148,17 @@ class VideoInfo:
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Describe the first video stream of `path` (ffprobe if installed, else ffmpeg's own report)."""
+    """Describe the first video stream of `path` (ffprobe if installed, else ffmpeg's own report). Kept per file
+    version (path, size, modification time): a dataset that reopens its videos (DHF1K, one sample per annotated
+    frame) probes each once, not once a sample."""
     path = check_file(path)
+    stat = os.stat(path)
+    return _probe_version(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _probe_version(path: str, size: int, mtime_ns: int) -> VideoInfo:
+    """`probe` of one version of a file (`size` and `mtime_ns` only key the cache)."""
     if ffprobe_path():
         return _probe_with_ffprobe(path)
     return _probe_with_ffmpeg(path)

@@ -163,3 +163,17 @@ def test_probe_turns_the_size_by_ffprobe_s_display_matrix(monkeypatch):
     monkeypatch.setattr(ffmpeg, "probe", lambda path, cmd, **options: {"format": {}, "streams": [stream]})
     info = media.probe(__file__)  # any existing file; the fake answers for it
     assert (info.width, info.height, info.n_frames) == (1080, 1920, 30)
+
+
+def test_a_video_is_probed_once_per_version(tmp_path, monkeypatch):
+    """A dataset reopening its videos (DHF1K: one sample per annotated frame) probes each once; a rewritten
+    file is probed again."""
+    video = tmp_path / "clip.mp4"
+    grey_clip(video, 6, 16, 16)
+    calls = []
+    real = media._probe_with_ffprobe if media.ffprobe_path() else media._probe_with_ffmpeg
+    monkeypatch.setattr(media, "_probe_with_ffprobe", lambda path: calls.append(path) or real(path))
+    monkeypatch.setattr(media, "_probe_with_ffmpeg", lambda path: calls.append(path) or real(path))
+    assert media.probe(video).n_frames == media.probe(video).n_frames == 6 and len(calls) == 1
+    grey_clip(video, 9, 16, 16)
+    assert media.probe(video).n_frames == 9 and len(calls) == 2

@@ -386,6 +386,7 @@ def test_probe_prefers_ffprobe_and_skips_cover_art(monkeypatch):
         raise ffmpeg.Error("ffprobe", b"", stderr)
 
     monkeypatch.setattr(ffmpeg, "probe", failing_probe)
+    media._probe_version.cache_clear()  # the same file again: forget what the first fake answered
     with pytest.raises(UserError, match=r"not a media file \(Error opening input: Invalid data found"):
         probe(__file__)
 
