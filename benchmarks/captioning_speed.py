@@ -7,7 +7,8 @@ The captioner is the MSR-VTT preset (16 frames at 224×224, ResNet-50 encoder, s
 beam 3); weights are random, which does not change the time, and every caption is generated to the full length
 (`min_new_tokens`), so the decoder costs the same in every row and the differences are the saliency model's and the
 backend's. The saliency model and the encoder run on each backend (torch eager, onnxruntime float32, onnxruntime
-int8 calibrated on frames of the synthetic clips); exports are cached in `--exports`. Clips: synthetic videos and a
+int8 calibrated on frames of the synthetic clips, and the int8 encoder beside the float32 saliency model that keeps
+the maps' peaks where float32 puts them); exports are cached in `--exports`. Clips: synthetic videos and a
 generated 720p 10 s clip; the folder holds `--folder` copies of that clip. Prints seconds per video for decode,
 saliency, encoder and decoder, the student's saving over each teacher on the same backend, and the folder's
 throughput: one video at a time (`Captioner.caption_files`) and overlapped (`vidcap.pipeline.caption_videos`).
@@ -32,6 +33,7 @@ from saliency.backends import BACKENDS, exported_session, on_backend
 from saliency.infra.config import load_config
 from saliency.infra.rundir import atomic_write_json
 from saliency.models import build_untrained
+from vidcap.backends import backends_name, split_backends_name
 from vidcap.captioner import Captioner, frames_to_tensor, with_saliency
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.data.synthetic import write_msrvtt, write_test_pattern
@@ -41,6 +43,7 @@ from vidcap.reports.evaluation import STAGES
 from vidcap.run import VidcapRunConfig
 from vidcap.tokenizer import CaptionTokenizer
 
+BACKEND_ROWS = (*BACKENDS, backends_name("onnxruntime-int8", "onnxruntime"))  # + int8 encoder, float32 saliency
 SALIENCY = ["none", "teacher-vgg16", "teacher-resnet50", "teacher-densenet121", "teacher-mobilenetv2", "student"]
 
 
@@ -54,17 +57,19 @@ def captioner(config: VidcapRunConfig, tokenizer: CaptionTokenizer, saliency: st
     return Captioner(captioner_config, tokenizer, model).eval()
 
 
-def on(model: Captioner, backend: str, saliency: str, calibration: list, exports: Path) -> Captioner:
-    """`model` with its encoder and saliency model on `backend` (int8 calibrated on `calibration` frame batches)."""
-    if backend == "torch":
-        return model
+def on(model: Captioner, backends: str, saliency: str, calibration: list, exports: Path) -> Captioner:
+    """`model` with its encoder and saliency model on `backends` (a backend, or the encoder's and the saliency
+    model's: `vidcap.backends.backends_name`; int8 calibrated on `calibration` frame batches)."""
+    encoder, saliency_backend = split_backends_name(backends)
     front, config = model.front, model.config
-    front.encoder.session = exported_session(front.encoder, backend, config.sampler.size, exports,
-                                             f"encoder-{config.encoder.backbone}", lambda: calibration, "features",
-                                             spinning=False)  # as `vidcap.backends.use_backend` runs them
-    if front.saliency_model is not None:
-        front.saliency_model = on_backend(front.saliency_model, backend, config.saliency.size or config.sampler.size,
-                                          exports, saliency, lambda: calibration, spinning=False)
+    if encoder != "torch":
+        front.encoder.session = exported_session(front.encoder, encoder, config.sampler.size, exports,
+                                                 f"encoder-{config.encoder.backbone}", lambda: calibration, "features",
+                                                 spinning=False)  # as `vidcap.backends.use_backend` runs them
+    if front.saliency_model is not None and saliency_backend != "torch":
+        front.saliency_model = on_backend(front.saliency_model, saliency_backend,
+                                          config.saliency.size or config.sampler.size, exports, saliency,
+                                          lambda: calibration, spinning=False)
     return model
 
 
@@ -108,7 +113,9 @@ def main() -> None:
     parser.add_argument("--folder", type=int, default=20, help="720p clips in the throughput folder (0: skip it)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--saliency", default=",".join(SALIENCY))
-    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--backends", default=",".join(BACKEND_ROWS),
+                        help="backends (a name runs encoder and saliency model on it; ENCODER+saliency-BACKEND each "
+                             "on its own), default %(default)s")
     parser.add_argument("--exports", default="runs/bench/exports", help="cache of the exported models")
     parser.add_argument("--json", default="runs/bench/captioning_speed.json",
                         help="where the results go (default %(default)s; the committed reference is "

@@ -82,9 +82,9 @@ def score_captioner(run: str, split: str, out: Path, backends: list[str]) -> tup
     (onnxruntime, when among them) paired over the split's videos."""
     scores, per_video = {}, {}
     for name in backends:
-        encoder, _, saliency = name.partition("+saliency-")
+        encoder, saliency = split_backends_name(name)
         scores[name] = caption_scores(evaluate_split(run, split, per_video=True, progress=False, out=out / name,
-                                                     backend=encoder, saliency_backend=saliency or None))
+                                                     backend=encoder, saliency_backend=saliency))
         rows = json.loads((out / name / "per_video.json").read_text(encoding="utf-8"))
         per_video[name] = {row["video_id"]: row for row in rows}
     return scores, {name: paired_differences(per_video[name], per_video["onnxruntime"])

@@ -54,6 +54,12 @@ def backends_name(encoder: str, saliency: str) -> str:
     return encoder if saliency == encoder else f"{encoder}+saliency-{saliency}"
 
 
+def split_backends_name(name: str) -> tuple[str, str]:
+    """(encoder, saliency) backends of a `backends_name` ("onnxruntime-int8+saliency-onnxruntime")."""
+    encoder, _, saliency = name.partition("+saliency-")
+    return encoder, saliency or encoder
+
+
 def use_backend(front: VisualFrontEnd, config: VidcapRunConfig, backend: str | None, export_dir: str | Path,
                 saliency_backend: str | None = None) -> tuple[str, str]:
     """Run `front`'s encoder and saliency model on their backends (`resolve_backends`) and return them. The

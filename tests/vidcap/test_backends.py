@@ -13,7 +13,7 @@ from saliency.backends import EXPORT_FOLDER, ExportedModel, exported_session
 from saliency.infra.corruption import VIDCAP_TINY
 from saliency.infra.errors import UserError
 from saliency.models import build_untrained
-from vidcap.backends import backends_name, resolve_backends, use_backend
+from vidcap.backends import backends_name, resolve_backends, split_backends_name, use_backend
 from vidcap.captioner import CaptionerConfig, VisualFrontEnd, with_saliency
 from vidcap.cli import main
 from vidcap.data.cache import FeatureCache, extractor_fingerprint
@@ -69,6 +69,8 @@ def test_the_saliency_model_can_run_on_a_backend_of_its_own(tmp_path):
     assert front.encoder.session is None and isinstance(front.saliency_model, ExportedModel)
     state = front.encoder.state_dict()
     assert backends_name("onnxruntime", "onnxruntime") == "onnxruntime"
+    for pair in [("onnxruntime", "onnxruntime"), ("onnxruntime-int8", "onnxruntime"), ("torch", "onnxruntime-int8")]:
+        assert split_backends_name(backends_name(*pair)) == pair
     fingerprints = {extractor_fingerprint(config.captioner, state, backends_name("onnxruntime-int8", saliency))
                     for saliency in ("onnxruntime-int8", "onnxruntime")}
     assert len(fingerprints) == 2
