@@ -8,7 +8,8 @@ models): a world of `--videos` synthetic videos of the demo's size and length, f
 70/10/20 (1,600 videos: 320 held out). For every seed, the captioner arms none / uniform / shuffled / centre / teacher
 / student / ground-truth are trained on the largest training set with the same data, steps and initial weights
 (`vidcap.captioner.build_part`), evaluated on the whole test split; per arm the CIDEr and grounded share with paired
-(per video) bootstrap 95% intervals of the difference to `none`, and McNemar's exact test on per-video groundedness.
+(per video) bootstrap 95% intervals of the difference to `none`, and McNemar's exact test on per-video groundedness;
+with several seeds also `pooled`: each video's scores averaged over the seeds, and the paired intervals of those.
 The weighting of the maps is chosen first, on the validation split (`--weightings`, the student arm, seed 0, the
 smallest training set), never on the test split. The learning curve trains none, student and ground-truth on the
 smaller training sets; `--scst` adds the self-critical stage after the student's and none's cross-entropy runs.
@@ -90,6 +91,25 @@ def arm_rows(tables: dict[str, dict[str, dict]]) -> dict[str, dict]:
             for name, table in tables.items()}
 
 
+def seed_mean(tables: list[dict[str, dict]]) -> dict[str, dict]:
+    """Per video, CIDEr and grounded averaged over the seeds' tables (the videos all of them captioned)."""
+    videos = sorted(set.intersection(*(set(table) for table in tables)))
+    return {v: {"CIDEr": statistics.mean(table[v]["CIDEr"] for table in tables),
+                "grounding": {"grounded": statistics.mean(float(table[v]["grounding"]["grounded"]) for table in tables)}}
+            for v in videos}
+
+
+def pooled_rows(by_seed: dict[int, dict[str, dict[str, dict]]]) -> dict[str, dict]:
+    """Each arm that ran with every seed: its per-video scores averaged over the seeds, and the paired differences
+    of those averages to `none`'s (bootstrap over videos: the seeds' noise is inside each video's average)."""
+    arms = [name for name in next(iter(by_seed.values())) if all(name in rows for rows in by_seed.values())]
+    means = {name: seed_mean([rows[name] for rows in by_seed.values()]) for name in arms}
+    return {"seeds": sorted(by_seed),
+            "arms": {name: summary_row(table) | ({"vs_none": paired_differences(table, means["none"])}
+                                                 if name != "none" and "none" in means else {})
+                     for name, table in means.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo.yaml", help="the demo config whose captioning settings apply")
@@ -146,8 +166,9 @@ def main() -> None:
     print(f"weighting: {weighting}", flush=True)
 
     results["main"], results["curve"] = {}, {}
+    by_seed = {}
     for seed in seeds:
-        rows = {}
+        rows = by_seed[seed] = {}
         for arm in args.arms.split(","):
             name = arm_name(arm, args.tag)
             config = arm_config(base, arm, weighting, seed, sizes[-1], demo, out, data, pretrained, models)
@@ -155,6 +176,9 @@ def main() -> None:
             results["main"][str(seed)] = arm_rows(rows)
             save()
             print(f"seed {seed} {name}: {summary_row(rows[name])}", flush=True)
+        if len(by_seed) > 1:
+            results["pooled"] = pooled_rows(by_seed)
+            save()
         for size in sizes[:-1]:
             curve = {}
             for arm in CURVE_ARMS:
