@@ -95,13 +95,14 @@ def folder_throughput(model: Captioner, videos: list[Path], length: int, overlap
 
 
 def table(title: str, rows: dict[str, dict[str, dict[str, float]]]) -> str:
-    lines = [f"\n## {title}", f"{'backend':<18}{'saliency':<22}" + "".join(f"{s:>10}" for s in (*STAGES, "total"))
+    width = max(len("backend"), *map(len, rows)) + 2
+    lines = [f"\n## {title}", f"{'backend':<{width}}{'saliency':<22}" + "".join(f"{s:>10}" for s in (*STAGES, "total"))
              + f"{'vs student':>12}"]
     for backend, by_saliency in rows.items():
         student = by_saliency.get("student", {}).get("total")
         for name, row in by_saliency.items():
             saving = f"{100 * (1 - student / row['total']):>11.0f}%" if student and name.startswith("teacher") else ""
-            lines.append(f"{backend:<18}{name:<22}" + "".join(f"{row[s]:>10.3f}" for s in (*STAGES, "total")) + saving)
+            lines.append(f"{backend:<{width}}{name:<22}" + "".join(f"{row[s]:>10.3f}" for s in (*STAGES, "total")) + saving)
     return "\n".join(lines)
 
 
@@ -168,7 +169,7 @@ def main() -> None:
     if results.get("folder"):
         print(f"\n## a folder of {args.folder} 720p {args.seconds:.0f} s clips, student saliency: videos per hour")
         for name, row in results["folder"]["rows"].items():
-            print(f"{name:<34}{row['seconds']:>9.1f} s{row['videos_per_hour']:>10.0f} videos/h")
+            print(f"{name:<52}{row['seconds']:>9.1f} s{row['videos_per_hour']:>10.0f} videos/h")
     atomic_write_json(args.json, results)
     print(f"\nwrote {args.json}")
 
