@@ -94,8 +94,11 @@ def arm_rows(tables: dict[str, dict[str, dict]]) -> dict[str, dict]:
 def seed_mean(tables: list[dict[str, dict]]) -> dict[str, dict]:
     """Per video, CIDEr and grounded averaged over the seeds' tables (the videos all of them captioned)."""
     videos = sorted(set.intersection(*(set(table) for table in tables)))
-    return {v: {"CIDEr": statistics.mean(table[v]["CIDEr"] for table in tables),
-                "grounding": {"grounded": statistics.mean(float(table[v]["grounding"]["grounded"]) for table in tables)}}
+    def mean(value) -> float:
+        return statistics.mean(value(table) for table in tables)
+
+    return {v: {"CIDEr": mean(lambda t: t[v]["CIDEr"]),
+                "grounding": {"grounded": mean(lambda t: float(t[v]["grounding"]["grounded"]))}}
             for v in videos}
 
 

@@ -37,13 +37,13 @@ class Decoded:
     origin: ClipOrigin | None  # which video and frames (None with an error)
     error: UserError | None
     seconds: float
-    previous: Tensor | None = None  # [T,3,H,W], an earlier frame of each, normalised alike (for a motion saliency model)
+    previous: Tensor | None = None  # [T,3,H,W], an earlier frame of each, normalised alike (motion saliency)
 
 
 def decode_ahead(videos: Iterable[Video], sampler: FrameSamplerConfig, prefetch: int = PREFETCH,
                  previous: int = 0) -> Iterator[Decoded]:
-    """Each video's frames (with `previous` > 0, also the frame that many frames before each), in order, decoded by a background thread
-    at most `prefetch` videos ahead of the consumer; an unreadable video comes with its UserError, any other error
+    """Each video's frames (with `previous` > 0, also the frame that many frames before each), in order, decoded
+    by a background thread at most `prefetch` videos ahead of the consumer; an unreadable video comes with its UserError, any other error
     is raised here. Closing the iterator stops the thread (after the video it is decoding)."""
     done = object()
     ready: queue.Queue = queue.Queue(maxsize=prefetch)
@@ -82,7 +82,8 @@ def decode_ahead(videos: Iterable[Video], sampler: FrameSamplerConfig, prefetch:
 
 
 def _decode_one(key: Hashable, path: str | Path, sampler: FrameSamplerConfig, previous: int) -> Decoded:
-    """One video's frames (with `previous` > 0, also the frame that many frames before each), or the UserError it cannot be read with."""
+    """One video's frames (with `previous` > 0, also the frame that many frames before each), or the UserError it
+    cannot be read with."""
     start = time.perf_counter()
     try:
         clip = read_clip(path, sampler, previous=previous)

@@ -31,12 +31,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}  # what ffmpeg/decord read
 SALICON_SPLITS = ("train", "val", "test")
 HELD_OUT_SPLITS = ("train", "val", "all")  # MIT1003, plain folders; CAT2000 adds "test"
-
-
-def frames_before(indices: np.ndarray | Sequence[int] | int, gap: int) -> np.ndarray:
-    """The frame `gap` frames before each of `indices` (a motion model's second frame); the first frames of a
-    video have none so far back and take frame 0 (frame 0 itself: no motion)."""
-    return np.maximum(np.asarray(indices, dtype=np.int64) - gap, 0)
 CAT2000_SPLITS = {"train": "trainSet", "val": "trainSet", "all": "trainSet", "test": "testSet"}
 SPLIT_SEED = 0
 LAYOUTS = (
@@ -71,6 +65,12 @@ class _Entry:
 
 # Reads a fixation file into (N, 2) int64 (row, col) points for an image of shape (H, W).
 _FixationLoader = Callable[[Path, tuple[int, int], Path], np.ndarray]
+
+
+def frames_before(indices: np.ndarray | Sequence[int] | int, gap: int) -> np.ndarray:
+    """The frame `gap` frames before each of `indices` (a motion model's second frame); the first frames of a
+    video have none so far back and take frame 0 (frame 0 itself: no motion)."""
+    return np.maximum(np.asarray(indices, dtype=np.int64) - gap, 0)
 
 
 class SaliencyReader(Sequence[SaliencySample]):

@@ -25,8 +25,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 class UnlabeledReader(Sequence[SaliencySample]):
     """Every image under `root` (recursively, sorted), and up to `frames_per_video` frames of every video,
     every `every`-th, decoded once and kept resized to `size` (H, W), with the frame `previous` frames before each
-    when `previous` > 0 (for motion models). Files that cannot be read are left out and listed in `skipped` as (path, one-line
-    reason); a pool left empty is an error."""
+    when `previous` > 0 (for motion models). Files that cannot be read are left out and listed in `skipped` as
+    (path, one-line reason); a pool left empty is an error."""
 
     def __init__(self, root: str | Path, size: tuple[int, int], every: int = 8, frames_per_video: int = 16,
                  previous: int = 0):
