@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision import models
 
-from saliency.infra.config import require, require_positive
+from saliency.infra.config import require, require_positive, to_dict
 from saliency.infra.errors import UserError
 from saliency.infra.weights import load_imagenet_backbone
 from saliency.models import conv_bn_relu, resnet_trunk
@@ -37,6 +37,7 @@ from saliency.models import conv_bn_relu, resnet_trunk
 Backbone = Literal["resnet50", "resnet18", "mobilenet_v3_small", "mobilenet_v2", "small-cnn"]
 Weighting = Literal["none", "multiply", "residual", "pool", "prior", "gate"]
 WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
+TOKEN_ALPHA: tuple[str, ...] = ("residual",)  # the weightings whose `alpha` is in the tokens (for `gate` the decoder's)
 PRIOR_EPS = 1e-6  # floor of S in the `prior` bias: log(1e-6) ≈ -13.8 all but masks saliency-free tokens
 SMALL_CNN_WIDTHS = (16, 32, 64, 128, 128)  # five stride-2 stages: stride 32, like the torchvision backbones
 NORMALISE_EPS = 1e-12  # of the per-token LayerNorm (`normalise`)
@@ -64,6 +65,14 @@ class EncoderConfig:
         require_positive(self, "grid")
         require(self.stride in STRIDES, "stride", f"must be one of {', '.join(map(str, STRIDES))}, got {self.stride}")
         require(self.alpha >= -1, "alpha", f"must be >= -1, so that the weights (1 + alpha·S) stay >= 0; got {self.alpha}")
+
+    def token_settings(self) -> dict:
+        """The settings that shape the tokens and maps `weight_features` returns (what a feature cache must key
+        on): all but `alpha` where the weighting leaves it to the decoder (`gate`) or ignores it."""
+        settings = to_dict(self)
+        if self.weighting not in TOKEN_ALPHA:
+            del settings["alpha"]
+        return settings
 
 
 # ----------------------------------------------------------------------------- backbones

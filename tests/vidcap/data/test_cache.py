@@ -119,6 +119,20 @@ def test_changing_the_extractor_misses_the_cache():
     assert extractor_fingerprint(CONFIG, reseeded.encoder.state_dict()) != fingerprint
 
 
+def test_alpha_keys_the_cache_only_where_it_shapes_the_tokens():
+    """`residual` multiplies the features by (1 + alpha·S) before they are stored; `gate` stores the features and
+    maps and leaves alpha to the decoder, so changing it there reuses every cached video."""
+    state = front_end().encoder.state_dict()
+
+    def fingerprint(weighting: str, alpha: float) -> str:
+        encoder = dataclasses.replace(CONFIG.encoder, weighting=weighting, alpha=alpha)
+        return extractor_fingerprint(dataclasses.replace(CONFIG, encoder=encoder), state)
+
+    assert fingerprint("gate", 1.0) == fingerprint("gate", 3.0)
+    assert fingerprint("residual", 1.0) != fingerprint("residual", 3.0)
+    assert fingerprint("gate", 1.0) != fingerprint("residual", 1.0)
+
+
 def test_unreadable_video_is_skipped_and_reported(videos, tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all")
