@@ -66,13 +66,14 @@ def per_video(hits: dict[str, list[tuple[str, bool]]]) -> dict[str, float]:
     return {video: float(np.mean(values)) for video, values in sorted(frames.items())}
 
 
-def previous_rows(path: str, data: str, split: str) -> dict[str, dict]:
-    """The runs an earlier invocation measured on the same data and split (empty when there is none)."""
+def previous_results(path: str, data: str, split: str, world: str) -> dict:
+    """What an earlier invocation measured on the same data (folder and `world`: its metadata's hash) and split
+    (empty when there is none)."""
     try:
         earlier = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return earlier.get("runs", {}) if (earlier.get("data"), earlier.get("split")) == (data, split) else {}
+    return earlier if (earlier.get("data"), earlier.get("split"), earlier.get("world")) == (data, split, world) else {}
 
 
 def main() -> None:
@@ -82,16 +83,22 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--json", default="runs/bench/motion_saliency.json")
     args = parser.parse_args()
-    meta = json.loads((Path(args.data) / synthetic.META_NAME).read_text(encoding="utf-8"))
+    meta_text = (Path(args.data) / synthetic.META_NAME).read_text(encoding="utf-8")
+    meta, world = json.loads(meta_text), hashlib.sha256(meta_text.encode()).hexdigest()
     reader = open_dataset(args.data, kind="dhf1k", split=args.split)
     scenes = {int(number): synthetic.dhf1k_scene(meta["seed"], int(number), tuple(meta["size"]), meta["n_frames"],
                                                  meta["world"])[0] for number in meta["videos"]}
-    truth = peak_hits(reader, scenes, lambda sample: sample.density)
-    results = {"data": args.data, "split": args.split, "videos": len(per_video(truth)),
-               "ground_truth": {"peak_on_actor": shares(truth)}, "runs": {}}
-    done = previous_rows(args.json, args.data, args.split)
-    print(f"{args.data} ({args.split}): {results['videos']} videos, {shares(truth)['frames']} annotated frames")
-    print(f"{'ground truth':<36}{'':>40}   on actor {shares(truth)['all']:.3f}")
+    earlier = previous_results(args.json, args.data, args.split, world)
+    done = earlier.get("runs", {})
+    if "ground_truth" in earlier:  # the maps of the same data: reading every frame again gives the same share
+        results = {key: earlier[key] for key in ("data", "split", "world", "videos", "ground_truth")} | {"runs": {}}
+    else:
+        truth = peak_hits(reader, scenes, lambda sample: sample.density)
+        results = {"data": args.data, "split": args.split, "world": world, "videos": len(per_video(truth)),
+                   "ground_truth": {"peak_on_actor": shares(truth)}, "runs": {}}
+    truth_shares = results["ground_truth"]["peak_on_actor"]
+    print(f"{args.data} ({args.split}): {results['videos']} videos, {truth_shares['frames']} annotated frames")
+    print(f"{'ground truth':<36}{'':>40}   on actor {truth_shares['all']:.3f}")
     first = None
     for run in args.runs.split(","):
         weights = hashlib.sha256((Path(run) / WEIGHTS).read_bytes()).hexdigest()
