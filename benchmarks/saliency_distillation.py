@@ -53,12 +53,16 @@ ARMS = {  # name → (distillation preset or None, labels: "few" | "all", steps 
 }
 STATISTIC_TERMS = ("attention", "channel_mean", "channel_variance", "gram", "position_similarity", "batch_similarity")
 SWEEP = {  # variants of the statistics preset, trained at seed 0 and compared on the validation split only; the
-    # sweep ran when the preset's output weight was 1, and chose output 3 (now the preset): each variant is spelt out
+    # first sweep ran when the preset's output weight was 1, and chose output 3 (now the preset): each variant is
+    # spelt out. The last three vary the preset as it is now.
     "statistics": {},
     "output-1": {"output": 1.0},
     "statistics-x0.3": {"scale": 0.3, "output": 1.0},
     "statistics-x3": {"scale": 3.0, "output": 1.0},
     "covariance": {"second_order": "covariance", "output": 1.0},
+    "output3-statistics-x3": {"scale": 3.0},
+    "output3-statistics-x0.3": {"scale": 0.3},
+    "output-10": {"output": 10.0},
 }
 COLUMNS = ["CC", "KLD", "NSS", "SIM"]
 SPLITS = (0.7, 0.1, 0.2)  # train (labelled budget + the pool), validation (epoch selection), held-out test
@@ -95,9 +99,10 @@ def arm_overrides(name: str, common: list[str], seed: int, labels: int, n_train:
     return overrides + ([f"data.limit={labels}"] if label_set == "few" else [])
 
 
-def sweep_config(variant: dict) -> DistillConfig:
-    """The statistics preset with a sweep variant applied: `scale` multiplies every statistic's weight."""
-    config = DistillConfig.preset("statistics")
+def varied(preset: str, variant: dict) -> DistillConfig:
+    """Distillation preset `preset` with a SWEEP variant applied: `scale` multiplies every statistic's weight, the
+    other keys set theirs."""
+    config = DistillConfig.preset(preset)
     for term in STATISTIC_TERMS:
         setattr(config, term, getattr(config, term) * variant.get("scale", 1.0))
     for key, value in variant.items():
@@ -106,28 +111,46 @@ def sweep_config(variant: dict) -> DistillConfig:
     return config
 
 
-def sweep(args, common: list[str], data: Path, teacher_dir: Path, n_train: int, size: tuple[int, int]) -> dict:
-    """Validation CC of each SWEEP variant (seed 0, its own run under OUT/sweep/); the best one is the preset to
-    commit. The test split is not read here."""
+def distilled_config(preset: str, variant: dict, overrides: list[str], teacher_dir: Path,
+                     pool_dir: Path) -> SaliencyRunConfig:
+    """The run config of a distilled arm: distillation preset `preset` varied by `variant` ({}: as it is)."""
+    config = run_config(overrides)
+    config.teacher, config.data.unlabeled = str(teacher_dir), str(pool_dir)
+    config.distill = varied(preset, variant)
+    return config
+
+
+def sweep(args, common: list[str], data: Path, teacher_dir: Path, n_train: int, size: tuple[int, int],
+          names: list[str]) -> dict:
+    """Validation CC of the SWEEP variants `names` (seed 0, each its own run under OUT/sweep/; `statistics` is the
+    preset, the arm's own run); the best one is the preset to commit. The test split is not read here."""
     validation = open_dataset(data, split="val")
     rows = {}
-    for name, variant in SWEEP.items():
-        config = run_config(arm_overrides("statistics", common, 0, args.labels, n_train, n_train, args))
-        config.teacher, config.data.unlabeled = str(teacher_dir), str(data / "images" / "train")
-        config.distill = sweep_config(variant)
-        run_dir = Path(args.out) / ("seed0/statistics" if not variant else f"sweep/{name}")  # the arm's own run
+    for name in ["statistics", *[n for n in names if n != "statistics"]]:
+        overrides = arm_overrides("statistics", common, 0, args.labels, n_train, n_train, args)
+        config = distilled_config("statistics", SWEEP[name], overrides, teacher_dir, data / "images" / "train")
+        run_dir = Path(args.out) / ("seed0/statistics" if name == "statistics" else f"sweep/{name}")
         continue_training(SaliencyTrainer, config, run_dir)
         means, _ = score(load(run_dir), validation, size)
-        rows[name] = {"variant": variant, "val_CC": means["CC"]}
+        rows[name] = {"variant": SWEEP[name], "val_CC": means["CC"]}
     return {"validation_images": len(validation), "variants": rows,
             "chosen": max(rows, key=lambda name: rows[name]["val_CC"])}
+
+
+def chosen_arms(results: dict) -> dict[str, tuple[str, str]]:
+    """Where the validation sweep chose a variant other than the preset: its arm `statistics@NAME` and, as the
+    control of what the statistics add at its weights, `output-only@NAME` (the teacher's maps alone, the variant's
+    output weight) → (distillation preset, variant name); else none."""
+    chosen = results.get("sweep", {}).get("chosen", "statistics")
+    return {} if chosen == "statistics" else {f"{preset}@{chosen}": (preset, chosen)
+                                              for preset in ("statistics", "output-only")}
 
 
 def summarise(rows: dict[int, dict[str, dict]]) -> dict[str, dict]:
     """Per arm over the seeds it has finished: mean CC, mean gain over no-KD, share of the gap closed, and how many
     seeds' intervals lie above 0."""
     summary = {}
-    for name in ARMS:
+    for name in dict.fromkeys(name for seed_rows in rows.values() for name in seed_rows):  # ARMS' order, then chosen
         per_seed = [rows[s][name] for s in rows if name in rows[s]]
         if not per_seed:
             continue
@@ -147,28 +170,30 @@ def print_tables(results: dict) -> None:
           f"{results['size'][0]}x{results['size'][1]}): baselines (CC)")
     print("  ".join(f"{k} {v:.3f}" for k, v in base.items()))
     teacher = results["teacher"]
+    width = 2 + max(len("arm"), *(len(name) for rows in results["students"].values() for name in rows),
+                    *(len(name) for name in results.get("sweep", {}).get("variants", {})))
     print(f"\n## teacher-{results['family']} (pretrained: held-out object accuracy "
           f"{results['pretraining']['object_accuracy']:.3f}; trained on {results['n_train']} labels)")
     print("  ".join(f"{c} {teacher[c]:.4f}" for c in COLUMNS) + f"  params {teacher['params']:,}")
     for seed, rows in results["students"].items():
         print(f"\n## students, seed {seed}: {results['labels']} labels + {results['pool']} unlabelled images")
-        print(f"{'arm':<14}" + "".join(f"{c:>9}" for c in COLUMNS) + f"{'epochs':>8}{'CC gain [95% CI]':>30}{'gap':>8}")
+        print(f"{'arm':<{width}}" + "".join(f"{c:>9}" for c in COLUMNS) + f"{'epochs':>8}{'CC gain [95% CI]':>30}{'gap':>8}")
         for name, row in rows.items():
             gain = row.get("gain")
             shown = f"{gain['diff']:+.4f} [{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}]" if gain else ""
             gap = f"{row['gap_closed']:.0%}" if gain else ""
-            print(f"{name:<14}" + "".join(f"{row[c]:>9.4f}" for c in COLUMNS) + f"{row['epochs']:>8}{shown:>30}{gap:>8}")
+            print(f"{name:<{width}}" + "".join(f"{row[c]:>9.4f}" for c in COLUMNS) + f"{row['epochs']:>8}{shown:>30}{gap:>8}")
     if "sweep" in results:
         print(f"\n## weight sweep, seed 0, validation split ({results['sweep']['validation_images']} images)")
         for name, row in results["sweep"]["variants"].items():
-            print(f"{name:<18}{row['val_CC']:>9.4f}  {row['variant']}")
+            print(f"{name:<{width}}{row['val_CC']:>9.4f}  {row['variant']}")
         print(f"chosen: {results['sweep']['chosen']}")
     print("\n## mean over the seeds each arm finished")
-    print(f"{'arm':<14}{'seeds':>6}{'CC':>9}{'CC std':>9}{'gain':>9}{'gap':>8}{'seeds CI>0':>12}")
+    print(f"{'arm':<{width}}{'seeds':>6}{'CC':>9}{'CC std':>9}{'gain':>9}{'gap':>8}{'seeds CI>0':>12}")
     for name, row in results["summary"].items():
         gain = f"{row['gain']:>+9.4f}{row['gap_closed']:>8.0%}{row['seeds_ci_above_0']:>9}/{row['seeds']}" \
             if "gain" in row else ""
-        print(f"{name:<14}{row['seeds']:>6}{row['CC']:>9.4f}{row['CC_std']:>9.4f}{gain}")
+        print(f"{name:<{width}}{row['seeds']:>6}{row['CC']:>9.4f}{row['CC_std']:>9.4f}{gain}")
 
 
 def main() -> None:
@@ -186,9 +211,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the teacher")
     parser.add_argument("--student-seeds", default="0,1,2")
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset (no-kd is always trained)")
-    parser.add_argument("--sweep", action="store_true",
-                        help="first train the statistics-weight variants at seed 0 and compare them on the "
-                             "validation split (the chosen one should be the committed preset)")
+    parser.add_argument("--sweep", nargs="?", const=",".join(SWEEP), metavar="VARIANTS",
+                        help="first train the statistics-weight variants (default all; comma-separated names of "
+                             f"{', '.join(SWEEP)}) at seed 0 and compare them on the validation split; where one "
+                             "other than the preset wins, every seed also trains it (`statistics@NAME`) and the "
+                             "teacher's maps alone at its output weight (`output-only@NAME`)")
     parser.add_argument("--out", default="runs/bench-distill-v2")
     parser.add_argument("--json", default="runs/bench/saliency_distillation.json",
                         help="where the results go (default %(default)s; the committed reference is "
@@ -232,20 +259,25 @@ def main() -> None:
                "student_size_reduction": 1 - student_params / count_parameters(teacher_model),
                "students": {}}
     if args.sweep:
-        results["sweep"] = sweep(args, common, data, teacher_dir, n_train, size)
+        unknown = set(args.sweep.split(",")) - set(SWEEP)
+        if unknown:
+            parser.error(f"unknown sweep variant {sorted(unknown)[0]!r} (known: {', '.join(SWEEP)})")
+        results["sweep"] = sweep(args, common, data, teacher_dir, n_train, size, args.sweep.split(","))
         atomic_write_json(args.json, results)
     elif Path(args.json).is_file() and "sweep" in (earlier := json.loads(Path(args.json).read_text())):
         results["sweep"] = earlier["sweep"]  # a later run without --sweep keeps the committed sweep
+    chosen = chosen_arms(results)
     for seed in (int(s) for s in args.student_seeds.split(",")):
         rows, per_image = {}, {}
-        for name in arms:
+        for name in arms + list(chosen):
+            preset, variant = chosen[name] if name in chosen else (ARMS[name][0], "statistics")
             run_dir = out / f"seed{seed}" / name
-            overrides = arm_overrides(name, common, seed, args.labels, n_train, n_train, args)
-            config = run_config(overrides)
-            if ARMS[name][0]:
-                config.teacher = str(teacher_dir)
-                config.distill = DistillConfig.preset(ARMS[name][0])
-                config.data.unlabeled = str(pool_dir)
+            if name == f"statistics@{variant}" and seed == 0:
+                run_dir = out / "sweep" / variant  # the sweep's run is this arm at seed 0
+            overrides = arm_overrides(name if name in ARMS else preset, common, seed, args.labels, n_train, n_train,
+                                      args)
+            config = (distilled_config(preset, SWEEP[variant], overrides, teacher_dir, pool_dir) if preset
+                      else run_config(overrides))
             continue_training(SaliencyTrainer, config, run_dir)
             means, per_image[name] = score(load(run_dir), held_out, size)
             rows[name] = means | {"epochs": config.optim.epochs}
