@@ -13,6 +13,10 @@ one with the same data, initial weights and seed:
 - `output-only` (the teacher's maps as pseudo-labels on the pool), `fitnets`, `first-order`, `second-order`,
   `statistics` (both orders and the output): distilled with the pool.
 
+`--sweep` first compares variants of the statistics preset's weights at seed 0 on the validation split; where one
+beats the preset there, every seed also trains it (`statistics@NAME`) and the teacher's maps alone at its output
+weight (`output-only@NAME`), so that what the statistics add is measured at the chosen weights too.
+
 Scored on the held-out test split (per image, so that each arm's CC gain over `no-kd` of the same seed gets a
 paired bootstrap 95% interval, and the share of the teacher − no-KD gap it closes), beside the world's baselines
 (colour heuristic, centre prior, a second set of observers, the world's own density). Every run directory is kept
@@ -183,6 +187,12 @@ def print_tables(results: dict) -> None:
             shown = f"{gain['diff']:+.4f} [{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}]" if gain else ""
             gap = f"{row['gap_closed']:.0%}" if gain else ""
             print(f"{name:<{width}}" + "".join(f"{row[c]:>9.4f}" for c in COLUMNS) + f"{row['epochs']:>8}{shown:>30}{gap:>8}")
+    added = [(seed, name, row["over_output_only"]) for seed, rows in results["students"].items()
+             for name, row in rows.items() if "over_output_only" in row]
+    if added:
+        print("\n## what the statistics add to the output map at the same weights: CC, paired per image")
+        for seed, name, diff in added:
+            print(f"seed {seed}  {name:<{width}}{diff['diff']:+.4f} [{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}]")
     if "sweep" in results:
         print(f"\n## weight sweep, seed 0, validation split ({results['sweep']['validation_images']} images)")
         for name, row in results["sweep"]["variants"].items():
@@ -287,6 +297,10 @@ def main() -> None:
             else:
                 rows[name]["gain"] = paired_bootstrap(per_image[name], per_image["no-kd"], seed=seed)
                 rows[name]["gap_closed"] = rows[name]["gain"]["diff"] / gap if gap > 0 else math.nan
+            statistics_arm = name.replace("output-only", "statistics", 1)
+            if name.startswith("output-only") and statistics_arm in rows:  # what the statistics add to the map
+                rows[statistics_arm]["over_output_only"] = paired_bootstrap(per_image[statistics_arm],
+                                                                            per_image[name], seed=seed)
             results["students"][seed] = rows
             atomic_write_json(args.json, results)  # after every arm: a partial table survives an interruption
     results["summary"] = summarise(results["students"])
