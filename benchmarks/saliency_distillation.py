@@ -241,6 +241,9 @@ def main() -> None:
     unknown = set(arms) - set(ARMS)
     if unknown:
         parser.error(f"unknown arm {sorted(unknown)[0]!r} (known: {', '.join(ARMS)})")
+    unknown = set(args.sweep.split(",") if args.sweep else []) - set(SWEEP)
+    if unknown:  # before any training
+        parser.error(f"unknown sweep variant {sorted(unknown)[0]!r} (known: {', '.join(SWEEP)})")
     out, size = Path(args.out), tuple(args.size)
     data = out / "data"
     if not (data / "synthetic_meta.json").is_file():
@@ -269,9 +272,6 @@ def main() -> None:
                "student_size_reduction": 1 - student_params / count_parameters(teacher_model),
                "students": {}}
     if args.sweep:
-        unknown = set(args.sweep.split(",")) - set(SWEEP)
-        if unknown:
-            parser.error(f"unknown sweep variant {sorted(unknown)[0]!r} (known: {', '.join(SWEEP)})")
         results["sweep"] = sweep(args, common, data, teacher_dir, n_train, size, args.sweep.split(","))
         atomic_write_json(args.json, results)
     elif Path(args.json).is_file() and "sweep" in (earlier := json.loads(Path(args.json).read_text())):

@@ -53,9 +53,10 @@ def file_digest(path: str | Path) -> str:
 
 def extractor_fingerprint(config: CaptionerConfig, encoder_state: dict[str, torch.Tensor],
                           backend: str = "torch") -> str:
-    """Hash of the front end: its configs (of the encoder's, what shapes the tokens), the saliency weights, the (frozen) encoder weights, the stored
-    precision (a cache written in another precision, like the float16 ones of old, is a miss) and the inference
-    backend unless torch (onnxruntime's tokens differ from torch's in the last bits, int8's more)."""
+    """Hash of the front end: its configs (of the encoder's, what shapes the tokens), the saliency weights, the
+    (frozen) encoder weights, the stored precision (a cache written in another precision, like the float16 ones of
+    old, is a miss) and the inference backend unless torch (onnxruntime's tokens differ from torch's in the last
+    bits, int8's more)."""
     described = {"sampler": to_dict(config.sampler), "encoder": config.encoder.token_settings(),
                  "saliency": to_dict(config.saliency), "dtype": str(DTYPE)}
     digest = hashlib.sha1(json.dumps(described | ({} if backend == "torch" else {"backend": backend}),
