@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 from importlib import import_module
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,16 @@ from saliency.infra.media import ffmpeg_path
 from saliency.infra.rundir import TRAIN_STATE_META, RunDir
 
 H264 = ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
+# Several minutes each (the README's commands, the kill battery, the demo): `make test`'s workers start them first,
+# so that they run beside the short files instead of after them
+LONGEST_FIRST = ("test_readme.py", "test_kill_anywhere.py", "vidcap/test_demo.py")
+
+
+def pytest_collection_modifyitems(items):
+    """The files of LONGEST_FIRST first, in that order; every other test keeps its place."""
+    tests = Path(__file__).parent
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.relative_to(tests).as_posix(), len(rank)))
 
 
 @pytest.fixture(autouse=True)
