@@ -9,13 +9,15 @@ models): a world of `--videos` synthetic videos of the demo's size and length, f
 / student / ground-truth are trained on the largest training set with the same data, steps and initial weights
 (`vidcap.captioner.build_part`), evaluated on the whole test split; per arm the CIDEr and grounded share with paired
 (per video) bootstrap 95% intervals of the difference to `none`, and McNemar's exact test on per-video groundedness;
-with several seeds also `pooled`: each video's scores averaged over the seeds, and the paired intervals of those.
-The weighting of the maps is chosen first, on the validation split (`--weightings`, the student arm, seed 0, the
-smallest training set), never on the test split. The learning curve trains none, student and ground-truth on the
-smaller training sets; `--scst` adds the self-critical stage after the student's and none's cross-entropy runs.
-Every run directory is kept under `--out` and reused: an interrupted benchmark continues where it stopped.
-`--saliency-runs DIR --tag NAME` takes the teacher and student from DIR instead (e.g. models that see motion) and
-names their arms teacher-NAME and student-NAME, paired with the same none, control and ground-truth runs.
+with several seeds also `pooled`: each video's scores averaged over the seeds, and the paired intervals of those;
+a student's differences to its teacher likewise (`vs_teacher`).
+The weighting of the maps is chosen first, on the validation split (`--weightings`, and with `--alphas` the
+strength of those that have one; the student arm, seed 0, the smallest training set), never on the test split. The
+learning curve trains none, student and ground-truth on the smaller training sets; `--scst` adds the self-critical
+stage after the student's and none's cross-entropy runs. Every run directory is kept under `--out` and reused: an
+interrupted benchmark continues where it stopped. `--saliency-runs DIR --tag NAME` takes the teacher and student
+from DIR instead (e.g. models that see motion) and names their arms teacher-NAME and student-NAME, paired with the
+same none, control and ground-truth runs.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import argparse
 import copy
 import json
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 from saliency.infra.config import load_config
@@ -32,6 +35,7 @@ from saliency.infra.training import continue_training
 from vidcap.captioner import with_saliency
 from vidcap.data.synthetic import write_msrvtt
 from vidcap.demo import PRETRAIN_RUN, DemoConfig
+from vidcap.encoder import ALPHA_WEIGHTINGS
 from vidcap.reports.comparison import load_per_video, paired_differences
 from vidcap.run import VidcapRunConfig
 from vidcap.scst import scst_stage
@@ -56,6 +60,26 @@ def arm_config(base: VidcapRunConfig, arm: str, weighting: str, seed: int, size:
     config.captioner = with_saliency(config.captioner, arm, str((models or demo) / arm) if arm in MODELS else None,
                                      weighting)
     return config
+
+
+def with_alpha(base: VidcapRunConfig, alpha: float | None) -> VidcapRunConfig:
+    """`base` with the weighting's strength `alpha` (None: the config's own)."""
+    if alpha is None:
+        return base
+    encoder = replace(base.captioner.encoder, alpha=alpha)
+    return replace(base, captioner=replace(base.captioner, encoder=encoder))
+
+
+def candidates(weightings: list[str], alphas: list[float | None]) -> list[tuple[str, float | None]]:
+    """The (weighting, alpha) pairs the validation split chooses among: every alpha for the weightings that have a
+    strength, the config's own (None) for the others."""
+    return [(weighting, alpha) for weighting in weightings
+            for alpha in (alphas if weighting in ALPHA_WEIGHTINGS else [None])]
+
+
+def candidate_name(weighting: str, alpha: float | None, tag: str | None) -> str:
+    """The selection run's folder: `gate`, `gate-alpha4`, `gate-alpha4-TAG`."""
+    return "-".join(filter(None, [weighting, None if alpha is None else f"alpha{alpha:g}", tag]))
 
 
 def arm_name(arm: str, tag: str | None) -> str:
@@ -84,10 +108,18 @@ def versus(arm: dict[str, dict], none: dict[str, dict]) -> dict:
     return paired_differences(arm, none) | {"mcnemar": mcnemar(*grounded)}
 
 
+def teacher_of(name: str) -> str | None:
+    """The teacher arm a student arm is compared with (`student-motion` → `teacher-motion`); None for other arms."""
+    return "teacher" + name[len("student"):] if name.startswith("student") else None
+
+
 def arm_rows(tables: dict[str, dict[str, dict]]) -> dict[str, dict]:
-    """Each arm's summary, and for every arm but `none` (when it has run) its differences to `none`."""
+    """Each arm's summary, and for every arm but `none` (when it has run) its differences to `none`; for a student
+    whose teacher ran, its paired differences to the teacher (`vs_teacher`)."""
     return {name: summary_row(table) | ({"vs_none": versus(table, tables["none"])}
                                         if name != "none" and "none" in tables else {})
+            | ({"vs_teacher": paired_differences(table, tables[teacher_of(name)])}
+               if teacher_of(name) in tables else {})
             for name, table in tables.items()}
 
 
@@ -110,6 +142,8 @@ def pooled_rows(by_seed: dict[int, dict[str, dict[str, dict]]]) -> dict[str, dic
     return {"seeds": sorted(by_seed),
             "arms": {name: summary_row(table) | ({"vs_none": paired_differences(table, means["none"])}
                                                  if name != "none" and "none" in means else {})
+                     | ({"vs_teacher": paired_differences(table, means[teacher_of(name)])}
+                        if teacher_of(name) in means else {})
                      for name, table in means.items()}}
 
 
@@ -129,6 +163,8 @@ def main() -> None:
     parser.add_argument("--train-sizes", default="100,300,1000", help="learning curve; the largest is the main table's")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--weightings", default="residual,gate,prior", help="chosen among on the validation split")
+    parser.add_argument("--alphas", help="strengths of residual and gate (comma list) chosen among on the validation "
+                                         "split with the weighting (default: the config's alpha)")
     parser.add_argument("--scst", action="store_true", help="also the self-critical stage of none and student")
     parser.add_argument("--json", default="runs/bench/captioning_quality.json",
                         help="where the results go (default %(default)s; the committed reference is "
@@ -154,19 +190,26 @@ def main() -> None:
     def save() -> None:
         atomic_write_json(args.json, results)
 
-    weightings = args.weightings.split(",")
-    if len(weightings) > 1:
+    alphas = [float(a) for a in args.alphas.split(",")] if args.alphas else [None]
+    grid = candidates(args.weightings.split(","), alphas)
+    if len(grid) > 1:
         chosen = {}
-        for weighting in weightings:
-            config = arm_config(base, "student", weighting, seeds[0], sizes[0], demo, out, data, pretrained, models)
-            chosen[weighting] = summary_row(train_and_score(config, out / "select" / "-".join(filter(None, [weighting, args.tag])), "val"))
-        weighting = max(chosen, key=lambda w: (chosen[w]["grounded"], chosen[w]["CIDEr"]))
-        results["weighting"] = {"validation": chosen, "chosen": weighting}
+        for weighting, alpha in grid:
+            config = arm_config(with_alpha(base, alpha), "student", weighting, seeds[0], sizes[0], demo, out, data,
+                                pretrained, models)
+            name = candidate_name(weighting, alpha, args.tag)
+            chosen[name] = {"weighting": weighting, "alpha": alpha,
+                            **summary_row(train_and_score(config, out / "select" / name, "val"))}
+            print(f"validation {name}: {chosen[name]}", flush=True)
+        best = max(chosen.values(), key=lambda row: (row["grounded"], row["CIDEr"]))
+        weighting, alpha = best["weighting"], best["alpha"]
+        results["weighting"] = {"validation": chosen, "chosen": weighting, "alpha": alpha}
         save()
     else:
-        weighting = weightings[0]
-        results["weighting"] = {"chosen": weighting}
-    print(f"weighting: {weighting}", flush=True)
+        (weighting, alpha), = grid
+        results["weighting"] = {"chosen": weighting, "alpha": alpha}
+    base = with_alpha(base, alpha)
+    print(f"weighting: {weighting}" + ("" if alpha is None else f", alpha {alpha:g}"), flush=True)
 
     results["main"], results["curve"] = {}, {}
     by_seed = {}

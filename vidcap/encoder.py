@@ -37,6 +37,7 @@ from saliency.models import conv_bn_relu, resnet_trunk
 Backbone = Literal["resnet50", "resnet18", "mobilenet_v3_small", "mobilenet_v2", "small-cnn"]
 Weighting = Literal["none", "multiply", "residual", "pool", "prior", "gate"]
 WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
+ALPHA_WEIGHTINGS: tuple[str, ...] = ("residual", "gate")  # the weightings `alpha` sets the strength of
 TOKEN_ALPHA: tuple[str, ...] = ("residual",)  # the weightings whose `alpha` is in the tokens (for `gate` the decoder's)
 PRIOR_EPS = 1e-6  # floor of S in the `prior` bias: log(1e-6) ≈ -13.8 all but masks saliency-free tokens
 SMALL_CNN_WIDTHS = (16, 32, 64, 128, 128)  # five stride-2 stages: stride 32, like the torchvision backbones
