@@ -108,9 +108,11 @@ def versus(arm: dict[str, dict], none: dict[str, dict]) -> dict:
     return paired_differences(arm, none) | {"mcnemar": mcnemar(*grounded)}
 
 
-def teacher_of(name: str) -> str | None:
-    """The teacher arm a student arm is compared with (`student-motion` → `teacher-motion`); None for other arms."""
-    return "teacher" + name[len("student"):] if name.startswith("student") else None
+def versus_teacher(name: str, table: dict[str, dict], tables: dict[str, dict[str, dict]]) -> dict:
+    """For a student arm whose teacher ran (`student-motion` → `teacher-motion`), `{"vs_teacher": ...}`: its paired
+    differences to the teacher; else nothing."""
+    teacher = "teacher" + name[len("student"):] if name.startswith("student") else None
+    return {"vs_teacher": paired_differences(table, tables[teacher])} if teacher in tables else {}
 
 
 def arm_rows(tables: dict[str, dict[str, dict]]) -> dict[str, dict]:
@@ -118,8 +120,7 @@ def arm_rows(tables: dict[str, dict[str, dict]]) -> dict[str, dict]:
     whose teacher ran, its paired differences to the teacher (`vs_teacher`)."""
     return {name: summary_row(table) | ({"vs_none": versus(table, tables["none"])}
                                         if name != "none" and "none" in tables else {})
-            | ({"vs_teacher": paired_differences(table, tables[teacher_of(name)])}
-               if teacher_of(name) in tables else {})
+            | versus_teacher(name, table, tables)
             for name, table in tables.items()}
 
 
@@ -142,8 +143,7 @@ def pooled_rows(by_seed: dict[int, dict[str, dict[str, dict]]]) -> dict[str, dic
     return {"seeds": sorted(by_seed),
             "arms": {name: summary_row(table) | ({"vs_none": paired_differences(table, means["none"])}
                                                  if name != "none" and "none" in means else {})
-                     | ({"vs_teacher": paired_differences(table, means[teacher_of(name)])}
-                        if teacher_of(name) in means else {})
+                     | versus_teacher(name, table, means)
                      for name, table in means.items()}}
 
 
