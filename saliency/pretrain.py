@@ -81,13 +81,13 @@ class RecognitionHead(nn.Module):
 
 
 class Recogniser(nn.Module):
-    """A teacher's backbone (randomly initialised) with the recognition head on its stride-16 and -32 stages."""
+    """A teacher's backbone (randomly initialised) with the recognition head on its first stride-16 stage and its
+    deepest one (stride 32; VGG-16's deepest stays at 16)."""
 
     def __init__(self, family: str):
         super().__init__()
         teacher = build(f"teacher-{family}", pretrained=False)
-        strides = list(teacher.feature_strides)
-        self.i16, self.i32 = strides.index(16), strides.index(32)
+        self.i16, self.i32 = list(teacher.feature_strides).index(GRID_STRIDE), len(teacher.feature_strides) - 1
         self.taps = teacher.taps
         self.prefix = teacher.backbone_prefix
         self.backbone = teacher.backbone

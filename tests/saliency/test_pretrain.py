@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from saliency import synthetic
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import load_safetensors
 from saliency.models import build
-from saliency.pretrain import ATTRIBUTES, GRID_STRIDE, PretrainConfig, Recogniser, recognition_loss, render_batch
+from saliency.pretrain import (ATTRIBUTES, FAMILIES, GRID_STRIDE, PretrainConfig, Recogniser, grid_shape,
+                               recognition_loss, render_batch)
 
 TINY = ["--set", "size=[64, 64]", "--set", "images_per_epoch=16", "--set", "held_out=8", "--set", "batch_size=8",
         "--set", "optim.epochs=1", "--set", "optim.warmup_steps=1", "--quiet"]
@@ -61,6 +63,20 @@ def test_world_v1_names_its_actor():
     scene, _ = synthetic.image_scene(config.data_seed, 1, config.size, "v1")
     assert int(targets["objectness"][1].sum()) == 1
     assert ATTRIBUTES["shape"][int(targets["shape"][1].max())] == scene.shape
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_recognises_on_the_grid_and_loads_into_its_teacher(family, tmp_path):
+    """Each `--family` builds (VGG-16's deepest stage stays at stride 16) and its weights load into the teacher."""
+    torch.manual_seed(0)
+    recogniser = Recogniser(family).eval()
+    with torch.no_grad():
+        logits = recogniser(torch.randn(1, 3, 64, 96))
+    assert logits.shape == (1, 1 + sum(len(v) for v in ATTRIBUTES.values()), *grid_shape((64, 96)))
+    save_file({k: v.contiguous() for k, v in recogniser.torchvision_state().items()}, tmp_path / "model.safetensors")
+    teacher = build(f"teacher-{family}", pretrained=str(tmp_path / "model.safetensors"))
+    first = next(k for k in teacher.backbone.state_dict() if k.endswith("weight"))
+    assert torch.equal(teacher.backbone.state_dict()[first], recogniser.backbone.state_dict()[first])
 
 
 def test_a_run_directory_holds_config_metrics_and_torchvision_named_weights(pretrained):
