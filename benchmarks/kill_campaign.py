@@ -19,6 +19,7 @@ from pathlib import Path
 
 from saliency.infra import faults
 from saliency.infra.rundir import atomic_write_json
+from vidcap.corruption import captioner_scenarios
 
 
 def main() -> None:
@@ -36,7 +37,8 @@ def main() -> None:
     for events in args.work.glob("*/events.json"):  # this code's uninterrupted runs, made afresh
         shutil.rmtree(events.parent / "reference", ignore_errors=True)
         events.unlink()
-    faults.campaign(args.work, args.kills, args.seed, results["commands"],
+    scenarios = [*faults.saliency_scenarios(args.work), *captioner_scenarios(args.work)]
+    faults.campaign(args.work, scenarios, args.kills, args.seed, results["commands"],
                     save=lambda commands: atomic_write_json(args.json, {**results, "commands": commands}))
     print(f"{'command':<18}{'events':>8}{'trials':>8}{'kill points':>13}{'identical':>11}")
     for row in faults.summarise(results["commands"]):

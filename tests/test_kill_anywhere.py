@@ -5,12 +5,14 @@ version is `benchmarks/kill_campaign.py`."""
 import pytest
 
 from saliency.infra import faults
+from vidcap.corruption import captioner_scenarios
 
 pytestmark = pytest.mark.slow
 
 
 def test_every_command_resumes_from_seeded_kill_points_to_the_uninterrupted_outputs(tmp_path):
-    results = faults.campaign(tmp_path, kills=2, seed=0)
+    scenarios = [*faults.saliency_scenarios(tmp_path), *captioner_scenarios(tmp_path)]
+    results = faults.campaign(tmp_path, scenarios, kills=2, seed=0)
     for row in faults.summarise(results):
         assert row["kill_points"] >= 2, row
         assert row["identical"] == row["trials"], row["failed"]

@@ -1,16 +1,26 @@
 """The captioner's side of the corruption battery (`saliency.infra.corruption`): a tiny captioner run and its
-feature cache made by the real commands, and the loaders that read each of their files."""
+feature cache made by the real commands, and the loaders that read each of their files; and of the kill-anywhere
+campaign (`saliency.infra.faults`): vidcap extract and vidcap train as scenarios."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 from saliency.infra.config import to_dict
-from saliency.infra.corruption import VIDCAP_TINY, Target, require_success, run_targets
+from saliency.infra.corruption import Target, require_success, run_targets
+from saliency.infra.faults import Scenario, continue_run, prepare_once
 from saliency.infra.rundir import RunDir
 from vidcap.cli import main
 from vidcap.data.cache import FeatureCache, extract_splits
 from vidcap.run import VidcapRunConfig, load_run
+
+# A tiny captioner made by the real commands (no saliency, a small CNN, one epoch)
+VIDCAP_TINY = ["--saliency", "none", "--quiet", "--set", "threads=1",
+               "--set", "captioner.sampler={n_frames: 2, mode: segment, size: [32, 64], resize: stretch}",
+               "--set", "captioner.encoder={backbone: small-cnn, pretrained: false, grid: 2}",
+               "--set", "captioner.decoder={hidden_size: 32, layers: 1, heads: 2, intermediate_size: 64}",
+               "--set", "captioner.tokenizer.min_count=1", "--set", "captioner.max_length=16",
+               "--set", "captioner.num_beams=1", "--set", "optim.epochs=1", "--set", "data.batch_size=8"]
 
 
 def make_captioner_run(root: Path) -> tuple[Path, Path]:
@@ -52,3 +62,22 @@ def cache_targets(run: Path, cache_root: Path) -> list[Target]:
     return [Target("cache/index.json", folder / "index.json", "json", load, folder, repairs=True),
             *(Target(f"cache/shard {i + 1} of {len(shards)}", shard, "safetensors", load, folder, repairs=True)
               for i, shard in enumerate(shards))]
+
+
+# The kill-anywhere campaign's tiny captioner: three epochs, so that kills fall between checkpoints too
+CAMPAIGN_TINY = [*VIDCAP_TINY, "--set", "optim.epochs=3", "--set", "captioner.num_beams=3",
+                 "--set", "captioner.sampler.n_frames=4", "--set", "captioner.decoder.visual_positions=64",
+                 "--set", "optim.captions_per_video=3"]
+
+
+def captioner_scenarios(work: Path) -> list[Scenario]:
+    """Tiny MSR-VTT-layout videos in `work` (kept and reused); the scenarios vidcap extract and vidcap train of the
+    kill-anywhere campaign (`saliency.infra.faults.campaign`)."""
+    videos = work / "videos"
+    prepare_once(videos, "vidcap.cli", ["synth", videos, "--n", "10", "--size", "32x64", "--frames", "4", "--quiet"])
+    extract = lambda out: ["extract", *CAMPAIGN_TINY, "--set", f"data.root={videos}", "--set",  # noqa: E731
+                           f"data.cache_dir={out}", "--splits", "train,val"]
+    caption = lambda out: ["train", *CAMPAIGN_TINY, "--set", f"data.root={videos}", "--set",  # noqa: E731
+                           f"data.cache_dir={out / 'cache'}", "--out", str(out / "run")]
+    return [Scenario("vidcap extract", "vidcap.cli", extract, extract),
+            Scenario("vidcap train", "vidcap.cli", caption, continue_run(caption, ["train"], lambda out: out / "run"))]

@@ -177,12 +177,6 @@ def summarise(results: list[dict]) -> dict[str, dict[str, int]]:
 SALIENCY_TINY = ["--set", "data.size=[32, 64]", "--set", "data.batch_size=8", "--set", "optim.epochs=1",
                  "--set", "model.options={width: 8, depth: 1, decoder_width: 8}", "--set", "val_metrics=[CC]",
                  "--set", "threads=1", "--quiet"]
-VIDCAP_TINY = ["--saliency", "none", "--quiet", "--set", "threads=1",
-               "--set", "captioner.sampler={n_frames: 2, mode: segment, size: [32, 64], resize: stretch}",
-               "--set", "captioner.encoder={backbone: small-cnn, pretrained: false, grid: 2}",
-               "--set", "captioner.decoder={hidden_size: 32, layers: 1, heads: 2, intermediate_size: 64}",
-               "--set", "captioner.tokenizer.min_count=1", "--set", "captioner.max_length=16",
-               "--set", "captioner.num_beams=1", "--set", "optim.epochs=1", "--set", "data.batch_size=8"]
 
 
 def require_success(status: int, command: str) -> None:

@@ -201,11 +201,8 @@ def differences(reference: Path, trial: Path) -> list[str]:
     return problems
 
 
-# The corruption battery's tiny runs, trained three epochs so that kills fall between checkpoints too.
+# The corruption battery's tiny saliency run, trained three epochs so that kills fall between checkpoints too.
 SALIENCY_TINY = [*corruption.SALIENCY_TINY, "--set", "optim.epochs=3", "--set", "val_metrics=[CC, KLD]"]
-VIDCAP_TINY = [*corruption.VIDCAP_TINY, "--set", "optim.epochs=3", "--set", "captioner.num_beams=3",
-               "--set", "captioner.sampler.n_frames=4", "--set", "captioner.decoder.visual_positions=64",
-               "--set", "optim.captions_per_video=3"]
 
 
 @dataclass
@@ -217,41 +214,36 @@ class Scenario:
     resume: Callable[[Path], list[str]]
 
 
-def _continue_run(start: Callable[[Path], list[str]], resume: list[str], run: Callable[[Path], Path]
-                  ) -> Callable[[Path], list[str]]:
+def continue_run(start: Callable[[Path], list[str]], resume: list[str], run: Callable[[Path], Path]
+                 ) -> Callable[[Path], list[str]]:
     """Resume a training run with `--resume` once it has a config.yaml; before that (killed while reading its
     data) there is nothing to resume and the user runs the command again."""
     return lambda out: [*resume, "--out", str(run(out)), "--resume", "--quiet"] if (run(out) / "config.yaml").is_file() \
         else start(out)
 
 
-def prepare(work: Path) -> list[Scenario]:
-    """Tiny data (SALICON and MSR-VTT layouts) and a tiny teacher in `work` (kept and reused); the scenarios:
-    saliency train, saliency distill, vidcap extract, vidcap train."""
-    salicon, videos, teacher = work / "salicon", work / "videos", work / "teacher"
-    for module, args, made in (("saliency.cli", ["synth", salicon, "--n", "24", "--size", "32x64", "--quiet"], salicon),
-                               ("vidcap.cli", ["synth", videos, "--n", "10", "--size", "32x64", "--frames", "4",
-                                               "--quiet"], videos),
-                               ("saliency.cli", ["train", "--set", f"data.root={salicon}", *SALIENCY_TINY, "--out",
-                                                 teacher], teacher / "model.safetensors")):
-        if not made.exists():
-            done = run_child(module, args)
-            if done.returncode:
-                raise RuntimeError(f"preparing {made}: {done.stderr[-2000:]}")
+def prepare_once(made: Path, module: str, args: list) -> None:
+    """Run a command that makes `made` (tiny data, a teacher) unless an earlier campaign left it in place."""
+    if not made.exists():
+        done = run_child(module, args)
+        if done.returncode:
+            raise RuntimeError(f"preparing {made}: {done.stderr[-2000:]}")
+
+
+def saliency_scenarios(work: Path) -> list[Scenario]:
+    """Tiny SALICON-layout data and a tiny teacher in `work` (kept and reused); the scenarios saliency train and
+    saliency distill (vidcap's are `vidcap.corruption.captioner_scenarios`)."""
+    salicon, teacher = work / "salicon", work / "teacher"
+    prepare_once(salicon, "saliency.cli", ["synth", salicon, "--n", "24", "--size", "32x64", "--quiet"])
+    prepare_once(teacher / "model.safetensors", "saliency.cli",
+                 ["train", "--set", f"data.root={salicon}", *SALIENCY_TINY, "--out", teacher])
     train = lambda out: ["train", "--set", f"data.root={salicon}", *SALIENCY_TINY, "--out", str(out)]  # noqa: E731
     distill = lambda out: ["distill", "--teacher", str(teacher), "--set", f"data.root={salicon}", *SALIENCY_TINY,  # noqa: E731
                            "--out", str(out)]
-    extract = lambda out: ["extract", *VIDCAP_TINY, "--set", f"data.root={videos}", "--set",  # noqa: E731
-                           f"data.cache_dir={out}", "--splits", "train,val"]
-    caption = lambda out: ["train", *VIDCAP_TINY, "--set", f"data.root={videos}", "--set",  # noqa: E731
-                           f"data.cache_dir={out / 'cache'}", "--out", str(out / "run")]
-    same = lambda out: out  # noqa: E731
     return [
-        Scenario("saliency train", "saliency.cli", train, _continue_run(train, ["train"], same)),
+        Scenario("saliency train", "saliency.cli", train, continue_run(train, ["train"], lambda out: out)),
         Scenario("saliency distill", "saliency.cli", distill,
-                 _continue_run(distill, ["distill", "--teacher", str(teacher)], same)),
-        Scenario("vidcap extract", "vidcap.cli", extract, extract),
-        Scenario("vidcap train", "vidcap.cli", caption, _continue_run(caption, ["train"], lambda out: out / "run")),
+                 continue_run(distill, ["distill", "--teacher", str(teacher)], lambda out: out)),
     ]
 
 
@@ -283,13 +275,14 @@ def reference_events(scenario: Scenario, work: Path) -> list[str]:
     return json.loads(events.read_text())
 
 
-def campaign(work: Path, kills: int, seed: int = 0, results: dict | None = None,
+def campaign(work: Path, scenarios: list[Scenario], kills: int, seed: int = 0, results: dict | None = None,
              save: Callable[[dict], None] = lambda results: None) -> dict:
-    """At least `kills` kill points for each scenario, in seeded trials compared with an uninterrupted run.
+    """At least `kills` kill points for each of `scenarios` (prepared in `work`), in seeded trials compared with an
+    uninterrupted run.
     `results` of an earlier invocation are continued (trial numbers pick the kill points, so nothing is
     redrawn); `save(results)` runs after every trial, so a campaign killed itself loses at most one trial."""
     results = {} if results is None else results
-    for scenario in prepare(work):
+    for scenario in scenarios:
         folder = work / scenario.name.replace(" ", "-")
         events = reference_events(scenario, folder)
         entry = results.setdefault(scenario.name, {"events": len(events), "trials": []})

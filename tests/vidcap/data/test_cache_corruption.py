@@ -81,7 +81,7 @@ def test_vidcap_extract_repairs_a_cut_short_shard_and_says_so(tiny_captioner, ca
     config, folder, undamaged = cache
     shard = largest_shard(folder)
     shard.write_bytes(shard.read_bytes()[:1000])
-    settings = [*corruption.VIDCAP_TINY, "--set", f"data.root={tiny_captioner / 'vidcap-data'}",
+    settings = [*captioner_corruption.VIDCAP_TINY, "--set", f"data.root={tiny_captioner / 'vidcap-data'}",
                 "--set", f"data.cache_dir={folder.parent}"]
     code, out, err = cli("vidcap")("extract", *settings)
     assert code == 0
