@@ -19,7 +19,8 @@ import torch
 from saliency.infra.errors import UserError
 from saliency.infra.media import ffmpeg_path, ffmpeg_reason, open_frames, run_ffmpeg
 from vidcap.captioner import Captioner, frames_to_tensor, previous_tensor
-from vidcap.data.video import ClipOrigin, FrameSamplerConfig, VideoFrames, decode_frames, probe, sample_indices
+from vidcap.data.video import (ClipOrigin, FrameSamplerConfig, VideoFrames, decode_frames, decode_size, probe,
+                               sample_indices)
 
 SCENES = "scenes"
 SCENE_THRESHOLD = 0.3  # ffmpeg's scene score (0..1) above which a frame starts a new scene
@@ -94,14 +95,6 @@ def scene_segments(duration: float, cuts: list[float], min_length: float = MIN_S
             bounds.append(cut)
     bounds.append(duration)
     return [Segment(start, end) for start, end in zip(bounds, bounds[1:])]
-
-
-def decode_size(shape: tuple[int, int], sampler: FrameSamplerConfig) -> tuple[int, int]:
-    """(H, W) to decode frames of `shape` at: full size, or twice what the sampler's size needs where the frames
-    are larger still, so a 4K video is scaled down while decoding, as whole clips are."""
-    height, width = shape
-    scale = 2 * max(sampler.size[0] / height, sampler.size[1] / width)
-    return shape if scale >= 1 else (max(2, round(height * scale)), max(2, round(width * scale)))
 
 
 class SegmentedVideo:

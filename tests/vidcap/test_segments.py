@@ -13,7 +13,7 @@ import torch
 from saliency.infra.errors import UserError
 from saliency.infra.media import ffmpeg_path
 from vidcap import formats
-from vidcap.data.video import FrameSamplerConfig, probe
+from vidcap.data.video import FrameSamplerConfig, probe, read_frames
 from vidcap.run import load_run
 from vidcap.segments import (Segment, SegmentedVideo, caption_video, fixed_segments, parse_segments, scene_cuts,
                              scene_segments)
@@ -105,6 +105,17 @@ def test_each_segment_samples_only_the_frames_that_start_inside_it(numbered):
         frames, origin = video.frames(segment)
         shown = np.rint(frames.reshape(4, -1).mean(axis=1) / 8)  # the frames' numbers, decoded
         assert shown.tolist() == indices.tolist() == origin.indices.tolist() and origin.path == numbered
+
+
+def test_one_segment_over_a_large_video_decodes_as_the_whole_clip_does(tmp_path):
+    """A frame more than twice the sampler's size is scaled down while decoding, to the same size either way."""
+    path = tmp_path / "wide.mp4"
+    rng = np.random.default_rng(0)
+    encode_frames(path, rng.integers(0, 256, (8, 96, 160, 3), dtype=np.uint8))
+    sampler = FrameSamplerConfig(n_frames=4, size=(16, 24), resize="stretch")
+    video = SegmentedVideo(path, sampler)
+    frames, _ = video.frames(Segment(0.0, video.duration))
+    assert np.array_equal(frames, read_frames(path, sampler))
 
 
 def test_a_segment_decodes_its_sampled_frames_and_no_others(numbered, monkeypatch):

@@ -134,7 +134,7 @@ def read_clip(path: str | Path, config: FrameSamplerConfig | None = None, *, num
     """`read_frames` plus the indices, times and origin of the frames, and with `previous` > 0 the frame that many
     frames before each (`decode_frames`, for a motion saliency model); `num_threads=0` lets decord choose."""
     config = config or FrameSamplerConfig()
-    reader = open_frames(path, lambda shape: _decode_size(shape, config), num_threads=num_threads)
+    reader = open_frames(path, lambda shape: decode_size(shape, config), num_threads=num_threads)
     timestamps = reader.timestamps()  # (N, 2) [start, end] seconds; None where ffmpeg decodes
     indices = sample_indices(len(reader), config.n_frames, config.mode, config.stride,
                              timestamps if config.mode == "segment" else None)
@@ -168,8 +168,9 @@ def _resized_shape(shape: tuple[int, int], size: tuple[int, int], resize: str) -
     return max(out_h, round(height * scale)), max(out_w, round(width * scale))
 
 
-def _decode_size(shape: tuple[int, int], config: FrameSamplerConfig) -> tuple[int, int]:
-    """Decode at twice the needed size when the frame is more than twice as large, else full size."""
+def decode_size(shape: tuple[int, int], config: FrameSamplerConfig) -> tuple[int, int]:
+    """(H, W) to decode frames of `shape` at: twice the size the sampler needs when the frame is more than twice as
+    large (a 4K video is scaled down while decoding), else full size. Whole clips and segments both use it."""
     needed_h, needed_w = _resized_shape(shape, config.size, config.resize)
     height, width = shape
     if height <= 2 * needed_h and width <= 2 * needed_w:
