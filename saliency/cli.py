@@ -6,8 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from saliency.infra.commandline import (add_command, add_config_arguments, add_synth_arguments, parse_size,
-                                        positive_int, report_skipped, run_command)
+from saliency.infra.commandline import (CommandParser, add_command, add_config_arguments, add_synth_arguments,
+                                        non_negative_int, parse_size, positive_int, report_skipped, run_command,
+                                        set_torch_threads)
 from saliency.infra.errors import UserError
 
 BACKEND_HELP = ("where the model runs: auto (default: the fastest installed, onnxruntime), torch, onnxruntime or "
@@ -183,16 +184,8 @@ def smoothing(text: str) -> float:
     return value
 
 
-def set_torch_threads(threads: int) -> None:
-    """Use `threads` CPU threads for torch (0: torch's default, all cores); process-wide, so only here."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="saliency", description="Train, distil, evaluate, benchmark and export saliency-prediction models.")
+    parser = CommandParser(prog="saliency", description="Train, distil, evaluate, benchmark and export saliency-prediction models.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     synth = add_command(commands, "synth", help="generate the synthetic saliency world: images in the SALICON layout, "
@@ -260,9 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = add_command(commands, "bench", help="params, MB, GFLOPs and ms/image of several models side by side")
     bench.add_argument("--models", required=True, help="comma-separated registry names or run directories; ratios are to the first")
     bench.add_argument("--size", type=parse_size, default=(288, 384), help="input HxW (default 288x384)")
-    bench.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
-    bench.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default 5)")
+    bench.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
+    bench.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (default: all cores)")
+    bench.add_argument("--rounds", type=positive_int, default=5, help="interleaved timing rounds (default 5)")
     bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     bench.add_argument("--backends", default="torch",
                        help="comma-separated: torch, torch-channels-last, onnxruntime, onnxruntime-int8 (default torch); "

@@ -6,8 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from saliency.infra.commandline import (EXIT_SKIPPED, add_command, add_config_arguments, add_synth_arguments,
-                                        positive_int, report_skipped, run_command)
+from saliency.infra.commandline import (EXIT_SKIPPED, CommandParser, add_command, add_config_arguments,
+                                        add_synth_arguments, port_number, positive_int, positive_number, report_skipped,
+                                        run_command, set_torch_threads)
 from saliency.infra.errors import UserError
 from vidcap.formats import FORMATS, SUBTITLES
 
@@ -245,33 +246,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def positive_number(text: str) -> float:
-    """`'2.5'` → 2.5, for sizes that must be above 0, as argparse `type=`."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be above 0")
-    return value
-
-
 def overlay_path(template: str, video: str, count: int) -> Path:
     """`--overlay OUT.mp4` for one video; for several, `OUT-<video stem>.mp4` each."""
     out = Path(template)
     return out if count == 1 else out.with_name(f"{out.stem}-{Path(video).stem}{out.suffix or '.mp4'}")
 
 
-def set_torch_threads(threads: int) -> None:
-    """Use `threads` CPU threads for torch (0: torch's default, all cores); process-wide, so only here."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vidcap", description="Caption videos with saliency-weighted features.")
+    parser = CommandParser(prog="vidcap", description="Caption videos with saliency-weighted features.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     synth = add_command(commands, "synth", help="generate synthetic captioned videos in the MSR-VTT layout")
@@ -367,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "GET /api/health.")
     serve.add_argument("--model", required=True, metavar="RUN", help="trained captioner run directory")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    serve.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0: any free port)")
     serve.add_argument("--max-upload-mb", type=positive_number, default=200, metavar="MB",
                        help="larger uploads get 413 (default 200)")
     serve.add_argument("--queue", type=positive_int, default=4, metavar="N",

@@ -15,6 +15,14 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line on stderr, as every other user error is: `PROGRAM: error:
+    MESSAGE (see 'PROGRAM COMMAND --help')`, exit status 2. Its subcommands are CommandParsers too."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog.split()[0]}: error: {message} (see '{self.prog} --help')\n")
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
     """`--config FILE` and repeatable `--set key=value` overrides."""
     parser.add_argument("--config", required=required, metavar="YAML", help="config preset (YAML); defaults fill the rest")
@@ -63,6 +71,45 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """`'0'` → 0, for counts where 0 means "the default" (threads: all cores), as argparse `type=`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 0")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """`'2.5'` → 2.5, for sizes that must be above 0, as argparse `type=`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be above 0")
+    return value
+
+
+def port_number(text: str) -> int:
+    """`'8000'` → 8000, a TCP port (0: any free one), as argparse `type=`."""
+    value = non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is at most 65535")
+    return value
+
+
+def set_torch_threads(threads: int) -> None:
+    """Use `threads` CPU threads for torch (0: torch's default, all cores); process-wide, so only a command's
+    `main()` calls it."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def report_skipped(command: str, skipped: Sequence[str], what: str = "input") -> int:
