@@ -11,7 +11,6 @@ itself and a second set of observers reach on the same images.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from scipy import ndimage
 from saliency.data import open_dataset
 from saliency.infra.errors import DatasetError
 from saliency.metrics import METRICS
-from saliency.synthetic import META_NAME, GazeModel, all_fixations, density_map
+from saliency.synthetic import META_NAME, GazeModel, all_fixations, density_map, read_meta
 
 BASELINES = ("heuristic", "centre", "oracle", "inter_observer")
 SATURATION_THRESHOLD = 0.35
@@ -58,7 +57,7 @@ def synthetic_meta(root: str | Path) -> dict:
     path = Path(root) / META_NAME
     if not path.is_file():
         raise DatasetError(f"{root}: no {META_NAME}; the baselines need a synthetic dataset")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_meta(path)
 
 
 def baseline_scores(root: str | Path, split: str = "test", seed: int = 0) -> dict[str, list[float]]:

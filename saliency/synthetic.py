@@ -29,7 +29,7 @@ from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
 from saliency.data.readers import Dhf1kReader
-from saliency.infra.errors import UserError
+from saliency.infra.errors import DatasetError, UserError
 from saliency.infra.media import Mp4Writer
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star")
@@ -575,6 +575,20 @@ def prepare_output_dir(out: Path, owned: Sequence[str]) -> None:
             elif path.exists():
                 path.unlink()
     out.mkdir(parents=True, exist_ok=True)
+
+
+def read_meta(path: str | Path) -> dict:
+    """A `synthetic_meta.json` the generators wrote, as a dict; a missing, unreadable or damaged one is one line."""
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such file (the synthetic generators write it)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DatasetError(f"{path}: cannot read the synthetic world's record ({error})") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: not a synthetic world's record (a JSON object)")
+    return meta
 
 
 def write_json(path: Path, data: dict) -> None:

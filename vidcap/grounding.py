@@ -14,7 +14,6 @@ benchmark can score captions the same way `vidcap eval` does.
 """
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -117,11 +116,8 @@ def load_actors(root: str | Path) -> dict[str, dict[str, str]] | None:
     path = Path(root) / world.META_NAME
     if not path.is_file():
         return None
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path}: cannot read the synthetic world's record ({error})") from None
-    videos = meta.get("videos") if isinstance(meta, dict) else None
+    meta = world.read_meta(path)
+    videos = meta.get("videos")
     if not isinstance(videos, dict):
         return None
     return {video_id: _actor(path, video_id, entry) for video_id, entry in videos.items()}

@@ -11,7 +11,6 @@ frames `[T,3,H,W]` and its origin (None when unknown) into log-densities `[T,1,H
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from torch import Tensor
 
 from saliency.baselines import centre_prior
 from saliency.infra.errors import UserError
-from saliency.synthetic import META_NAME, GazeModel
+from saliency.synthetic import META_NAME, GazeModel, read_meta
 from vidcap.data.synthetic import video_scene
 from vidcap.data.video import ClipOrigin, resize_maps
 
@@ -116,7 +115,7 @@ class WorldMaps:
             raise UserError(f"{video}: saliency source {self.name} needs the world's own maps, from the {META_NAME} "
                             f"that `vidcap synth` writes; none in {video.parent} or {video.parent.parent}")
         if folder not in self.metas:
-            meta = json.loads((folder / META_NAME).read_text(encoding="utf-8"))
+            meta = read_meta(folder / META_NAME)
             if not isinstance(meta.get("videos"), dict):
                 raise UserError(f"{folder / META_NAME}: not the meta of synthetic videos (no 'videos')")
             self.metas[folder] = meta

@@ -12,7 +12,7 @@ import scipy.io
 from PIL import Image
 
 from saliency import synthetic as world
-from saliency.infra.errors import UserError
+from saliency.infra.errors import DatasetError, UserError
 
 H, W = 72, 96
 
@@ -358,3 +358,16 @@ def test_dhf1k_refuses_more_videos_than_its_numbering_holds(tmp_path):
         world.write_dhf1k(tmp_path, n=101, splits=(0, 1, 0), progress=False)
     with pytest.raises(UserError, match="motion needs two frames"):
         world.write_dhf1k(tmp_path, n=2, n_frames=1, progress=False)
+
+
+@pytest.mark.parametrize("content, problem", [(b"{not json", "cannot read the synthetic world's record"),
+                                              (b"\xff\xfe\x00", "cannot read the synthetic world's record"),
+                                              (b"[1, 2]", "not a synthetic world's record")])
+def test_a_damaged_world_record_is_one_line_naming_it(tmp_path, content, problem):
+    path = tmp_path / world.META_NAME
+    path.write_bytes(content)
+    with pytest.raises(DatasetError, match=problem) as raised:
+        world.read_meta(path)
+    assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(DatasetError, match="no such file"):
+        world.read_meta(tmp_path / "missing.json")
