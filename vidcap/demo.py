@@ -24,20 +24,21 @@ from saliency.infra.errors import UserError
 from saliency.baselines import baseline_scores
 from saliency.infra.stats import paired_bootstrap
 from saliency.pretrain import FAMILIES, PretrainConfig, Pretrainer
-from saliency.synthetic import WORLDS
+from saliency.synthetic import META_NAME, WORLDS, read_meta
 from saliency import ALL_METRICS, evaluate_model
 from saliency import load as load_saliency_model
 from saliency.infra.rundir import atomic_write_json
 from saliency import SaliencyRunConfig, SaliencyTrainer
 from saliency.infra.training import continue_training
 from vidcap.reports.comparison import compare_runs, load_evaluated_run, load_per_video, paired_differences
-from vidcap.data.datasets import open_caption_dataset
+from vidcap.data.datasets import SPLITS as CAPTION_SPLITS, open_caption_dataset
 from vidcap.reports.evaluation import METRIC_LABELS
 from vidcap.reports.saliency_maps import maps_figure, saliency_blocks
 from vidcap.split_evaluation import evaluate_split
 from vidcap.data.synthetic import write_msrvtt
 from vidcap.run import VidcapRunConfig, load_run
 from vidcap.captioner import with_saliency
+from vidcap.encoder import WEIGHTINGS
 from vidcap.train import CaptionTrainer
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ SALIENCY_SOURCES = ("none", "teacher", "student")
 STAGES = ("world", "pretrain", "teacher", "student", "student-no-kd", "captioners", "evaluate", "report")
 SALIENCY_RUNS = {"teacher": "teacher", "student": "student", "student_no_kd": "student-no-kd"}  # summary key → run
 BASELINES = ("heuristic", "centre", "oracle")
+MIN_VIDEOS = 10  # the smallest world with a video in every split
 PRETRAIN_RUN = "pretrain"  # captioning.captioner.encoder.pretrained naming the demo's pretraining run
 
 
@@ -61,6 +63,18 @@ class WorldConfig:
 
     def __post_init__(self) -> None:
         require(self.version in WORLDS, "version", f"{self.version!r} is not one of {', '.join(WORLDS)}")
+        require(self.videos >= MIN_VIDEOS, "videos", f"at least {MIN_VIDEOS}, so that every split (70/10/20%) gets a "
+                                                     f"video; got {self.videos}")
+        require(self.frames >= 1 and self.fps > 0 and self.seed >= 0, "frames",
+                f"need frames >= 1, fps > 0 and seed >= 0; got {self.frames}, {self.fps}, {self.seed}")
+
+    def recorded(self, meta: dict) -> dict[str, tuple]:
+        """{key: (recorded, configured)} of every setting in which the world `meta` describes differs from this one."""
+        recorded = {"videos": len(meta.get("videos", {})), "size": tuple(meta.get("size", ())),
+                    "frames": meta.get("n_frames"), "fps": meta.get("fps"), "seed": meta.get("seed"),
+                    "version": meta.get("world")}
+        return {key: (value, getattr(self, key)) for key, value in recorded.items()
+                if value != (tuple(self.size) if key == "size" else getattr(self, key))}
 
 
 @dataclass
@@ -76,6 +90,12 @@ class DemoConfig:
     captioning: VidcapRunConfig = field(default_factory=VidcapRunConfig)  # shared by all three; saliency set per run
     weighting: str = "residual"  # encoder.weighting of the captioners that use saliency
     eval_split: str = "test"
+
+    def __post_init__(self) -> None:
+        require(self.labels >= 1, "labels", f"must be at least 1, got {self.labels}")
+        weightings = [mode for mode in WEIGHTINGS if mode != "none"]
+        require(self.weighting in weightings, "weighting", f"{self.weighting!r} is not one of {', '.join(weightings)}")
+        require(self.eval_split in CAPTION_SPLITS, "eval_split", f"{self.eval_split!r} is not one of {', '.join(CAPTION_SPLITS)}")
 
 
 class Demo:
@@ -121,10 +141,22 @@ class Demo:
         self.seconds[name] = time.perf_counter() - started
 
     def world(self) -> None:
-        if (self.data / "synthetic_meta.json").is_file():
+        """The world, or the one already there if it is the configured one; another world is refused, as are trained
+        stages whose world is gone (they would be reused on data they were not trained on)."""
+        world = self.config.world
+        if (self.data / META_NAME).is_file():
+            changed = world.recorded(read_meta(self.data / META_NAME))
+            if changed:
+                key, (old, new) = next(iter(changed.items()))
+                raise UserError(f"{self.data} holds a world generated with world.{key}={old}, not {new}: give the "
+                                f"demo another `out` (--set out=...), or delete {self.out} to start over")
             log.info("%s: already generated, skipped", self.data)
             return
-        world = self.config.world
+        trained = [name for name in ("pretrain", *SALIENCY_RUNS.values(), *(f"captioner-{s}" for s in SALIENCY_SOURCES))
+                   if self.run_dir(name).is_dir()]
+        if trained:
+            raise UserError(f"{self.out}/{trained[0]} was trained on a world that {self.data} no longer holds: give the "
+                            f"demo another `out` (--set out=...), or delete {self.out} to start over")
         write_msrvtt(self.data, n=world.videos, seed=world.seed, size=tuple(world.size), n_frames=world.frames,
                      fps=world.fps, progress=self.progress, world=world.version)
 

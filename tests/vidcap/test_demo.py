@@ -96,3 +96,31 @@ def test_running_again_skips_finished_stages(demo, capsys):
 def test_unknown_stage_is_one_line_error(tmp_path, capsys):
     assert main(["demo", "--set", f"out={tmp_path}", "--skip", "nonsense"]) == 2
     assert "not a demo stage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting, problem", [("world.seed=1", "world.seed=0, not 1"),
+                                              ("world.videos=30", "world.videos=20, not 30")])
+def test_another_world_in_the_same_out_is_refused_before_any_stage_reuses_it(demo, cli, setting, problem):
+    run = cli("vidcap", preceded_by=("[1/8] world",))
+    code, _, err = run("demo", "--config", "configs/demo.yaml", "--set", f"out={demo}", *TINY, "--set", setting)
+    assert code == 2
+    run.assert_one_line_error(err, problem, "another `out`")
+
+
+def test_trained_stages_without_their_world_are_refused(tmp_path, cli):
+    (tmp_path / "teacher").mkdir()
+    run = cli("vidcap", preceded_by=("[1/8] world",))
+    code, _, err = run("demo", "--set", f"out={tmp_path}", *TINY)
+    assert code == 2 and not (tmp_path / "data").exists()
+    run.assert_one_line_error(err, f"{tmp_path}/teacher was trained on a world", "no longer holds")
+
+
+@pytest.mark.parametrize("setting, problem", [("labels=0", "labels: must be at least 1"),
+                                              ("weighting=bogus", "'bogus' is not one of"),
+                                              ("eval_split=nosuch", "'nosuch' is not one of train, val, test"),
+                                              ("world.videos=-5", "world.videos: at least 10")])
+def test_a_bad_demo_setting_is_one_line_before_any_folder_is_made(tmp_path, cli, setting, problem):
+    run = cli("vidcap")
+    code, _, err = run("demo", "--set", f"out={tmp_path / 'demo'}", "--set", setting)
+    assert code == 2 and not (tmp_path / "demo").exists()
+    run.assert_one_line_error(err, problem)
