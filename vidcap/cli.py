@@ -44,34 +44,22 @@ def _run_config(args: argparse.Namespace):
 
 
 def _scst_config(args: argparse.Namespace):
-    """The self-critical stage of the finished cross-entropy run `--out`: its config, starting from it, at the
-    stage's epochs and learning rate (then `--set`), trained into RUN/scst."""
-    from saliency.infra.config import apply_overrides, from_dict, to_dict
-    from saliency.infra.rundir import WEIGHTS, RunDir
-    from vidcap.run import VidcapRunConfig, captioner_run
-    from vidcap.scst import scst_stage
+    """The self-critical stage's config: of the cross-entropy run `--out` (resuming: the stage's own), then `--set`."""
+    from vidcap.scst import stage_config
 
     if args.config or args.saliency or args.saliency_model:
         raise UserError("--scst continues the run's own config; drop --config, --saliency and --saliency-model")
-    run = captioner_run(args.out)
-    config = run.load_config(VidcapRunConfig)
-    if config.scst.start:
-        raise UserError(f"{args.out}: already a self-critical stage (of {config.scst.start}); give its "
-                        "cross-entropy run")
-    done = RunDir(args.out).completed_epochs()
-    if done < config.optim.epochs or not run.file(WEIGHTS).is_file():
-        raise UserError(f"{args.out}: --scst needs a finished cross-entropy run, this one has {done} of its "
-                        f"{config.optim.epochs} epochs; finish it first (vidcap train --out {args.out} --resume)")
-    return from_dict(VidcapRunConfig, apply_overrides(to_dict(scst_stage(config, args.out)), args.overrides))
+    return stage_config(args.out, args.overrides, resume=args.resume)
 
 
 def _train(args: argparse.Namespace) -> int:
     from saliency.infra import distributed
     from saliency.infra.rundir import RunDir
+    from vidcap.scst import STAGE_FOLDER
     from vidcap.train import CaptionTrainer
 
     config = _scst_config(args) if args.scst else _run_config(args)
-    out = str(Path(args.out) / "scst") if args.scst else args.out
+    out = str(Path(args.out) / STAGE_FOLDER) if args.scst else args.out
     set_torch_threads(config.threads)
     with distributed.session() as world, RunDir(out).lock(world):  # under torchrun: one process of several
         trainer = CaptionTrainer(config, out, resume=args.resume, progress=not args.quiet)

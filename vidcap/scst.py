@@ -13,6 +13,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,10 +21,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from saliency.infra.config import require_positive
+from saliency.infra.errors import UserError
 
 NGRAMS = 4
 SIGMA = 6.0  # of CIDEr-D's Gaussian length penalty
 EPOCHS, LR = 5, 2e-5  # the stage's optim.epochs and optim.lr, unless --set says otherwise
+STAGE_FOLDER = "scst"  # the stage's run directory, inside its cross-entropy run
 
 
 def scst_stage(config, start: str):
@@ -31,6 +34,29 @@ def scst_stage(config, start: str):
     captioner and data, starting from it, at the stage's epochs and learning rate without warm-up."""
     return replace(config, scst=replace(config.scst, start=str(start)),
                    optim=replace(config.optim, epochs=EPOCHS, lr=LR, warmup_steps=0))
+
+
+def stage_config(start: str | Path, overrides: Sequence[str] = (), resume: bool = False):
+    """The run config of the self-critical stage (`START/scst`) of the finished cross-entropy run `start`: its config
+    at the stage's epochs and learning rate, then `overrides`; resuming a stage that has begun, the stage's own
+    config.yaml, then `overrides` (as every run resumes). A run that is a stage already, or whose cross-entropy
+    epochs are not all done, is a one-line error."""
+    from saliency.infra.config import apply_overrides, from_dict, load_config, to_dict
+    from saliency.infra.rundir import WEIGHTS, RunDir
+    from vidcap.run import VidcapRunConfig, captioner_run
+
+    own = Path(start) / STAGE_FOLDER / "config.yaml"
+    if resume and own.is_file():
+        return load_config(VidcapRunConfig, own, overrides)
+    run = captioner_run(start)
+    config = run.load_config(VidcapRunConfig)
+    if config.scst.start:
+        raise UserError(f"{start}: already a self-critical stage (of {config.scst.start}); give its cross-entropy run")
+    done = RunDir(start).completed_epochs()
+    if done < config.optim.epochs or not run.file(WEIGHTS).is_file():
+        raise UserError(f"{start}: --scst needs a finished cross-entropy run, this one has {done} of its "
+                        f"{config.optim.epochs} epochs; finish it first (vidcap train --out {start} --resume)")
+    return from_dict(VidcapRunConfig, apply_overrides(to_dict(scst_stage(config, str(start))), list(overrides)))
 
 
 @dataclass

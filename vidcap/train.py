@@ -79,7 +79,7 @@ class CaptionTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(config.optim.warmup_steps, config.optim.epochs * steps_per_epoch))
         self.rng = np.random.default_rng(config.seed)
-        self.log = EpochLog(self.run, "CIDEr")
+        self.log = EpochLog(self.run, "CIDEr", train_columns=("loss", "reward") if config.scst.start else ("loss",))
         self.checkpoint = Checkpoint(self.run, self.world, model=CaptionerWeights(self.model), optimizer=self.optimizer,
                                      scheduler=self.scheduler)
         self.epoch = 0

@@ -125,8 +125,9 @@ class EpochLog:
     """Per-epoch records and the best epoch by one validation metric; writes `metrics.json` (one shape for
     every trainer), `log.csv` and `curves.png` into the run directory."""
 
-    def __init__(self, run: RunDir, select_by: str, higher_is_better: bool = True):
+    def __init__(self, run: RunDir, select_by: str, higher_is_better: bool = True, train_columns: tuple[str, ...] = ("loss",)):
         self.run, self.select_by, self.higher_is_better = run, select_by, higher_is_better
+        self.train_columns = train_columns  # the training figures log.csv shows (every one goes to TensorBoard)
         self.history: list[dict] = []
         self.best = -math.inf  # the best epoch's validation score, oriented so that higher is better
         self._board = None  # TensorBoard writer once opened; False when the package is not installed
@@ -156,13 +157,13 @@ class EpochLog:
                 "epochs": self.history, **extra, "train_seconds_this_session": seconds}
 
     def write(self, metrics: dict) -> None:
-        """metrics.json, log.csv (epoch, training loss, every validation metric, lr), curves.png and, with the
-        optional `tensorboard` package, TensorBoard scalars."""
+        """metrics.json, log.csv (epoch, the `train_columns` figures of training, every validation metric, lr),
+        curves.png and, with the optional `tensorboard` package, TensorBoard scalars."""
         self.run.save_metrics(metrics)
         names = list(self.history[0]["val"])
-        rows = [["epoch", "train_loss", *(f"val_{name}" for name in names), "lr"]]
-        rows += [[r["epoch"], f"{r['train']['loss']:.5f}", *(f"{r['val'][n]:.5f}" for n in names), f"{r['lr']:.3g}"]
-                 for r in self.history]
+        rows = [["epoch", *(f"train_{name}" for name in self.train_columns), *(f"val_{name}" for name in names), "lr"]]
+        rows += [[r["epoch"], *(f"{r['train'][n]:.5f}" for n in self.train_columns), *(f"{r['val'][n]:.5f}" for n in names),
+                  f"{r['lr']:.3g}"] for r in self.history]
         text = io.StringIO()
         csv.writer(text).writerows(rows)
         atomic_write_text(self.run.file(LOG), text.getvalue())

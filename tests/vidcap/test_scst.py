@@ -67,6 +67,10 @@ def test_vidcap_train_scst_continues_a_finished_run_into_its_own_folder_and_refu
     start, after = RunDir(run).load_weights(), stage.load_weights()  # it started from the cross-entropy weights
     assert start.keys() == after.keys() and all(torch.allclose(start[k], after[k], atol=1e-6) for k in start)
     assert 0 <= stage.load_metrics()["epochs"][0]["train"]["reward"] < 10
+    assert (run / "scst" / "log.csv").read_text().splitlines()[0] == "epoch,train_loss,train_reward,val_CIDEr,lr"
+    # --resume continues the stage as its own config.yaml says, without the first call's --set repeated
+    assert main(["train", "--scst", "--out", str(run), "--resume", "--quiet"]) == 0
+    assert stage.load_config(VidcapRunConfig) == config
     assert main(["eval", "--model", str(run / "scst"), "--split", "test", "--quiet"]) == 0
     capsys.readouterr()
     assert main(["train", "--scst", "--out", str(run / "scst"), "--quiet"]) == 2
