@@ -121,7 +121,9 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=200, help="synthetic clips for the resume check (default 200)")
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs before the run is let finish (default 3)")
     parser.add_argument("--uploads", type=int, default=20, help="concurrent uploads (default 20)")
-    parser.add_argument("--json", default="benchmarks/results/captioning_at_scale.json", help="where to write the figures")
+    parser.add_argument("--json", default="runs/bench/captioning_at_scale.json",
+                        help="where to write the figures (default %(default)s; the committed reference is "
+                             "benchmarks/results/captioning_at_scale.json)")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="captioning-at-scale-") as folder:
