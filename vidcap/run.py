@@ -2,7 +2,7 @@
 one way a trained captioner is opened, mirroring `saliency.load`."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -11,13 +11,15 @@ import torch
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
 from saliency.infra.training import validate_optimiser, validate_run_basics
-from saliency.infra.rundir import WEIGHTS, RunDir
+from saliency.infra.rundir import WEIGHTS, RunDir, file_digest, safetensors_header
 from saliency.infra.weights import load_state_strictly
 from vidcap.captioner import Captioner, CaptionerConfig, load_saliency_source
+from vidcap.saliency_sources import CONTROLS
 from vidcap.scst import SCSTConfig
 from vidcap.tokenizer import TOKENIZER_FILE, CaptionTokenizer
 
 SALIENCY_PREFIX = "front.saliency_model."  # the saliency model's weights live in its own run directory
+SALIENCY_DIGEST = "saliency_sha1"  # model.safetensors metadata: the saliency weights the captioner was trained with
 
 
 @dataclass
@@ -82,6 +84,29 @@ class CaptionerWeights:
         load_state_strictly(self.model, state, where, "this captioner", skip_prefix=SALIENCY_PREFIX)
 
 
+def saliency_weights(config: CaptionerConfig) -> Path | None:
+    """The saliency model's weights file a captioner reads (None: no saliency model, `none` or a control)."""
+    source = config.saliency
+    return Path(source.run) / WEIGHTS if source.run and source.source not in ("none", *CONTROLS) else None
+
+
+def saliency_provenance(config: CaptionerConfig) -> dict[str, str]:
+    """What a captioner's model.safetensors records of the saliency weights it is trained with, so that loading it
+    beside other ones is refused."""
+    path = saliency_weights(config)
+    return {SALIENCY_DIGEST: file_digest(path)} if path else {}
+
+
+def check_saliency_provenance(run: RunDir, config: CaptionerConfig) -> None:
+    """A one-line UserError when the saliency run the captioner names now holds other weights than it was trained
+    with (retrained or replaced since). Runs written before this record have nothing to compare."""
+    recorded = ((safetensors_header(run.file(WEIGHTS)) or {}).get("__metadata__") or {}).get(SALIENCY_DIGEST)
+    path = saliency_weights(config)
+    if recorded and path and path.is_file() and file_digest(path) != recorded:
+        raise UserError(f"{path}: not the saliency weights {run.file(WEIGHTS)} was trained with (retrained or "
+                        "replaced since); restore them, or train the captioner again")
+
+
 def captioner_run(run_dir: str | Path) -> RunDir:
     """The run directory of a trained captioner, or a one-line UserError saying why it is not one."""
     run = RunDir(run_dir).require()
@@ -97,7 +122,10 @@ def load_run(run_dir: str | Path) -> tuple[Captioner, VidcapRunConfig]:
     tokenizer = CaptionTokenizer.load(run.file(TOKENIZER_FILE))
     weights = run.load_weights()
     run.check_unchanged_since(WEIGHTS)  # config.yaml and tokenizer.json, once each has been checked on its own
-    model = Captioner(config.captioner, tokenizer, load_saliency_source(config.captioner.saliency))
+    check_saliency_provenance(run, config.captioner)
+    # the frozen encoder's weights are in the run: its `pretrained` source is not needed to rebuild it
+    built = replace(config.captioner, encoder=replace(config.captioner.encoder, pretrained=False))
+    model = Captioner(built, tokenizer, load_saliency_source(config.captioner.saliency))
     CaptionerWeights(model).load_state_dict(weights, run.file(WEIGHTS))
     return model.eval(), config
 

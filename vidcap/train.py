@@ -23,7 +23,7 @@ from vidcap.data.cache import FeatureCache, extract_features, extractor_fingerpr
 from vidcap.captioner import Captioner, load_saliency_source
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.evaluate import cider
-from vidcap.run import CaptionerWeights, VidcapRunConfig, captioner_run
+from vidcap.run import CaptionerWeights, VidcapRunConfig, captioner_run, saliency_provenance
 from vidcap.saliency_sources import require_world
 from vidcap.scst import CiderD, self_critical_loss, sequence_log_probs
 from vidcap.tokenizer import TOKENIZER_FILE, CaptionTokenizer
@@ -203,7 +203,7 @@ class CaptionTrainer:
             train = {"loss": float(np.mean(losses))} | ({"reward": float(np.mean(self.rewards))} if self.rewards else {})
             record = {"epoch": self.epoch, "train": train, "val": val, "lr": self.scheduler.get_last_lr()[0]}
             if self.log.add(record) and main:
-                self.run.save_weights(CaptionerWeights(self.model).state_dict())
+                self.run.save_weights(CaptionerWeights(self.model).state_dict(), saliency_provenance(config.captioner))
             if main:
                 self.log.write(self._metrics(time.perf_counter() - started))
             # The checkpoint is the epoch's last write: a run killed before it redoes the epoch, files included.

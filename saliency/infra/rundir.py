@@ -1,6 +1,6 @@
 """The run directory: config, weights, metrics and resumable training state, all written atomically.
 
-Layout (DESIGN.md): `config.yaml`, `model.safetensors`, `metrics.json`, `log.csv`, `curves.png`,
+Layout (README, "Configs and run directories"): `config.yaml`, `model.safetensors`, `metrics.json`, `log.csv`, `curves.png`,
 `train_state.safetensors` + `train_state.json`, and `.lock`, held by the process training into it. Nothing here
 unpickles anything.
 """
@@ -106,6 +106,15 @@ def require_writable(folder: str | Path) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def file_digest(path: str | Path) -> str:
+    """sha1 of a file's bytes (weights that shape the features)."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:

@@ -28,8 +28,8 @@ from saliency.backends import EXPORT_FOLDER
 from saliency.infra import distributed
 from saliency.infra.config import to_dict
 from saliency.infra.errors import UserError
-from saliency.infra.rundir import (atomic_write_json, require_writable, safetensors_header, safetensors_problem,
-                                   save_safetensors, try_flock)
+from saliency.infra.rundir import (WEIGHTS, atomic_write_json, file_digest, require_writable, safetensors_header,
+                                   safetensors_problem, save_safetensors, try_flock)
 from vidcap.backends import backends_name, resolve_backends, use_backend
 from vidcap.captioner import CaptionerConfig, VisualFrontEnd, load_saliency_source
 from vidcap.data.datasets import open_caption_dataset
@@ -40,15 +40,6 @@ log = logging.getLogger(__name__)
 
 SHARD_SIZE = 64  # videos per shard file
 DTYPE = torch.float32  # stored token precision: the decoder's, in training and at inference
-
-
-def file_digest(path: str | Path) -> str:
-    """sha1 of a file's bytes (weights that shape the features)."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def extractor_fingerprint(config: CaptionerConfig, encoder_state: dict[str, torch.Tensor],
@@ -62,7 +53,7 @@ def extractor_fingerprint(config: CaptionerConfig, encoder_state: dict[str, torc
     digest = hashlib.sha1(json.dumps(described | ({} if backend == "torch" else {"backend": backend}),
                                      sort_keys=True).encode())
     if config.saliency.source != "none" and config.saliency.run:
-        digest.update(file_digest(Path(config.saliency.run) / "model.safetensors").encode())
+        digest.update(file_digest(Path(config.saliency.run) / WEIGHTS).encode())
     for name in sorted(encoder_state):
         digest.update(name.encode())
         digest.update(encoder_state[name].detach().cpu().contiguous().numpy().tobytes())
