@@ -17,7 +17,7 @@ from saliency.infra.errors import UserError
 from saliency import load as load_saliency_model
 from saliency.models.components import motion_gap, motion_input
 from vidcap.decoder import CaptionDecoder, DecoderConfig
-from vidcap.encoder import TRACK_CHANNELS, EncoderConfig, FrameEncoder, SaliencyWeighting
+from vidcap.encoder import TRACK_CHANNELS, WEIGHTINGS, EncoderConfig, FrameEncoder, SaliencyWeighting
 from vidcap.saliency_sources import CONTROLS, SOURCES, Source, control_maps
 from vidcap.tokenizer import CaptionTokenizer
 from vidcap.data.video import ClipOrigin, FrameSamplerConfig, read_clip
@@ -82,7 +82,7 @@ def with_saliency(config: CaptionerConfig, source: str, run: str | None = None,
     weighting = weighting or config.encoder.weighting
     if weighting == "none":
         raise UserError(f"saliency {source} with encoder.weighting=none would ignore the maps; "
-                        "pick multiply, residual, pool or prior")
+                        f"pick one of {', '.join(mode for mode in WEIGHTINGS if mode != 'none')}")
     run = None if source in CONTROLS else run or config.saliency.run
     return replace(config, saliency=replace(config.saliency, source=source, run=run),
                    encoder=replace(config.encoder, weighting=weighting))

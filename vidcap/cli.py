@@ -114,6 +114,10 @@ def _caption(args: argparse.Namespace) -> int:
                         "caption many into --out results.jsonl")
     out = check_results_path(args.out) if args.out else None
     model, config = load_run(args.model)
+    if args.overlay:  # a mistake, before any video is captioned
+        from vidcap.reports.overlay import require_saliency_model
+
+        require_saliency_model(model.front, config.captioner.saliency.source, args.model)
     use_backend(model.front, config, args.backend, Path(args.model) / EXPORT_FOLDER, args.saliency_backend)
     ahead = CaptionsAhead(model, videos, args.beams) if segments is None else None  # decoding overlapped, batched
 
@@ -318,9 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--names", help="comma-separated display names, one per run (default: folder names)")
     compare.set_defaults(handler=_compare)
 
-    demo = add_command(commands, "demo", help="the whole job on synthetic data: saliency teacher → student → three "
-                                            "captioners → evaluation → report.html",
-                               description="Generate the synthetic world, train a saliency teacher, distil a student "
+    demo = add_command(commands, "demo", help="the whole job on synthetic data: pretraining → saliency teacher → "
+                                            "student → three captioners → evaluation → report.html",
+                               description="Generate the synthetic world, pretrain the teacher's backbone on its "
+                                           "objects, train a saliency teacher, distil a student "
                                            "(and train one without distillation), train captioners with saliency none / "
                                            "teacher / student, evaluate them, write OUT/report.html and OUT/summary.json. "
                                            "Finished stages are skipped and interrupted ones resumed when run again.")
@@ -328,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(config="configs/demo.yaml")
     demo.set_defaults(handler=_demo)
     demo.add_argument("--skip", metavar="STAGES", help="comma-separated stages not to run (their outputs must exist): "
-                                                      "world, teacher, student, student-no-kd, captioners, evaluate, report")
+                                                      "world, pretrain, teacher, student, student-no-kd, captioners, "
+                                                      "evaluate, report")
 
     serve = add_command(commands, "serve", help="a local web page and JSON API that caption uploaded videos",
                         description="Serve a page at / where one uploads or drops a video and sees its caption (or "

@@ -93,6 +93,15 @@ def test_running_again_skips_finished_stages(demo, capsys):
     assert out.strip().splitlines()[-1].endswith(f"wrote {demo / 'summary.json'}")  # no report was written
 
 
+def test_the_help_names_every_stage_in_order():
+    from vidcap.cli import build_parser
+    from vidcap.demo import STAGES
+
+    demo = next(a for a in build_parser()._actions if a.dest == "command").choices["demo"]
+    skip = next(a for a in demo._actions if a.dest == "skip")
+    assert skip.help.endswith(", ".join(STAGES))
+
+
 def test_unknown_stage_is_one_line_error(tmp_path, capsys):
     assert main(["demo", "--set", f"out={tmp_path}", "--skip", "nonsense"]) == 2
     assert "not a demo stage" in capsys.readouterr().err

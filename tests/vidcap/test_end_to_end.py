@@ -98,6 +98,14 @@ def test_overlay_writes_a_video_with_the_saliency_map(trained, tmp_path, capsys)
     assert len(reader) == len(decord.VideoReader(str(video)))
 
 
+def test_overlay_without_a_saliency_model_is_a_mistake_before_any_caption(trained, tmp_path, cli):
+    video = next((trained / "data" / "TestVideo").glob("*.mp4"))
+    run = cli("vidcap")
+    code, out, err = run("caption", video, video, "--model", trained / "none", "--overlay", tmp_path / "o.mp4")
+    assert code == 2 and not out and not (tmp_path / "o.mp4").exists()
+    run.assert_one_line_error(err, "--overlay needs a captioner with a saliency model", "uses saliency none")
+
+
 def test_overlay_of_a_thumbnail_video_decord_misreads_is_written_through_ffmpeg(trained, tmp_path, capsys):
     """decord returns wrongly sized buffers for a 48×32 H.264 clip; the overlay reads it as captioning does."""
     from saliency.infra.media import ffmpeg_path, open_frames

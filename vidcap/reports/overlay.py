@@ -16,11 +16,17 @@ from saliency.infra.media import Mp4Writer, open_frames
 CHUNK = 32  # frames per saliency batch
 
 
+def require_saliency_model(front: VisualFrontEnd, source: str, name: str | Path) -> None:
+    """A one-line UserError unless the captioner `name` (saliency `source`) has a saliency model to overlay."""
+    if front.saliency_model is None:
+        raise UserError(f"{name}: --overlay needs a captioner with a saliency model (teacher or student); this one "
+                        f"uses saliency {source}")
+
+
 @torch.no_grad()
 def write_overlay(front: VisualFrontEnd, video: str | Path, out: str | Path, max_side: int = 640) -> Path:
     """Blend the front end's saliency over each frame (downscaled to `max_side`) and write an H.264 mp4."""
-    if front.saliency_model is None:
-        raise UserError(f"{video}: --overlay needs a captioner trained with saliency (this one uses none)")
+    require_saliency_model(front, front.config.saliency.source, video)
     reader = open_frames(video, lambda shape: fit_within(shape, max_side))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     gap = front.needs_previous  # a motion saliency model's distance to the frame it compares each frame with
