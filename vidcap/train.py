@@ -13,13 +13,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from saliency.backends import EXPORT_FOLDER
 from saliency.infra import distributed
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import WEIGHTS, RunDir, require_writable
 from saliency.infra.training import Checkpoint, EpochLog, seed_everything, warmup_cosine
-from vidcap.backends import backends_name, resolve_backends, use_backend
-from vidcap.data.cache import FeatureCache, extract_features, extractor_fingerprint
+from vidcap.data.cache import FeatureCache, extract_features, open_feature_cache
 from vidcap.captioner import Captioner, load_saliency_source
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.evaluate import cider
@@ -90,14 +88,9 @@ class CaptionTrainer:
             self.rng.bit_generator.state = progress["numpy_rng"]
 
     def _fill_cache(self, items) -> FeatureCache:
-        front = self.model.front
-        backends = resolve_backends(self.config, device=self.world.device)
-        fingerprint = extractor_fingerprint(self.config.captioner, front.encoder.state_dict(), backends_name(*backends))
-        cache = FeatureCache(self.config.data.cache_dir, fingerprint)
-        use_backend(front, self.config, None, cache.folder / EXPORT_FOLDER)  # what `vidcap extract` runs on
-        extractor = {"fingerprint": fingerprint, "captioner": self.config.captioner.__class__.__name__}
+        cache = open_feature_cache(self.model.front, self.config, self.world.device)
         # the videos that could not be read, (video id, reason): training goes on without them
-        self.skipped = extract_features(front, {item.video_id: item.path for item in items}, cache, extractor,
+        self.skipped = extract_features(self.model.front, {item.video_id: item.path for item in items}, cache,
                                         progress=self.progress)
         return cache
 

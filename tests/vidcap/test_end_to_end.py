@@ -119,6 +119,7 @@ def test_overlay_of_a_thumbnail_video_decord_misreads_is_written_through_ffmpeg(
 
 
 def test_extract_fills_the_cache_that_training_reads(trained, capsys):
+    described = {path: path.read_text() for path in (trained / "cache").glob("*/extractor.json")}
     assert main(["extract", "--config", "configs/vidcap/synthetic.yaml", "--set", f"data.root={trained / 'data'}",
                  "--set", f"data.cache_dir={trained / 'cache'}", "--set", "captioner.sampler.size=[64, 96]",
                  "--saliency", "none", "--quiet"]) == 0
@@ -126,6 +127,9 @@ def test_extract_fills_the_cache_that_training_reads(trained, capsys):
     test_videos = len(open_caption_dataset(trained / "data", split="test"))
     # training cached train + val with the same extractor, so only the test split is new
     assert f"24 videos ({test_videos} newly extracted)" in out
+    folder = next(path for path in described if path.parent.name in out)  # what training wrote, extract writes too
+    assert folder.read_text() == described[folder]
+    assert {"fingerprint", "sampler", "encoder", "saliency", "dtype"} <= json.loads(described[folder]).keys()
 
 
 def test_eval_captions_the_whole_split_and_writes_the_results(trained, capsys):

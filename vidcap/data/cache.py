@@ -42,16 +42,21 @@ SHARD_SIZE = 64  # videos per shard file
 DTYPE = torch.float32  # stored token precision: the decoder's, in training and at inference
 
 
-def extractor_fingerprint(config: CaptionerConfig, encoder_state: dict[str, torch.Tensor],
-                          backend: str = "torch") -> str:
-    """Hash of the front end: its configs (of the encoder's, what shapes the tokens), the saliency weights, the
-    (frozen) encoder weights, the stored precision (a cache written in another precision, like the float16 ones of
-    old, is a miss) and the inference backend unless torch (onnxruntime's tokens differ from torch's in the last
-    bits, int8's more)."""
+def extractor_description(config: CaptionerConfig, backend: str = "torch") -> dict:
+    """What shapes the cached tokens, but weights: the sampler, the encoder's token settings, the saliency source, the
+    stored precision (a cache written in another precision, like the float16 ones of old, is a miss) and the
+    inference backend unless torch (onnxruntime's tokens differ from torch's in the last bits, int8's more).
+    A cache folder's `extractor.json` holds it."""
     described = {"sampler": to_dict(config.sampler), "encoder": config.encoder.token_settings(),
                  "saliency": to_dict(config.saliency), "dtype": str(DTYPE)}
-    digest = hashlib.sha1(json.dumps(described | ({} if backend == "torch" else {"backend": backend}),
-                                     sort_keys=True).encode())
+    return described | ({} if backend == "torch" else {"backend": backend})
+
+
+def extractor_fingerprint(config: CaptionerConfig, encoder_state: dict[str, torch.Tensor],
+                          backend: str = "torch") -> str:
+    """Hash of the front end: its description (`extractor_description`), the saliency weights and the (frozen)
+    encoder weights."""
+    digest = hashlib.sha1(json.dumps(extractor_description(config, backend), sort_keys=True).encode())
     if config.saliency.source != "none" and config.saliency.run:
         digest.update(file_digest(Path(config.saliency.run) / WEIGHTS).encode())
     for name in sorted(encoder_state):
@@ -66,8 +71,9 @@ class FeatureCache:
     `.lock`, held by every change to the index. Shards are opened on first use and kept open (memory-mapped); `get`
     copies out only the tensors it returns."""
 
-    def __init__(self, root: str | Path, fingerprint: str):
+    def __init__(self, root: str | Path, fingerprint: str, description: dict | None = None):
         self.folder = Path(root) / fingerprint
+        self.description = {"fingerprint": fingerprint, **(description or {})}  # what extractor.json says
         self.index_path = self.folder / "index.json"
         self.index: dict[str, str] = {}
         self._shard_keys: dict[str, set[str]] = {}  # shards `drop_damaged` checked → their tensors (none: damaged)
@@ -117,8 +123,7 @@ class FeatureCache:
         bias = f"{video_id}/bias"
         return handle.get_tensor(f"{video_id}/tokens"), handle.get_tensor(bias) if bias in handle.keys() else None
 
-    def write_shard(self, entries: dict[str, tuple[torch.Tensor, torch.Tensor | None]], extractor: dict,
-                    rank: int | None = None) -> None:
+    def write_shard(self, entries: dict[str, tuple[torch.Tensor, torch.Tensor | None]], rank: int | None = None) -> None:
         """Write one shard (float32) and then the index that points at it: a crash leaves the old index valid.
         A process of several (`rank`) names its shards after its rank too and writes its own partial index."""
         suffix = "" if rank is None else f"-rank{rank}"
@@ -131,7 +136,7 @@ class FeatureCache:
         save_safetensors(tensors, self.folder / name)
         self.index.update({video_id: name for video_id in entries})
         self._written.update({video_id: name for video_id in entries})
-        atomic_write_json(self.folder / "extractor.json", extractor)
+        atomic_write_json(self.folder / "extractor.json", self.description)
         with self._locked():  # index.json as it is now, not as this process read it: another job may share the cache
             if rank is None:
                 self.reload()
@@ -181,7 +186,7 @@ def _read_index(path: Path) -> dict[str, str]:
 
 
 @torch.no_grad()
-def extract_features(front: VisualFrontEnd, videos: dict[str, Path], cache: FeatureCache, extractor: dict,
+def extract_features(front: VisualFrontEnd, videos: dict[str, Path], cache: FeatureCache,
                      progress: bool = True) -> list[tuple[str, str]]:
     """Fill `cache` with tokens for every video not yet in it; returns (video id, reason) for skipped videos.
     Under `torchrun` each process takes every N-th missing video; all of them return the whole result."""
@@ -203,10 +208,10 @@ def extract_features(front: VisualFrontEnd, videos: dict[str, Path], cache: Feat
             continue
         pending[video_id] = (tokens, bias)
         if len(pending) == SHARD_SIZE:
-            cache.write_shard(pending, extractor, rank)
+            cache.write_shard(pending, rank)
             pending = {}
     if pending:
-        cache.write_shard(pending, extractor, rank)
+        cache.write_shard(pending, rank)
     _merge_on_main(cache, world)
     return [entry for part in world.gather(skipped) for entry in part]
 
@@ -240,6 +245,16 @@ class Extraction:
     skipped: list[tuple[str, str]]  # (video id, one-line reason)
 
 
+def open_feature_cache(front: VisualFrontEnd, config, device) -> FeatureCache:
+    """The feature cache of run config `config` (a `VidcapRunConfig`) for `front`, which is switched to the config's
+    inference backends: what `vidcap train` and `vidcap extract` both fill and read."""
+    backends = backends_name(*resolve_backends(config, device=device))
+    cache = FeatureCache(config.data.cache_dir, extractor_fingerprint(config.captioner, front.encoder.state_dict(), backends),
+                         extractor_description(config.captioner, backends))
+    use_backend(front, config, None, cache.folder / EXPORT_FOLDER)
+    return cache
+
+
 def extract_splits(config, splits: list[str], progress: bool = True) -> Extraction:
     """Fill the feature cache of run config `config` (a `VidcapRunConfig`) with the videos of `splits`: the
     front end `vidcap train` builds from the same config and seed, so training then finds every video cached."""
@@ -248,10 +263,7 @@ def extract_splits(config, splits: list[str], progress: bool = True) -> Extracti
     device = distributed.current().device
     # built from the seed as `vidcap train` builds it: a randomly initialised encoder is then the same one
     front = VisualFrontEnd(config.captioner, load_saliency_source(config.captioner.saliency), config.seed).to(device)
-    backends = resolve_backends(config, device=device)
-    fingerprint = extractor_fingerprint(config.captioner, front.encoder.state_dict(), backends_name(*backends))
-    cache = FeatureCache(config.data.cache_dir, fingerprint)
-    use_backend(front, config, None, cache.folder / EXPORT_FOLDER)
+    cache = open_feature_cache(front, config, device)
     _drop_damaged(cache, distributed.current())  # before counting: damaged entries extracted again are new
     before, listed, skipped = len(cache.index), 0, []
     for split in splits:
@@ -260,7 +272,7 @@ def extract_splits(config, splits: list[str], progress: bool = True) -> Extracti
         if progress:
             log.info(dataset.report())
         skipped += extract_features(front, {item.video_id: item.path for item in dataset.items}, cache,
-                                    {"fingerprint": fingerprint}, progress=progress)
+                                    progress=progress)
     if not listed:
         raise UserError(f"{config.data.root}: no usable videos in the {','.join(splits)} split(s)")
     return Extraction(cache.folder, len(cache.index), len(cache.index) - before, skipped)

@@ -53,7 +53,7 @@ def inference_tokens(front, path):
 def test_second_extraction_hits_the_cache(videos, tmp_path):
     front = front_end()
     cache = FeatureCache(tmp_path, extractor_fingerprint(CONFIG, front.encoder.state_dict()))
-    assert extract_features(front, videos, cache, {}, progress=False) == []
+    assert extract_features(front, videos, cache, progress=False) == []
     assert cache.missing(videos) == []
     tokens, bias = cache.get("video0")
     assert tokens.shape == (4 * 2 * 2, front.out_channels) and bias is None  # T·grid² tokens
@@ -67,7 +67,7 @@ def test_cached_tokens_are_bit_for_bit_the_tokens_inference_computes(videos, tmp
     """Training (on cached tokens) and inference (tokens straight from the front end) see the same float32 numbers."""
     front = front_end(config)
     cache = FeatureCache(tmp_path, extractor_fingerprint(config, front.encoder.state_dict()))
-    assert extract_features(front, videos, cache, {}, progress=False) == []
+    assert extract_features(front, videos, cache, progress=False) == []
     for video_id, path in videos.items():
         tokens, bias = FeatureCache(tmp_path, cache.folder.name).get(video_id)
         direct_tokens, direct_bias = inference_tokens(front, path)
@@ -83,7 +83,7 @@ def test_opening_the_cache_reads_no_tensors_and_get_reads_only_its_own(videos, t
     copies out only the requested video's tensors."""
     front = front_end(PRIOR)
     fingerprint = extractor_fingerprint(PRIOR, front.encoder.state_dict())
-    extract_features(front, videos, FeatureCache(tmp_path, fingerprint), {}, progress=False)
+    extract_features(front, videos, FeatureCache(tmp_path, fingerprint), progress=False)
     opened, read = [], []
     real_open = cache_module.safe_open
 
@@ -138,7 +138,7 @@ def test_unreadable_video_is_skipped_and_reported(videos, tmp_path):
     bad.write_bytes(b"not a video at all")
     front = front_end()
     cache = FeatureCache(tmp_path / "cache", "x")
-    skipped = extract_features(front, {"video0": videos["video0"], "broken": bad}, cache, {}, progress=False)
+    skipped = extract_features(front, {"video0": videos["video0"], "broken": bad}, cache, progress=False)
     assert [video for video, _ in skipped] == ["broken"] and "broken.mp4" in skipped[0][1]
     assert "video0" in cache and "broken" not in cache
 
@@ -147,8 +147,8 @@ def test_unreadable_video_is_skipped_and_reported(videos, tmp_path):
 def test_two_jobs_writing_one_cache_at_once_keep_each_others_videos(tmp_path, rank):
     """Both opened the cache before either wrote: neither reuses the other's shard name nor drops its index entries."""
     first, second = FeatureCache(tmp_path, "x"), FeatureCache(tmp_path, "x")
-    first.write_shard({"video0": (torch.zeros(2, 3), None)}, {}, rank)
-    second.write_shard({"video1": (torch.ones(2, 3), None)}, {}, rank)
+    first.write_shard({"video0": (torch.zeros(2, 3), None)}, rank)
+    second.write_shard({"video1": (torch.ones(2, 3), None)}, rank)
     second.merge_partial_indexes()
     merged = FeatureCache(tmp_path, "x")
     assert torch.equal(merged.get("video0")[0], torch.zeros(2, 3)) and torch.equal(merged.get("video1")[0], torch.ones(2, 3))
