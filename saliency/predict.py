@@ -16,13 +16,12 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from saliency.infra.errors import OutputError, UserError
-from saliency.data.readers import VIDEO_SUFFIXES, frames_before
+from saliency.data.readers import frames_before
 from saliency.evaluate import predict_maps
 from saliency.models.components import motion_gap
-from saliency.infra.media import Mp4Writer, check_file, open_frames, probe
+from saliency.infra.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Mp4Writer, check_file, open_frames, probe
 from saliency.infra.rundir import atomic_write_bytes
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -33,7 +32,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
         path = Path(text)
         found = []
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES))
         paths.extend(found or [path])
     return paths
 

@@ -26,10 +26,10 @@ from tqdm import tqdm
 from saliency.infra.distributed import World
 from saliency.infra.errors import OutputError, UserError
 from saliency.infra.rundir import require_writable, try_flock
+from saliency.infra.media import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
 _GLOB_CHARACTERS = set("*?[")
 _PART_RANK = re.compile(r"\.rank(\d+)\.part$")
 

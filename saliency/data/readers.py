@@ -26,9 +26,8 @@ from PIL import Image
 
 from saliency.data.matfile import load_mat
 from saliency.infra.errors import DatasetError
+from saliency.infra.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}  # what ffmpeg/decord read
 SALICON_SPLITS = ("train", "val", "test")
 HELD_OUT_SPLITS = ("train", "val", "all")  # MIT1003, plain folders; CAT2000 adds "test"
 CAT2000_SPLITS = {"train": "trainSet", "val": "trainSet", "all": "trainSet", "test": "testSet"}

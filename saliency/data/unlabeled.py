@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from saliency.data.readers import VIDEO_SUFFIXES, SaliencySample, read_rgb
+from saliency.data.readers import SaliencySample, read_rgb
 from saliency.infra.errors import DatasetError, UserError
+from saliency.infra.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class UnlabeledReader(Sequence[SaliencySample]):
@@ -36,7 +36,7 @@ class UnlabeledReader(Sequence[SaliencySample]):
         self.skipped: list[tuple[str, str]] = []
         self._images: list[Path] = []
         self._frames: list[tuple[str, np.ndarray, np.ndarray | None]] = []
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES))
         for path in files:
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 self._add_image(path)

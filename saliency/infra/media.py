@@ -36,6 +36,10 @@ from saliency.infra.errors import UserError
 T = TypeVar("T")
 
 # decord raises its own DECORDError (not a RuntimeError) for most failures, RuntimeError for others.
+# The files the commands take as images and as videos, in one list each; earlier wins where a dataset holds one
+# name with several suffixes.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
 DECORD_ERRORS = (decord.DECORDError, RuntimeError, ValueError, IndexError)
 TRANSCODE_TIMEOUT_S = 600.0  # an ffmpeg transcode that runs longer is treated as a failure
 PROBE_TIMEOUT_S = 120.0

@@ -234,7 +234,7 @@ def test_eval_with_every_image_unreadable_stops(world, tmp_path, run):
 
 
 @pytest.mark.parametrize("layout, problem", [("nothing", "no such directory"), ("empty", "not a saliency dataset"),
-                                             ("no-images", "no images (.jpg, .jpeg, .png)")])
+                                             ("no-images", "no images (.jpg, .jpeg, .png, .bmp")])
 def test_eval_on_a_folder_without_a_dataset_stops(world, tmp_path, run, layout, problem):
     root = tmp_path / layout
     if layout != "nothing":

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from saliency.infra.errors import DatasetError
+from saliency.infra.media import VIDEO_SUFFIXES
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv")  # earlier wins when one name has several
 SPLITS = ("train", "val", "test")
 _SPLIT_NAMES = {"train": "train", "val": "val", "validate": "val", "validation": "val", "test": "test"}
 CAPTION_LAYOUTS = (

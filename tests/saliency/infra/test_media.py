@@ -177,3 +177,4 @@ def test_a_video_is_probed_once_per_version(tmp_path, monkeypatch):
     assert media.probe(video).n_frames == media.probe(video).n_frames == 6 and len(calls) == 1
     grey_clip(video, 9, 16, 16)
     assert media.probe(video).n_frames == 9 and len(calls) == 2
+
