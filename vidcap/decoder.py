@@ -16,6 +16,7 @@ projection's LayerNorm, where no normalisation undoes them.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,9 @@ class DecoderConfig:
         require(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
 
 
+CROSS_ATTENTION_KEY = re.compile(r"\.(crossattention|ln_cross_attn)\.")  # what a plain GPT-2 lacks
+
+
 def build_language_model(config: DecoderConfig, vocab_size: int, bos_id: int, eos_id: int,
                          max_positions: int) -> GPT2LMHeadModel:
     """A GPT-2 LM with cross-attention and `max_positions` learned positions: from `config` (random init) or
@@ -74,9 +78,17 @@ def build_language_model(config: DecoderConfig, vocab_size: int, bos_id: int, eo
         if not isinstance(gpt, GPT2Config):
             raise UserError(f"{path}: decoder must be a GPT-2 model, got model_type {gpt.model_type!r}")
         gpt.add_cross_attention = True
-        model = GPT2LMHeadModel.from_pretrained(path, config=gpt, local_files_only=True, use_safetensors=True)
+        model, loading = GPT2LMHeadModel.from_pretrained(path, config=gpt, local_files_only=True, use_safetensors=True,
+                                                         output_loading_info=True)
     except (OSError, ValueError) as error:
         raise UserError(f"{path}: cannot load the decoder ({str(error).splitlines()[0]})") from None
+    # strict but for the cross-attention layers a plain language model lacks (freshly initialised, as documented)
+    missing = [key for key in loading["missing_keys"] if not CROSS_ATTENTION_KEY.search(key)]
+    unfit = {"missing": missing, "unexpected": list(loading["unexpected_keys"]),
+             "of another shape": [str(entry[0]) for entry in loading["mismatched_keys"]]}
+    if any(unfit.values()):
+        raise UserError(f"{path}: decoder weights do not fit the GPT-2 its config.json describes (" + "; ".join(
+            f"{len(keys)} {kind}, e.g. {keys[0]}" for kind, keys in unfit.items() if keys) + ")")
     if gpt.vocab_size != vocab_size:
         raise UserError(f"{path}: decoder vocabulary has {gpt.vocab_size} tokens, the tokenizer {vocab_size}")
     if gpt.n_positions < max_positions:

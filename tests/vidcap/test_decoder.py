@@ -190,6 +190,30 @@ def test_pickled_pretrained_weights_are_refused(tmp_path):
     assert "\n" not in str(refused.value)
 
 
+def test_a_plain_language_model_gets_fresh_cross_attention_and_nothing_else_is_let_go(tmp_path):
+    """A GPT-2 without cross-attention loads (those layers start fresh); weights it lacks or does not know of are a
+    one-line error, never a silently re-initialised layer."""
+    from safetensors.torch import load_file, save_file
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    plain = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=POSITIONS, n_embd=TINY.hidden_size,
+                                       n_layer=TINY.layers, n_head=TINY.heads))
+    plain.save_pretrained(tmp_path, safe_serialization=True)
+    loaded = make_decoder(DecoderConfig(pretrained_path=str(tmp_path))).decoder
+    assert torch.equal(loaded.transformer.h[0].mlp.c_fc.weight, plain.transformer.h[0].mlp.c_fc.weight)
+    weights = load_file(tmp_path / "model.safetensors")
+    for change, problem in (("drop", "1 missing, e.g. transformer.h.0.mlp.c_fc.weight"), ("add", "1 unexpected")):
+        damaged = dict(weights)
+        if change == "drop":
+            del damaged["transformer.h.0.mlp.c_fc.weight"]
+        else:
+            damaged["transformer.h.0.extra.weight"] = torch.zeros(2)
+        save_file(damaged, tmp_path / "model.safetensors", metadata={"format": "pt"})
+        with pytest.raises(UserError, match="decoder weights do not fit") as refused:
+            make_decoder(DecoderConfig(pretrained_path=str(tmp_path)))
+        assert problem in str(refused.value) and "\n" not in str(refused.value)
+
+
 def test_visual_positions_tell_the_decoder_where_a_token_comes_from():
     decoder = make_decoder().eval()
     ids, mask = batch_of(CAPTIONS)
