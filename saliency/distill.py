@@ -269,10 +269,6 @@ class DistillConfig:
             raise ConfigError(f"unknown distillation preset {name!r} (known: {', '.join(PRESETS)})")
         return cls(**{**OFF, **weights[name]})
 
-    def active_terms(self) -> list[str]:
-        """Names of the terms with non-zero weight, in a fixed order."""
-        return [t for t in TERMS if getattr(self, t) != 0]
-
 
 class FeatureAdapter(nn.Module):
     """Learned bias-free 1×1 conv (+ optional BatchNorm without affine): [B,C_s,H,W] → [B,C_t,H,W]. No

@@ -220,7 +220,7 @@ class Captioner(nn.Module):
         ids = self.decoder.generate(tokens, visual_bias=bias, num_beams=num_beams or self.config.num_beams,
                                     max_length=self.config.max_length, length_penalty=self.config.length_penalty,
                                     **generate_kwargs)
-        return [self.tokenizer.decode(row.tolist()) for row in ids]
+        return self.tokenizer.decode_batch(ids)
 
     @torch.no_grad()
     def caption_files(self, paths: list[str | Path], timings: dict[str, float] | None = None,

@@ -135,11 +135,6 @@ class SegmentedVideo:
                                self.times[first:last] if self.sampler.mode == "segment" else None)
         return first + local
 
-    def frames(self, segment: Segment) -> tuple[np.ndarray, ClipOrigin]:
-        """The sampled frames of `segment`, (n_frames, H, W, 3) uint8 RGB at the sampler's size, and their origin."""
-        clip = self.clip(segment)
-        return clip.frames, clip.origin
-
     def clip(self, segment: Segment, previous: int = 0) -> VideoFrames:
         """The sampled frames of `segment` with their times (from the first frame's start) and origin, and with
         `previous` > 0 the frame that many frames before each (decoded with them: `vidcap.data.video.decode_frames`)."""

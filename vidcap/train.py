@@ -149,8 +149,8 @@ class CaptionTrainer:
         references = [[tokenizer.normalize(c) for c in item.captions] for item in items]
         greedy_rewards = torch.tensor([self.reward.score(tokenizer.normalize(c), refs)
                                        for c, refs in zip(greedy, references)])
-        sample_rewards = torch.tensor([self.reward.score(tokenizer.normalize(tokenizer.decode(row.tolist())),
-                                                         references[i // samples]) for i, row in enumerate(ids)])
+        sample_rewards = torch.tensor([self.reward.score(tokenizer.normalize(sample), references[i // samples])
+                                       for i, sample in enumerate(tokenizer.decode_batch(ids))])
         self.rewards.append(float(sample_rewards.mean()))
         start = torch.full((ids.shape[0], 1), tokenizer.bos_id, dtype=ids.dtype, device=ids.device)
         input_ids = torch.cat([start, ids], dim=1)  # [B·K,1+L]

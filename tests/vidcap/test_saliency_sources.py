@@ -44,11 +44,6 @@ def front_for(source: str, weighting: str = "residual", sampler: FrameSamplerCon
     return VisualFrontEnd(config, seed=0).eval()
 
 
-def frame_records(world) -> dict:
-    """The per-frame records the generator wrote beside the saliency images: stem → record."""
-    return json.loads((world / "saliency" / META_NAME).read_text())["images"]
-
-
 def oracle(world, video_id: str, frame: int) -> np.ndarray:
     """The world's expected density of one frame, from the records written at generation time."""
     meta = json.loads((world / "saliency" / META_NAME).read_text())

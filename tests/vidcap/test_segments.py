@@ -102,7 +102,8 @@ def test_each_segment_samples_only_the_frames_that_start_inside_it(numbered):
         first, last = round(segment.start * FPS), round(segment.end * FPS)  # frames [first, last) start inside it
         indices = video.indices(segment)
         assert len(indices) == 4 and first <= indices.min() and indices.max() < last
-        frames, origin = video.frames(segment)
+        clip = video.clip(segment)
+        frames, origin = clip.frames, clip.origin
         shown = np.rint(frames.reshape(4, -1).mean(axis=1) / 8)  # the frames' numbers, decoded
         assert shown.tolist() == indices.tolist() == origin.indices.tolist() and origin.path == numbered
 
@@ -114,7 +115,7 @@ def test_one_segment_over_a_large_video_decodes_as_the_whole_clip_does(tmp_path)
     encode_frames(path, rng.integers(0, 256, (8, 96, 160, 3), dtype=np.uint8))
     sampler = FrameSamplerConfig(n_frames=4, size=(16, 24), resize="stretch")
     video = SegmentedVideo(path, sampler)
-    frames, _ = video.frames(Segment(0.0, video.duration))
+    frames = video.clip(Segment(0.0, video.duration)).frames
     assert np.array_equal(frames, read_frames(path, sampler))
 
 
@@ -125,7 +126,7 @@ def test_a_segment_decodes_its_sampled_frames_and_no_others(numbered, monkeypatc
     get_batch = video.reader.get_batch
     monkeypatch.setattr(video.reader, "get_batch", lambda indices: asked.append(list(indices)) or get_batch(indices))
     for segment in video.segments(0.5):
-        video.frames(segment)
+        video.clip(segment)
     assert len(asked) == 8 and all(len(indices) == 3 for indices in asked)
     frames = [set(indices) for indices in asked]
     assert sum(map(len, frames)) == len(set().union(*frames))  # no frame decoded for two segments
@@ -138,7 +139,8 @@ def test_a_segment_decodes_the_frame_before_each_sampled_frame_with_it(numbered,
     get_batch = video.reader.get_batch
     monkeypatch.setattr(video.reader, "get_batch", lambda indices: asked.append(list(indices)) or get_batch(indices))
     for segment in video.segments(1.0):
-        frames, origin = video.frames(segment)
+        clip = video.clip(segment)
+        frames, origin = clip.frames, clip.origin
         clip = video.clip(segment, previous=True)
         before = np.maximum(clip.indices - 1, 0)
         assert asked[-1] == sorted(set(clip.indices) | set(before))  # one pass for both
@@ -158,9 +160,9 @@ def test_each_segment_is_captioned_from_its_own_frames(model, scenes):
     video = SegmentedVideo(scenes, model.config.sampler)
     result = caption_video(model, scenes, 3.0)
     assert result.caption is None and spans(result.segments) == [(0, 3), (3, 6), (6, 9)]
-    clips = [video.frames(segment) for segment in result.segments]
-    assert [s.caption for s in result.segments] == [caption_frames(model, frames, {}, origin=origin)
-                                                    for frames, origin in clips]
+    clips = [video.clip(segment) for segment in result.segments]
+    assert [s.caption for s in result.segments] == [caption_frames(model, clip.frames, {}, origin=clip.origin)
+                                                    for clip in clips]
 
 
 def test_segments_are_captioned_with_the_frames_before_theirs_for_a_motion_saliency_model(model, scenes):

@@ -20,7 +20,7 @@ from saliency.data.readers import frames_before
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import ConfigError, UserError
 from saliency.infra.media import FrameReader, open_frames
-from saliency.infra.media import VideoInfo, probe  # noqa: F401  (vidcap probes videos through this module)
+from saliency.infra.media import probe  # noqa: F401  (vidcap probes videos through this module)
 
 
 @dataclass
