@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from saliency.data import IMAGENET_MEAN, IMAGENET_STD, SaliencyReader, SaliencySample
+from saliency.data import SaliencyReader, SaliencySample, imagenet_normalise
 from saliency.infra.errors import DatasetError, UserError
 from saliency.metrics import METRICS, fixation_map, score_all
 from saliency.models.components import motion_input, sees_motion
@@ -23,9 +23,7 @@ def image_to_tensor(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """uint8 `[H,W,3]` RGB → ImageNet-normalised float `[3,h,w]` at `size` (bilinear, antialiased)."""
     x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).div(255)  # (3, H, W), a writable copy
     x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (x - mean) / std
+    return imagenet_normalise(x)
 
 
 def model_input(images: Sequence[np.ndarray], size: tuple[int, int],

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from saliency.data import IMAGENET_MEAN, IMAGENET_STD
+from saliency.data import imagenet_normalise
 from saliency.infra import distributed
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
@@ -126,10 +126,9 @@ def render_batch(config: PretrainConfig, indices: range) -> tuple[torch.Tensor, 
             for name, values in ATTRIBUTES.items():
                 targets[name][(row, *cell)] = values.index(getattr(obj, name))
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     out = {name: torch.from_numpy(value) for name, value in targets.items()}
     out["objectness"] = (out["shape"] >= 0).float()
-    return (pixels - mean) / std, out
+    return imagenet_normalise(pixels), out
 
 
 def split_logits(logits: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
 from saliency import load as load_saliency_model
+from saliency.data import imagenet_normalise
 from saliency.models.components import motion_gap, motion_input
 from vidcap.decoder import CaptionDecoder, DecoderConfig
 from vidcap.encoder import TRACK_CHANNELS, WEIGHTINGS, EncoderConfig, FrameEncoder, SaliencyWeighting
@@ -22,8 +23,6 @@ from vidcap.saliency_sources import CONTROLS, SOURCES, Source, control_maps
 from vidcap.tokenizer import CaptionTokenizer
 from vidcap.data.video import ClipOrigin, FrameSamplerConfig, read_clip
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PARTS = ("encoder", "decoder")  # the randomly initialised parts of a captioner, each built from a seed of its own
 Part = TypeVar("Part")
 
@@ -101,10 +100,7 @@ def build_part(seed: int | None, part: str, build: Callable[[], Part]) -> Part:
 
 def frames_to_tensor(frames) -> Tensor:
     """uint8 `[T,H,W,3]` (numpy) → ImageNet-normalised float `[T,3,H,W]`."""
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255)  # (T, 3, H, W)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return imagenet_normalise(torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255))  # (T, 3, H, W)
 
 
 def previous_tensor(previous: np.ndarray | None) -> Tensor | None:

@@ -16,12 +16,14 @@ from saliency.data.readers import (
     read_gray,
     read_rgb,
 )
-from saliency.data.torch_dataset import IMAGENET_MEAN, IMAGENET_STD, SaliencyTorchDataset, sample_to_tensors
+from saliency.data.torch_dataset import (IMAGENET_MEAN, IMAGENET_STD, SaliencyTorchDataset, imagenet_normalise,
+                                         sample_to_tensors)
 from saliency.data.transforms import SaliencyTransform, crop_sample, hflip_sample, resize_sample
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "imagenet_normalise",
     "LAYOUTS",
     "READERS",
     "Cat2000Reader",

@@ -15,11 +15,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def imagenet_normalise(x: torch.Tensor) -> torch.Tensor:
+    """RGB in [0, 1], `[..., 3, H, W]` float → normalised by ImageNet's channel mean and std, as every backbone here
+    (and torchvision's weights) expects."""
+    return (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
 def image_tensor(image: np.ndarray, normalize: bool = True) -> torch.Tensor:
     """(H, W, 3) uint8 → [3, H, W] float32, ImageNet-normalised (or in [0, 1] if not `normalize`)."""
     x = torch.tensor(image, dtype=torch.float32).permute(2, 0, 1) / 255.0
     if normalize:
-        x = (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        x = imagenet_normalise(x)
     return x
 
 
