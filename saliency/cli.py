@@ -8,7 +8,7 @@ from pathlib import Path
 
 from saliency.infra.commandline import (CommandParser, add_command, add_config_arguments, add_synth_arguments,
                                         non_negative_int, parse_size, positive_int, report_skipped, run_command,
-                                        set_torch_threads)
+                                        run_config, set_torch_threads)
 from saliency.infra.errors import UserError
 
 BACKEND_HELP = ("where the model runs: auto (default: the fastest installed, onnxruntime), torch, onnxruntime or "
@@ -31,13 +31,9 @@ def _synth(args: argparse.Namespace) -> int:
 def _run_config(args: argparse.Namespace, implied: list[str] = ()):
     """The run's config: the preset (or, on --resume without one, the run's own config.yaml), the settings the
     command's flags imply (`--teacher`, `--unlabeled`) and then the user's --set overrides."""
-    from saliency.infra.config import load_config
     from saliency.train import SaliencyRunConfig
 
-    overrides = [*implied, *args.overrides]
-    if args.resume and not args.config and (Path(args.out) / "config.yaml").is_file():
-        return load_config(SaliencyRunConfig, Path(args.out) / "config.yaml", overrides)
-    return load_config(SaliencyRunConfig, args.config, overrides)
+    return run_config(SaliencyRunConfig, args, [*implied, *args.overrides])
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -59,15 +55,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from saliency.infra.config import load_config
     from saliency.infra.rundir import RunDir
     from saliency.infra import distributed
     from saliency.pretrain import Pretrainer, PretrainConfig
 
-    saved = Path(args.out) / "config.yaml"
-    source = saved if args.resume and not args.config and saved.is_file() else args.config
-    overrides = [*args.overrides, *([f"family={args.family}"] if args.family else [])]
-    config = load_config(PretrainConfig, source, overrides)
+    config = run_config(PretrainConfig, args, [*args.overrides, *([f"family={args.family}"] if args.family else [])])
     set_torch_threads(config.threads)
     with distributed.session() as world, RunDir(args.out).lock(world):
         metrics = Pretrainer(config, args.out, resume=args.resume, progress=not args.quiet).fit()

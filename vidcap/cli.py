@@ -8,7 +8,7 @@ from pathlib import Path
 
 from saliency.infra.commandline import (EXIT_SKIPPED, CommandParser, add_command, add_config_arguments,
                                         add_synth_arguments, port_number, positive_int, positive_number, report_skipped,
-                                        run_command, set_torch_threads)
+                                        run_command, run_config, set_torch_threads)
 from saliency.infra.errors import UserError
 from vidcap.formats import FORMATS, SUBTITLES
 
@@ -32,12 +32,10 @@ def _run_config(args: argparse.Namespace):
     """Preset ← `--set` overrides ← `--saliency`/`--saliency-model` (resume: the run's own config)."""
     from dataclasses import replace
 
-    from saliency.infra.config import load_config
     from vidcap.captioner import with_saliency
     from vidcap.run import VidcapRunConfig
 
-    resuming = getattr(args, "resume", False) and not args.config and (Path(args.out) / "config.yaml").is_file()
-    config = load_config(VidcapRunConfig, Path(args.out) / "config.yaml" if resuming else args.config, args.overrides)
+    config = run_config(VidcapRunConfig, args, args.overrides)
     source = args.saliency or config.captioner.saliency.source
     backend = getattr(args, "backend", None) or config.backend
     return replace(config, captioner=with_saliency(config.captioner, source, args.saliency_model), backend=backend)

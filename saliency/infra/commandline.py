@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from saliency.infra.errors import UserError
 
@@ -71,6 +72,15 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
     return value
+
+
+def run_config(cls: type, args: argparse.Namespace, overrides: Sequence[str]):
+    """A training command's config `cls`: from its preset `--config` or, on `--resume` without one, from the run's own
+    config.yaml (a run continues as it was configured), then `overrides`."""
+    from saliency.infra.config import load_config
+
+    saved = Path(args.out) / "config.yaml" if getattr(args, "resume", False) and not args.config else None
+    return load_config(cls, saved if saved and saved.is_file() else args.config, overrides)
 
 
 def non_negative_int(text: str) -> int:
