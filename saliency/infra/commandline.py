@@ -63,15 +63,21 @@ def parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
-def positive_int(text: str) -> int:
-    """`'5'` → 5, for counts that must be at least 1, as argparse `type=`."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
-    return value
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse `type=` for whole numbers of at least `minimum`: `'5'` → 5, anything else one line."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be at least {minimum}")
+        return value
+    return parse
+
+
+positive_int = int_at_least(1)  # counts, sizes, epochs
+non_negative_int = int_at_least(0)  # counts where 0 means "the default" (threads: all cores)
 
 
 def run_config(cls: type, args: argparse.Namespace, overrides: Sequence[str]):
@@ -81,17 +87,6 @@ def run_config(cls: type, args: argparse.Namespace, overrides: Sequence[str]):
 
     saved = Path(args.out) / "config.yaml" if getattr(args, "resume", False) and not args.config else None
     return load_config(cls, saved if saved and saved.is_file() else args.config, overrides)
-
-
-def non_negative_int(text: str) -> int:
-    """`'0'` → 0, for counts where 0 means "the default" (threads: all cores), as argparse `type=`."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 0")
-    return value
 
 
 def positive_number(text: str) -> float:
