@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from saliency import colour_overlay
+from saliency import colour_overlay, log_density_to_map
 from saliency.data.readers import frames_before
 from saliency.infra.errors import UserError
 from vidcap.captioner import VisualFrontEnd, frames_to_tensor
@@ -61,10 +61,11 @@ def fit_within(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
 
 @torch.no_grad()
 def saliency_overlays(front: VisualFrontEnd, frames: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
-    """uint8 frames `[N,H,W,3]` with the front end's saliency (each map scaled to [0,1]) blended over them; a motion
-    model also sees `previous`, the earlier frame of each (uint8, the same shape)."""
+    """uint8 frames `[N,H,W,3]` with the front end's saliency blended over them, each map min-max scaled to [0,1] as
+    `saliency predict` shows its maps; a motion model also sees `previous`, the earlier frame of each (uint8, the
+    same shape)."""
     before = None if previous is None else frames_to_tensor(previous)  # (N, 3, H, W)
     log_density = front.saliency(frames_to_tensor(frames), previous=before)  # (N, 1, h, w)
-    maps = F.interpolate(log_density.exp(), size=frames.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
-    maps = maps / maps.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)  # per-frame [0, 1]
+    shown = log_density_to_map(log_density)  # (N, 1, h, w) in [0, 1]
+    maps = F.interpolate(shown, size=frames.shape[1:3], mode="bilinear", align_corners=False)[:, 0].clamp(0, 1)
     return np.stack([colour_overlay(frame, m.numpy()) for frame, m in zip(frames, maps)])

@@ -1,5 +1,6 @@
 """Saliency overlays with a motion saliency model: every frame of `vidcap caption --overlay` is seen with the one
-before it, across the chunks the video is read in, and so is every frame of an evaluation report's thumbnail strip."""
+before it, across the chunks the video is read in, and so is every frame of an evaluation report's thumbnail strip;
+every map is shown as `saliency predict` shows it (the probability min-max scaled to [0, 1])."""
 from __future__ import annotations
 
 import subprocess
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from saliency import colour_overlay
 from saliency.infra.media import ffmpeg_path
 from vidcap.captioner import CaptionerConfig, VisualFrontEnd, with_saliency
 from vidcap.encoder import EncoderConfig
@@ -57,3 +59,25 @@ def test_the_thumbnail_strip_shows_a_motion_models_maps_of_the_sampled_frames(nu
     spy = motion_spy()
     assert thumbnail_strip(numbered, CONFIG, VisualFrontEnd(CONFIG, spy).eval()).startswith(b"\xff\xd8")  # a JPEG
     assert spy.seen[0].shape[:2] == (STRIP_FRAMES, 6) and spy.seen[0][:, 3:].any()
+
+
+class Ramp(torch.nn.Module):
+    """A saliency model whose log-density rises from left to right (the same on every frame)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        width = x.shape[-1]
+        ramp = torch.linspace(0.0, 3.0, width).expand(len(x), 1, x.shape[-2], width)
+        return ramp - torch.logsumexp(ramp.flatten(1), dim=1).view(-1, 1, 1, 1)
+
+
+def test_an_overlay_blends_the_min_max_scaled_map_over_each_frame():
+    config = with_saliency(CaptionerConfig(encoder=EncoderConfig(backbone="small-cnn", pretrained=False, grid=1)),
+                           "student", "runs/unused", "residual")
+    front = VisualFrontEnd(config, Ramp()).eval()
+    frames = np.full((2, 8, 16, 3), 128, np.uint8)
+    shown = overlay.saliency_overlays(front, frames)
+    probability = np.exp(np.linspace(0.0, 3.0, 16))
+    unit = np.broadcast_to((probability - probability.min()) / (probability.max() - probability.min()), (8, 16))
+    expected = colour_overlay(frames[0], unit)
+    assert shown.shape == frames.shape and np.abs(shown[0].astype(int) - expected.astype(int)).max() <= 1
+    assert unit[0, 0] == 0.0 and (shown[:, :, 0] != shown[:, :, -1]).any()  # the ramp shows
