@@ -124,8 +124,8 @@ def gradient(height: int, width: int, frames: int = 1) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def media(tmp_path_factory):
-    """Name → path of small media files: valid ones (`clip.mp4`, a one-frame video, 4K frames, grayscale
-    and RGBA images and videos) and broken ones (random bytes, a truncated mp4, empty files, audio only,
+    """Name → path of small media files: valid ones (`clip.mp4`, a one-frame video, 4K frames, grayscale,
+    RGBA and palette images, grayscale and RGBA videos) and broken ones (random bytes, a truncated mp4, empty files, audio only,
     a folder without videos, a missing file)."""
     root = tmp_path_factory.mktemp("media")
     rng = np.random.default_rng(0)
@@ -137,6 +137,7 @@ def media(tmp_path_factory):
     Image.fromarray(gradient(2160, 3840)[0]).save(root / "4k.jpg")
     Image.fromarray(gradient(40, 60)[0, :, :, 0]).save(root / "gray.png")
     Image.fromarray(np.dstack([gradient(40, 60)[0], np.full((40, 60), 128, np.uint8)])).save(root / "rgba.png")
+    Image.fromarray(gradient(40, 60)[0]).quantize(colors=16).save(root / "palette.png")  # mode "P": indices + palette
     data = (root / "clip.mp4").read_bytes()
     (root / "truncated.mp4").write_bytes(data[: len(data) // 2])  # the index (moov atom) is at the end: lost
     (root / "random.mp4").write_bytes(rng.integers(0, 256, 3000, np.uint8).tobytes())

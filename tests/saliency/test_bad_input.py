@@ -68,8 +68,8 @@ def test_predict_skips_a_bad_file_names_it_and_still_writes_the_good_ones(world,
     assert (tmp_path / "gray.png").is_file() and (tmp_path / "gray_overlay.jpg").is_file()
 
 
-def test_one_frame_video_4k_grayscale_and_rgba_inputs_all_get_maps(world, media, tmp_path, run):
-    inputs = [media[name] for name in ("one.mp4", "gray.mp4", "4k.jpg", "gray.png", "rgba.png")]
+def test_one_frame_video_4k_grayscale_rgba_and_palette_inputs_all_get_maps(world, media, tmp_path, run):
+    inputs = [media[name] for name in ("one.mp4", "gray.mp4", "4k.jpg", "gray.png", "rgba.png", "palette.png")]
     code, _, err = run("predict", "--model", world / "student", *inputs, "--out", tmp_path, "--maps", "--quiet")
     assert code == 0 and err == ""
     shapes = {path.relative_to(tmp_path).as_posix(): np.asarray(Image.open(path)).shape
@@ -77,7 +77,7 @@ def test_one_frame_video_4k_grayscale_and_rgba_inputs_all_get_maps(world, media,
     assert shapes == {"one/frame_000000.png": (32, 64), "gray/frame_000000.png": (32, 64),
                       "gray/frame_000001.png": (32, 64), "gray/frame_000002.png": (32, 64),
                       "gray/frame_000003.png": (32, 64), "4k.png": (2160, 3840), "gray.png": (40, 60),
-                      "rgba.png": (40, 60)}
+                      "rgba.png": (40, 60), "palette.png": (40, 60)}
 
 
 def decord_fails_from_frame_16(monkeypatch) -> None:

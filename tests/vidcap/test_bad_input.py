@@ -95,8 +95,9 @@ def test_caption_skips_a_bad_video_names_it_and_captions_the_rest(world, media, 
     assert [result["video"] for result in json.loads(out)] == [str(good)]
 
 
-def test_one_frame_4k_grayscale_and_rgba_inputs_are_captioned(world, media, run):
-    inputs = [str(media[name]) for name in ("one.mp4", "4k.mp4", "gray.mp4", "rgba.mov", "gray.png", "rgba.png")]
+def test_one_frame_4k_grayscale_rgba_and_palette_inputs_are_captioned(world, media, run):
+    inputs = [str(media[name]) for name in ("one.mp4", "4k.mp4", "gray.mp4", "rgba.mov", "gray.png", "rgba.png",
+                                            "palette.png")]
     code, out, err = run("caption", *inputs, "--model", world / "captioner", "--json")
     assert code == 0 and err == ""
     results = json.loads(out)

@@ -98,6 +98,13 @@ def test_overlay_writes_a_video_with_the_saliency_map(trained, tmp_path, capsys)
     assert len(reader) == len(decord.VideoReader(str(video)))
 
 
+def test_overlays_of_several_videos_are_named_after_each_video(trained, tmp_path, capsys):
+    first, second = sorted((trained / "data" / "TestVideo").glob("*.mp4"))[:2]
+    assert main(["caption", str(first), str(second), "--model", str(trained / "with-student"),
+                 "--overlay", str(tmp_path / "overlay.mp4"), "--quiet"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"overlay-{v.stem}.mp4" for v in (first, second))
+
+
 def test_overlay_without_a_saliency_model_is_a_mistake_before_any_caption(trained, tmp_path, cli):
     video = next((trained / "data" / "TestVideo").glob("*.mp4"))
     run = cli("vidcap")
