@@ -13,6 +13,7 @@ import torch
 
 from saliency.infra.errors import DatasetError, UserError
 from saliency.infra.rundir import RunDir, atomic_write_bytes
+from saliency.infra.stats import spread
 
 INPUT = "image"  # every export's input: float [N,C,H,W], ImageNet-normalised RGB (C=3; a motion model's C=6), N free
 EXAMPLE_BATCH = 2  # the exporter's example input: with a batch of 1 it may specialise N to 1 (torch's 0/1 rule)
@@ -139,9 +140,9 @@ def run_calibration_images(run_dir: str | Path, size: tuple[int, int],
     except UserError as error:
         raise UserError(f"int8 calibration needs the run's training images, looked in {where}: {error}") from None
     batches = []
-    for index in np.linspace(0, len(reader) - 1, min(count, len(reader))).round().astype(int):
+    for index in spread(len(reader), count):
         try:
-            sample = reader[int(index)]
+            sample = reader[index]
             batches.append(model_input([sample.image], size, [sample.previous], motion).numpy())  # (1, C, H, W)
         except DatasetError:
             continue  # an unreadable image calibrates nothing; the others do

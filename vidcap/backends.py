@@ -11,6 +11,7 @@ import torch
 from saliency.backends import EXPORT_FOLDER, exported_session, on_backend, resolve_backend
 from saliency.export import run_calibration_images
 from saliency.infra.errors import UserError
+from saliency.infra.stats import spread
 from vidcap.captioner import VisualFrontEnd, frames_to_tensor
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.data.video import read_frames
@@ -28,7 +29,7 @@ def training_frames(config: VidcapRunConfig, count: int = CALIBRATION_VIDEOS) ->
     except UserError as error:
         raise UserError(f"int8 calibration needs the captioner's training videos, looked in {where}: {error}") from None
     batches = []
-    for index in np.linspace(0, len(items) - 1, min(count, len(items))).round().astype(int):
+    for index in spread(len(items), count):
         try:
             batches.append(frames_to_tensor(read_frames(items[index].path, config.captioner.sampler)).numpy())
         except UserError:

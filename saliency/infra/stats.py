@@ -1,4 +1,5 @@
-"""Paired comparisons with confidence intervals: how two systems differ on the same test items."""
+"""Paired comparisons with confidence intervals: how two systems differ on the same test items; and the evenly
+spread sample of items that reports and calibration take."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
+
+def spread(length: int, count: int) -> list[int]:
+    """`count` indices spread evenly over `range(length)`, first and last included (all of them if fewer): a sample
+    that is the same on every run."""
+    return [int(i) for i in np.linspace(0, length - 1, min(count, length)).round()] if length else []
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 10_000, seed: int = 0,

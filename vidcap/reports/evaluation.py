@@ -14,6 +14,7 @@ from PIL import Image
 
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import CURVES
+from saliency.infra.stats import spread
 from vidcap.captioner import CaptionerConfig, VisualFrontEnd
 from vidcap.reports.document import Block, BulletList, Figure, Heading, Paragraph, Table, write_report
 from vidcap.evaluate import METRIC_KEYS
@@ -58,9 +59,7 @@ def thumbnail_strip(path: str | Path, config: CaptionerConfig, front: VisualFron
 
 def sample_ids(video_ids: list[str], count: int = SAMPLE_VIDEOS) -> list[str]:
     """`count` ids spread evenly over the list (first and last included), so the sample is reproducible."""
-    if len(video_ids) <= count:
-        return list(video_ids)
-    return [video_ids[round(i)] for i in np.linspace(0, len(video_ids) - 1, count)]
+    return [video_ids[i] for i in spread(len(video_ids), count)]
 
 
 def grounding_blocks(grounding: dict) -> list[Block]:

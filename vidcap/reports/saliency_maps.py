@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 from torch import nn
 
 from saliency.data.readers import SaliencySample
 from saliency.evaluate import predict_maps
 from saliency.infra.figures import image_grid_png
+from saliency.infra.stats import spread
 from vidcap.reports.document import Block, Figure, Heading, Paragraph, Table
 
 MODEL_COLUMNS = {"teacher": "teacher", "student": "student", "student_no_kd": "no-KD student"}
@@ -18,10 +18,9 @@ MODEL_COLUMNS = {"teacher": "teacher", "student": "student", "student_no_kd": "n
 def maps_figure(models: dict[str, nn.Module], reader: Sequence[SaliencySample], names: list[str],
                 size: tuple[int, int], count: int = 4) -> bytes:
     """PNG grid: `count` held-out frames spread over the split, each as image | ground truth | one map per model."""
-    indices = np.linspace(0, len(reader) - 1, num=min(count, len(reader))).round().astype(int)
     rows = []
-    for index in indices:
-        sample = reader[int(index)]
+    for index in spread(len(reader), count):
+        sample = reader[index]
         maps = [predict_maps(model, [sample.image], size, [sample.previous])[0] for model in models.values()]
         rows.append((names[index], [sample.image, sample.density, *maps]))
     return image_grid_png(["frame", "ground truth", *[MODEL_COLUMNS.get(k, k) for k in models]], rows)

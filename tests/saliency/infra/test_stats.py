@@ -45,3 +45,9 @@ def test_mcnemar_counts_the_discordant_pairs_and_gives_the_exact_binomial_p():
     assert result["p"] == pytest.approx(2 * (1 + 12 + 66) / 2**12)  # P(X <= 2), X ~ Bin(12, 1/2), both tails
     assert mcnemar(a, a) == {"a_only": 0, "b_only": 0, "p": 1.0}
     assert mcnemar([True, False], [False, True])["p"] == 1.0
+
+
+def test_a_spread_sample_takes_first_and_last_and_everything_when_short():
+    from saliency.infra.stats import spread
+
+    assert spread(10, 4) == [0, 3, 6, 9] and spread(3, 8) == [0, 1, 2] and spread(0, 4) == [] and spread(5, 1) == [0]
