@@ -16,7 +16,7 @@ from tqdm import tqdm
 from saliency.backends import EXPORT_FOLDER, exported_session, resolve_backend
 from saliency.export import require_onnxruntime, run_calibration_images
 from saliency.infra.errors import UserError
-from saliency.models import available_models, build_untrained, load
+from saliency.models import available_models, build_untrained, count_parameters, load, model_size_mb
 
 CHANNELS_LAST = "torch-channels-last"  # torch eager on NHWC tensors: measured here, not a backend of the commands
 BENCH_BACKENDS = ("torch", CHANNELS_LAST, "onnxruntime", "onnxruntime-int8")
@@ -128,11 +128,11 @@ def benchmark(specs: list[str], size: tuple[int, int] = (288, 384), batch: int =
     flops = {spec: gflops_per_image(model, size) for spec, model in models.items()}
     rows = []
     for (spec, backend), samples in times.items():
-        params = sum(p.numel() for p in models[spec].parameters())
+        params = count_parameters(models[spec])
         ms = statistics.median(samples)
         achieved = flops[spec] / (ms / 1000)
         peak = peaks.get("int8") if backend == "onnxruntime-int8" else peaks["float32"]
-        rows.append({"model": spec, "backend": backend, "params": params, "mb": params * 4 / 2**20,
+        rows.append({"model": spec, "backend": backend, "params": params, "mb": model_size_mb(models[spec]),
                      "gflops": flops[spec], "ms_per_image": ms, "fps": 1000 / ms, "gflops_per_s": achieved,
                      "peak_fraction": achieved / peak if peak else None})
     for row in rows:

@@ -29,7 +29,7 @@ from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import RunDir
 from saliency.infra.training import Checkpoint, EpochLog, seed_everything, validate_run_basics, warmup_cosine
-from saliency.models import build
+from saliency.models import build, count_parameters
 from saliency.models.components import run_with_taps
 from saliency.synthetic import COLOURS, SHAPES, SIZES, WORLDS, SceneObject, image_scene, render_frame
 from saliency.train import OptimConfig
@@ -251,4 +251,4 @@ class Pretrainer:
         return self._metrics(time.perf_counter() - started)
 
     def _metrics(self, seconds: float) -> dict:
-        return self.log.metrics(seconds, params=sum(p.numel() for p in self.model.backbone.parameters()))
+        return self.log.metrics(seconds, params=count_parameters(self.model.backbone))

@@ -25,7 +25,7 @@ from saliency.infra.errors import UserError
 from saliency.evaluate import describe_left_out, evaluate_model, scorable
 from saliency.losses import LossConfig, SaliencyLoss
 from saliency.metrics import METRICS
-from saliency.models import build, load
+from saliency.models import build, count_parameters, load
 from saliency.models.registry import motion_frames
 from saliency.infra.rundir import RunDir
 from saliency.infra.training import Checkpoint, EpochLog, seed_everything, validate_optimiser, validate_run_basics, warmup_cosine
@@ -280,4 +280,4 @@ class SaliencyTrainer:
         return self._metrics(time.perf_counter() - started)
 
     def _metrics(self, seconds: float) -> dict:
-        return self.log.metrics(seconds, params=sum(p.numel() for p in self.model.parameters()))
+        return self.log.metrics(seconds, params=count_parameters(self.model))
