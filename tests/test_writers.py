@@ -18,6 +18,7 @@ import torch
 
 import vidcap.data.cache as cache_module
 from saliency.cli import main as saliency
+from saliency.infra.faults import SALIENCY_TINY  # the kill campaign's tiny saliency run: three epochs
 from saliency.infra.rundir import LOCK, RunDir
 from vidcap import split_evaluation
 from vidcap.cli import main as vidcap
@@ -26,9 +27,6 @@ from vidcap.evaluate import METRIC_KEYS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SALIENCY_TINY = ["--set", "data.size=[32, 64]", "--set", "data.batch_size=8", "--set", "optim.epochs=3",
-                 "--set", "model.options={width: 8, depth: 1, decoder_width: 8}", "--set", "val_metrics=[CC, KLD]",
-                 "--set", "threads=1", "--quiet"]
 VIDCAP_TINY = ["--config", "configs/vidcap/synthetic.yaml", "--saliency", "none", "--quiet", "--set", "threads=1",
                "--set", "captioner.sampler={n_frames: 4, mode: segment, size: [32, 64], resize: stretch}",
                "--set", "captioner.encoder.grid=2",

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from saliency.infra.errors import UserError
-from saliency.infra.rundir import load_safetensors
+from saliency.infra.rundir import WEIGHTS, load_safetensors
 
 logger = logging.getLogger(__name__)
 _MISSING_SAID: set[Path] = set()  # ImageNet files already reported missing: said once per process
@@ -71,7 +71,7 @@ def load_imagenet_backbone(
             return
     else:
         path = Path(pretrained)
-        path = path / "model.safetensors" if path.is_dir() else path  # a `saliency pretrain` run directory
+        path = path / WEIGHTS if path.is_dir() else path  # a `saliency pretrain` run directory
         if not path.is_file():
             raise UserError(f"{path}: pretrained weights file for {name} not found")
     state = read_backbone_file(path)
