@@ -245,9 +245,8 @@ class Pretrainer:
             self.log.write(self._metrics(time.perf_counter() - started))
             self.checkpoint.save({"epoch": self.epoch, "log": self.log.state_dict()},
                                  {"epoch": self.epoch, "best_" + self.select_by: self.log.best})
-            if self.progress:
-                shown = "  ".join(f"{k} {v:.3f}" for k, v in val.items())
-                tqdm.write(f"epoch {self.epoch}/{config.optim.epochs}  loss {record['train']['loss']:.4f}  held-out {shown}")
+            if self.progress:  # through logging, to stderr: stdout keeps only the command's result
+                logger.info("%s", self.log.epoch_line(config.optim.epochs, "held-out"))
         return self._metrics(time.perf_counter() - started)
 
     def _metrics(self, seconds: float) -> dict:

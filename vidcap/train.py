@@ -202,9 +202,8 @@ class CaptionTrainer:
             # The checkpoint is the epoch's last write: a run killed before it redoes the epoch, files included.
             self.checkpoint.save({"epoch": self.epoch, "log": self.log.state_dict(), "numpy_rng": self.rng.bit_generator.state},
                                  {"epoch": self.epoch, "best_val_CIDEr": self.log.best})
-            if self.progress:
-                tqdm.write(f"epoch {self.epoch}/{config.optim.epochs}  loss {record['train']['loss']:.3f}  "
-                           f"val CIDEr {val['CIDEr']:.3f}")
+            if self.progress:  # through logging, to stderr: stdout keeps only the command's result
+                log.info("%s", self.log.epoch_line(config.optim.epochs))
         return self._metrics(time.perf_counter() - started)
 
     def _metrics(self, seconds: float) -> dict:

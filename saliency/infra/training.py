@@ -144,6 +144,12 @@ class EpochLog:
             return True
         return False
 
+    def epoch_line(self, epochs: int, held_out: str = "val") -> str:
+        """The last epoch in one line for the progress log: `epoch 3/8  loss 0.1234  val CC 0.812  KLD 0.301`."""
+        record = self.history[-1]
+        shown = "  ".join(f"{name} {value:.3f}" for name, value in record["val"].items())
+        return f"epoch {record['epoch']}/{epochs}  loss {record['train']['loss']:.4f}  {held_out} {shown}"
+
     def state_dict(self) -> dict:
         return {"history": self.history, "best": self.best}
 

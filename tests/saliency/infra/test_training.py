@@ -44,3 +44,13 @@ def test_without_tensorboard_the_run_directory_is_as_before(tmp_path, monkeypatc
     log.add(record(1, 2.0, 0.3))
     log.write(log.metrics(1.0))
     assert not (tmp_path / TENSORBOARD).exists() and (tmp_path / "log.csv").is_file()
+
+
+def test_the_epoch_line_shows_the_last_epochs_loss_and_held_out_scores(tmp_path):
+    from saliency.infra.rundir import RunDir
+    from saliency.infra.training import EpochLog
+
+    log = EpochLog(RunDir(tmp_path), "CC")
+    log.add({"epoch": 3, "train": {"loss": 0.12344}, "val": {"CC": 0.8123, "KLD": 0.3}, "lr": 1e-3})
+    assert log.epoch_line(8) == "epoch 3/8  loss 0.1234  val CC 0.812  KLD 0.300"
+    assert log.epoch_line(8, "held-out").endswith("held-out CC 0.812  KLD 0.300")
