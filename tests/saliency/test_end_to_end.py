@@ -147,3 +147,12 @@ def test_a_student_must_see_what_its_teacher_sees(video_world, capsys):
                  "--set", "model.options.motion=4", *data, *TINY, "--out", str(video_world / "far")])
     assert code == 2
     assert "sees motion but the student sees motion over 4 frames: set model.options.motion=true" in capsys.readouterr().err
+
+
+def test_progress_goes_to_stderr_and_stdout_holds_only_the_result(world, tmp_path, capsys):
+    progress = [arg for arg in TINY if arg != "--quiet"]
+    assert main(["train", "--config", "configs/saliency/student.yaml", "--set", f"data.root={world / 'data'}",
+                 *progress, "--out", str(tmp_path / "run")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["run"] == str(tmp_path / "run")  # nothing but the result
+    assert "epoch 1/" in err and "  loss " in err and "  val CC " in err
