@@ -161,6 +161,20 @@ def test_a_full_disk_while_evaluating_stops_with_one_line(world, tmp_path, monke
 
 
 @pytest.mark.slow
+def test_a_full_disk_while_comparing_stops_with_one_line(world, tmp_path, monkeypatch, cli):
+    run, captioner = cli("vidcap"), tmp_path / "captioner"
+    shutil.copytree(world / "captioner", captioner)
+    monkeypatch.setattr(split_evaluation, "score", lambda gts, res: {key: 0.5 for key in METRIC_KEYS})  # no Java
+    assert run("eval", "--model", captioner, "--quiet")[0] == 0
+    out = tmp_path / "compare"
+    fail_a_write(monkeypatch, errno.ENOSPC, lambda name, saved: name == "report.html")
+    status, _, err = run("compare", captioner, "--out", out, "--quiet")
+    assert status == 2
+    run.assert_one_line_error(err, f"{out / 'report.html'}: could not be written (No space left on device)")
+    assert not any(path.name.endswith(".tmp") for path in out.iterdir())  # the half-written temp file is gone
+
+
+@pytest.mark.slow
 def test_a_full_disk_while_predicting_stops_instead_of_skipping(world, tmp_path, monkeypatch, cli):
     run, out = cli("saliency"), tmp_path / "maps"
     images = sorted((world / "salicon" / "images").rglob("*.jpg"))[:3]
