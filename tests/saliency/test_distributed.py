@@ -66,3 +66,18 @@ def test_a_batch_that_does_not_split_evenly_is_refused(data, tmp_path):
     assert result.returncode != 0
     assert "data.batch_size 7 is not divisible by the 2 processes" in result.stderr
     assert not (tmp_path / "odd" / "config.yaml").exists()
+
+
+def test_a_run_directory_another_process_trains_into_stops_every_rank(data, tmp_path):
+    import fcntl
+
+    run = tmp_path / "busy"
+    run.mkdir()
+    with open(run / ".lock", "a+") as held:  # as a running trainer holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(f"{os.getpid()}\n")
+        held.flush()
+        result = torchrun("train", "--set", f"data.root={data}", *TINY, "--out", str(run))
+    assert result.returncode != 0 and not (run / "config.yaml").exists()
+    refusal = f"{run}: another process (pid {os.getpid()}) is training into this run directory"
+    assert result.stderr.count(refusal) == 2, result.stderr[-3000:]  # rank 0 found it held; both ranks stop
