@@ -224,6 +224,33 @@ def test_eval_skips_an_image_with_a_damaged_file_and_scores_the_rest(world, tmp_
     assert np.isfinite(result["metrics"]["CC"]) and stdout.startswith(f"{images - 1} images")
 
 
+def test_eval_skips_a_cat2000_image_whose_fixation_mat_is_damaged(world, tmp_path, run):
+    """CAT2000's `FIXATIONLOCS/<category>/NNN.mat`, damaged, through the real command: that image skipped and named."""
+    import scipy.io
+
+    from saliency.data import open_dataset
+
+    base, rng = tmp_path / "cat2000" / "trainSet", np.random.default_rng(0)
+    for number in range(1, 21):
+        name = f"{number:03d}"
+        for folder, pixels in (("Stimuli", rng.integers(0, 256, (32, 48, 3), np.uint8)),
+                               ("FIXATIONMAPS", rng.integers(0, 256, (32, 48), np.uint8))):
+            (base / folder / "Action").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(base / folder / "Action" / f"{name}.jpg")
+        locs = np.zeros((32, 48))
+        locs[rng.integers(32, size=5), rng.integers(48, size=5)] = 1
+        (base / "FIXATIONLOCS" / "Action").mkdir(parents=True, exist_ok=True)
+        scipy.io.savemat(base / "FIXATIONLOCS" / "Action" / f"{name}.mat", {"fixLocs": locs})
+    held_out = open_dataset(tmp_path / "cat2000", kind="cat2000", split="val").names  # ["Action/NNN", ...]
+    damaged = base / "FIXATIONLOCS" / f"{held_out[0]}.mat"
+    damaged.write_bytes(b"MATLAB 5.0 MAT-file" + bytes(200))
+    code, _, err = run("eval", "--model", world / "student", "--data", tmp_path / "cat2000", "--metrics", "CC,NSS", "--quiet")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 2, err
+    assert lines[0].startswith(f"saliency eval: skipped {damaged}") and "cannot read .mat file" in lines[0]
+    assert lines[1] == f"saliency eval: 1 image(s) skipped: {held_out[0]}"
+
+
 def test_eval_with_every_image_unreadable_stops(world, tmp_path, run):
     root = tmp_path / "data"
     shutil.copytree(world / "data", root)

@@ -233,7 +233,23 @@ def not_a_dataset(data):
     return data, "not a captioned video dataset"
 
 
-DATA_PROBLEMS = [corrupt_msrvtt_json, corrupt_msvd_csv, no_videos, not_a_dataset]
+def corrupt_msvd_txt(data):
+    for path in data.glob("*videodatainfo.json"):
+        path.unlink()
+    (data / "AllVideoDescriptions.txt").write_bytes(b"abc_1_2 a man \xff plays\n")
+    (data / "youtube_mapping.txt").write_text("abc_1_2 vid1\n")
+    return data / "AllVideoDescriptions.txt", "not UTF-8 text (bad byte at offset 14)"
+
+
+def corrupt_captions_json(data):
+    for path in data.glob("*videodatainfo.json"):
+        path.unlink()
+    (data / "captions.json").write_text('{"video0.mp4": ["a red circle"],}')
+    return data / "captions.json", "invalid JSON at line 1 column 33"
+
+
+DATA_PROBLEMS = [corrupt_msrvtt_json, corrupt_msvd_csv, corrupt_msvd_txt, corrupt_captions_json, no_videos,
+                 not_a_dataset]
 
 
 @pytest.mark.parametrize("command", ["extract", "train", "eval"])
