@@ -28,7 +28,8 @@ from saliency.infra import distributed
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import RunDir
-from saliency.infra.training import Checkpoint, EpochLog, seed_everything, validate_run_basics, warmup_cosine
+from saliency.infra.training import (Checkpoint, EpochLog, optimiser_step, require_finite, seed_everything,
+                                     validate_run_basics, warmup_cosine)
 from saliency.models import build, count_parameters
 from saliency.models.components import run_with_taps
 from saliency.synthetic import COLOURS, SHAPES, SIZES, WORLDS, SceneObject, image_scene, render_frame
@@ -225,14 +226,8 @@ class Pretrainer:
                 images, targets = render_batch(config, self._indices(step))
                 total, parts = recognition_loss(self.model(images), targets)
                 loss = total.item()
-                if not math.isfinite(loss):
-                    raise UserError(f"{self.run.path}: loss became {loss} at epoch {self.epoch + 1}; "
-                                    "the last good checkpoint is kept (try a lower optim.lr)")
-                self.optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
-                self.optimizer.step()
-                self.scheduler.step()
+                require_finite(loss, self.run, self.epoch + 1)
+                optimiser_step(total, self.optimizer, self.scheduler, config.optim.grad_clip)
                 for key, value in {"loss": loss, **{k: float(v) for k, v in parts.items()}}.items():
                     sums[key] = sums.get(key, 0.0) + value
                 bar.set_postfix(loss=f"{loss:.3f}")

@@ -7,7 +7,6 @@ Under `torchrun` each process trains on its share of every batch (`saliency.infr
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -28,7 +27,8 @@ from saliency.metrics import METRICS
 from saliency.models import build, count_parameters, load
 from saliency.models.registry import motion_frames
 from saliency.infra.rundir import RunDir
-from saliency.infra.training import Checkpoint, EpochLog, seed_everything, validate_optimiser, validate_run_basics, warmup_cosine
+from saliency.infra.training import (Checkpoint, EpochLog, optimiser_step, require_finite, seed_everything,
+                                     validate_optimiser, validate_run_basics, warmup_cosine)
 
 logger = logging.getLogger(__name__)
 
@@ -232,14 +232,8 @@ class SaliencyTrainer:
                 total = total + value
                 parts[f"kd_{name}"] = value.detach()
         logs = self.world.mean({"loss": total, **parts})  # every process sees the same losses, and stops together
-        if not math.isfinite(logs["loss"]):
-            raise UserError(f"{self.run.path}: loss became {logs['loss']} at epoch {self.epoch + 1}; "
-                            f"the last good checkpoint is kept (try a lower optim.lr)")
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.config.optim.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
+        require_finite(logs["loss"], self.run, self.epoch + 1)
+        optimiser_step(total, self.optimizer, self.scheduler, self.config.optim.grad_clip)
         return logs
 
     def fit(self) -> dict:

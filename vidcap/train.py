@@ -16,7 +16,8 @@ from tqdm import tqdm
 from saliency.infra import distributed
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import WEIGHTS, RunDir, require_writable
-from saliency.infra.training import Checkpoint, EpochLog, seed_everything, warmup_cosine
+from saliency.infra.training import (Checkpoint, EpochLog, optimiser_step, require_finite, seed_everything,
+                                     warmup_cosine)
 from vidcap.data.cache import FeatureCache, extract_features, open_feature_cache
 from vidcap.captioner import Captioner, load_saliency_source
 from vidcap.data.datasets import open_caption_dataset
@@ -127,15 +128,12 @@ class CaptionTrainer:
             loss, _ = self.decoder(tokens, ids.to(device), mask.to(device), bias)  # mean over the share's targets
             targets = mask[:, 1:].sum().to(loss) if mine else loss.new_zeros(())  # every token after BOS is a target
         total, count = self.world.sum(torch.stack([loss.detach() * targets, targets]))
-        if not torch.isfinite(total):
-            raise UserError(f"{self.run.path}: loss became {(total / count).item()} at epoch {self.epoch + 1}; "
-                            f"the last good checkpoint is kept (try a lower optim.lr)")
-        self.optimizer.zero_grad(set_to_none=True)
-        (loss * (targets * self.world.size / count)).backward()  # DDP averages over processes: Σ loss·targets / count
-        torch.nn.utils.clip_grad_norm_(self.model.decoder.parameters(), self.config.optim.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        return (total / count).item()
+        mean = (total / count).item()
+        require_finite(mean, self.run, self.epoch + 1)
+        # DDP averages over processes: Σ loss·targets / count
+        optimiser_step(loss * (targets * self.world.size / count), self.optimizer, self.scheduler,
+                       self.config.optim.grad_clip)
+        return mean
 
     def _self_critical(self, items, tokens: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The self-critical loss of a batch and its sampled tokens: `scst.samples` captions sampled per video and

@@ -82,6 +82,24 @@ def validate_optimiser(optim) -> None:
     require(optim.grad_clip > 0, "grad_clip", f"must be > 0, got {optim.grad_clip}")
 
 
+def require_finite(loss: float, run: RunDir, epoch: int) -> None:
+    """A one-line UserError when a training loss is no longer a number; nothing of the epoch has been saved, so the
+    last good checkpoint stays."""
+    if not math.isfinite(loss):
+        raise UserError(f"{run.path}: loss became {loss} at epoch {epoch}; the last good checkpoint is kept "
+                        "(try a lower optim.lr)")
+
+
+def optimiser_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler, grad_clip: float) -> None:
+    """One step of every trainer: gradients of `loss`, clipped to norm `grad_clip` over the optimiser's parameters,
+    the optimiser's step and the learning-rate schedule's."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], grad_clip)
+    optimizer.step()
+    scheduler.step()
+
+
 def warmup_cosine(warmup_steps: int, total_steps: int):
     """LR multiplier: linear warm-up, then cosine decay to 5% of the peak."""
     def factor(step: int) -> float:
