@@ -8,7 +8,7 @@ from pathlib import Path
 
 from saliency.infra.commandline import (CommandParser, add_command, add_config_arguments, add_synth_arguments,
                                         non_negative_int, parse_size, positive_int, report_skipped, run_command,
-                                        run_config, set_torch_threads)
+                                        run_config)
 from saliency.infra.errors import UserError
 
 BACKEND_HELP = ("where the model runs: auto (default: the fastest installed, onnxruntime), torch, onnxruntime or "
@@ -174,6 +174,14 @@ def smoothing(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: must be at least 0 and below 1")
     return value
+
+
+def set_torch_threads(threads: int) -> None:
+    """Use `threads` CPU threads for torch (0: torch's default, all cores); process-wide, so only here."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def build_parser() -> argparse.ArgumentParser:

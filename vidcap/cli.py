@@ -8,7 +8,7 @@ from pathlib import Path
 
 from saliency.infra.commandline import (EXIT_SKIPPED, CommandParser, add_command, add_config_arguments,
                                         add_synth_arguments, port_number, positive_int, positive_number, report_skipped,
-                                        run_command, run_config, set_torch_threads)
+                                        run_command, run_config)
 from saliency.infra.errors import UserError
 from vidcap.formats import FORMATS, SUBTITLES
 
@@ -240,6 +240,14 @@ def overlay_path(template: str, video: str, count: int) -> Path:
     """`--overlay OUT.mp4` for one video; for several, `OUT-<video stem>.mp4` each."""
     out = Path(template)
     return out if count == 1 else out.with_name(f"{out.stem}-{Path(video).stem}{out.suffix or '.mp4'}")
+
+
+def set_torch_threads(threads: int) -> None:
+    """Use `threads` CPU threads for torch (0: torch's default, all cores); process-wide, so only here."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def build_parser() -> argparse.ArgumentParser:

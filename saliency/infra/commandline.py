@@ -1,5 +1,5 @@
-"""Plumbing shared by the `saliency` and `vidcap` commands: one-line errors, exit codes, `--set`, and the
-process-wide settings (log levels, threads) that only a command's `main()` may make."""
+"""Plumbing shared by the `saliency` and `vidcap` commands: one-line errors, exit codes, `--set`, argument types, and
+the log set-up that only a command's `main()` makes (torch's threads each CLI sets itself)."""
 from __future__ import annotations
 
 import argparse
@@ -106,15 +106,6 @@ def port_number(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{text!r}: a port is at most 65535")
     return value
-
-
-def set_torch_threads(threads: int) -> None:
-    """Use `threads` CPU threads for torch (0: torch's default, all cores); process-wide, so only a command's
-    `main()` calls it."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 def report_skipped(command: str, skipped: Sequence[str], what: str = "input") -> int:
