@@ -36,6 +36,7 @@ from vidcap.captioner import with_saliency
 from vidcap.data.synthetic import write_msrvtt
 from vidcap.demo import PRETRAIN_RUN, DemoConfig
 from vidcap.encoder import ALPHA_WEIGHTINGS
+from vidcap.grounding import ATTRIBUTES
 from vidcap.reports.comparison import load_per_video, paired_differences
 from vidcap.run import VidcapRunConfig
 from vidcap.scst import scst_stage
@@ -95,9 +96,19 @@ def train_and_score(config: VidcapRunConfig, run: Path, split: str) -> dict[str,
     return load_per_video(run, split)
 
 
+def right_shares(row: dict) -> dict[str, float]:
+    """Per attribute of the actor, 1.0 where a video's caption names it right, else 0.0 (a row averaged over seeds:
+    the share of the seeds)."""
+    grounding = row["grounding"]
+    return grounding.get("right") or {attribute: float(grounding[attribute] == "right") for attribute in ATTRIBUTES}
+
+
 def summary_row(per_video: dict[str, dict]) -> dict[str, float]:
-    return {"CIDEr": statistics.mean(r["CIDEr"] for r in per_video.values()),
-            "grounded": statistics.mean(float(r["grounding"]["grounded"]) for r in per_video.values()),
+    """CIDEr, the grounded share and, per attribute of the actor, the share of captions that name it right."""
+    rows = per_video.values()
+    return {"CIDEr": statistics.mean(r["CIDEr"] for r in rows),
+            "grounded": statistics.mean(float(r["grounding"]["grounded"]) for r in rows),
+            "right": {attribute: statistics.mean(right_shares(r)[attribute] for r in rows) for attribute in ATTRIBUTES},
             "videos": len(per_video)}
 
 
@@ -125,13 +136,15 @@ def arm_rows(tables: dict[str, dict[str, dict]]) -> dict[str, dict]:
 
 
 def seed_mean(tables: list[dict[str, dict]]) -> dict[str, dict]:
-    """Per video, CIDEr and grounded averaged over the seeds' tables (the videos all of them captioned)."""
+    """Per video, CIDEr, grounded and the attributes named right, averaged over the seeds' tables (the videos all
+    of them captioned)."""
     videos = sorted(set.intersection(*(set(table) for table in tables)))
     def mean(value) -> float:
         return statistics.mean(value(table) for table in tables)
 
     return {v: {"CIDEr": mean(lambda t: t[v]["CIDEr"]),
-                "grounding": {"grounded": mean(lambda t: float(t[v]["grounding"]["grounded"]))}}
+                "grounding": {"grounded": mean(lambda t: float(t[v]["grounding"]["grounded"])),
+                              "right": {a: mean(lambda t, a=a: right_shares(t[v])[a]) for a in ATTRIBUTES}}}
             for v in videos}
 
 
