@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
+from saliency.infra.rundir import WEIGHTS
 from saliency import load as load_saliency_model
 from saliency.data import imagenet_normalise
 from saliency.models.components import motion_gap, motion_input
@@ -106,6 +107,12 @@ def frames_to_tensor(frames) -> Tensor:
 def previous_tensor(previous: np.ndarray | None) -> Tensor | None:
     """A clip's previous frames uint8 `[T,H,W,3]` (`read_clip(previous=True)`) → normalised `[1,T,3,H,W]`, or None."""
     return None if previous is None else frames_to_tensor(previous)[None]
+
+
+def saliency_weights(config: SaliencySourceConfig) -> Path | None:
+    """The weights file of the saliency model a source reads (None: `none` and the controls, which need no model)."""
+    modelled = config.run and config.source != "none" and config.source not in CONTROLS
+    return Path(config.run) / WEIGHTS if modelled else None
 
 
 def load_saliency_source(config: SaliencySourceConfig) -> nn.Module | None:

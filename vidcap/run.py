@@ -13,8 +13,7 @@ from saliency.infra.errors import UserError
 from saliency.infra.training import validate_optimiser, validate_run_basics
 from saliency.infra.rundir import WEIGHTS, RunDir, file_digest, safetensors_header
 from saliency.infra.weights import load_state_strictly
-from vidcap.captioner import Captioner, CaptionerConfig, load_saliency_source
-from vidcap.saliency_sources import CONTROLS
+from vidcap.captioner import Captioner, CaptionerConfig, load_saliency_source, saliency_weights
 from vidcap.scst import SCSTConfig
 from vidcap.tokenizer import TOKENIZER_FILE, CaptionTokenizer
 
@@ -84,16 +83,10 @@ class CaptionerWeights:
         load_state_strictly(self.model, state, where, "this captioner", skip_prefix=SALIENCY_PREFIX)
 
 
-def saliency_weights(config: CaptionerConfig) -> Path | None:
-    """The saliency model's weights file a captioner reads (None: no saliency model, `none` or a control)."""
-    source = config.saliency
-    return Path(source.run) / WEIGHTS if source.run and source.source not in ("none", *CONTROLS) else None
-
-
 def saliency_provenance(config: CaptionerConfig) -> dict[str, str]:
     """What a captioner's model.safetensors records of the saliency weights it is trained with, so that loading it
     beside other ones is refused."""
-    path = saliency_weights(config)
+    path = saliency_weights(config.saliency)
     return {SALIENCY_DIGEST: file_digest(path)} if path else {}
 
 
@@ -101,7 +94,7 @@ def check_saliency_provenance(run: RunDir, config: CaptionerConfig) -> None:
     """A one-line UserError when the saliency run the captioner names now holds other weights than it was trained
     with (retrained or replaced since). Runs written before this record have nothing to compare."""
     recorded = ((safetensors_header(run.file(WEIGHTS)) or {}).get("__metadata__") or {}).get(SALIENCY_DIGEST)
-    path = saliency_weights(config)
+    path = saliency_weights(config.saliency)
     if recorded and path and path.is_file() and file_digest(path) != recorded:
         raise UserError(f"{path}: not the saliency weights {run.file(WEIGHTS)} was trained with (retrained or "
                         "replaced since); restore them, or train the captioner again")

@@ -69,6 +69,7 @@ class CaptionTrainer:
         self.val_items = [item for item in self.val_set.items if item.video_id in self.cache]
         if not self.train_items or not self.val_items:
             raise UserError(f"{config.data.root}: no readable videos in the train or validation split")
+        self.provenance = saliency_provenance(config.captioner)  # hashed once, saved with every best epoch
         self.reward = CiderD([[tokenizer.normalize(c) for c in item.captions] for item in self.train_items]) \
             if start else None
         self.rewards: list[float] = []  # the self-critical stage's mean sampled reward per step of this epoch
@@ -194,7 +195,7 @@ class CaptionTrainer:
             train = {"loss": float(np.mean(losses))} | ({"reward": float(np.mean(self.rewards))} if self.rewards else {})
             record = {"epoch": self.epoch, "train": train, "val": val, "lr": self.scheduler.get_last_lr()[0]}
             if self.log.add(record) and main:
-                self.run.save_weights(CaptionerWeights(self.model).state_dict(), saliency_provenance(config.captioner))
+                self.run.save_weights(CaptionerWeights(self.model).state_dict(), self.provenance)
             if main:
                 self.log.write(self._metrics(time.perf_counter() - started))
             # The checkpoint is the epoch's last write: a run killed before it redoes the epoch, files included.

@@ -28,10 +28,10 @@ from saliency.backends import EXPORT_FOLDER
 from saliency.infra import distributed
 from saliency.infra.config import to_dict
 from saliency.infra.errors import UserError
-from saliency.infra.rundir import (WEIGHTS, atomic_write_json, file_digest, require_writable, safetensors_header,
-                                   safetensors_problem, save_safetensors, try_flock)
+from saliency.infra.rundir import (atomic_write_json, file_digest, require_writable, safetensors_header, safetensors_problem,
+                                   save_safetensors, try_flock)
 from vidcap.backends import backends_name, resolve_backends, use_backend
-from vidcap.captioner import CaptionerConfig, VisualFrontEnd, load_saliency_source
+from vidcap.captioner import CaptionerConfig, VisualFrontEnd, load_saliency_source, saliency_weights
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.pipeline import visual_tokens
 from vidcap.saliency_sources import require_world
@@ -57,8 +57,9 @@ def extractor_fingerprint(config: CaptionerConfig, encoder_state: dict[str, torc
     """Hash of the front end: its description (`extractor_description`), the saliency weights and the (frozen)
     encoder weights."""
     digest = hashlib.sha1(json.dumps(extractor_description(config, backend), sort_keys=True).encode())
-    if config.saliency.source != "none" and config.saliency.run:
-        digest.update(file_digest(Path(config.saliency.run) / WEIGHTS).encode())
+    weights = saliency_weights(config.saliency)
+    if weights:
+        digest.update(file_digest(weights).encode())
     for name in sorted(encoder_state):
         digest.update(name.encode())
         digest.update(encoder_state[name].detach().cpu().contiguous().numpy().tobytes())
