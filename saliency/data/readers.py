@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from saliency.data.matfile import load_mat
-from saliency.infra.errors import DatasetError
+from saliency.infra.errors import DatasetError, UserError
 from saliency.infra.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 SALICON_SPLITS = ("train", "val", "test")
