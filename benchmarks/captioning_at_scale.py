@@ -1,6 +1,6 @@
 """Captioning at scale: a long 720p video by segment, a folder killed and resumed, a burst of uploads.
 
-    python benchmarks/captioning_at_scale.py [--model runs/demo/captioner-student] [--minutes 60] [--clips 200]
+    python -m benchmarks.captioning_at_scale [--model runs/demo/captioner-student] [--minutes 60] [--clips 200]
         [--kills 3] [--uploads 20] [--json benchmarks/results/captioning_at_scale.json]
 
 1. long video: a 1-minute 720p 30 fps `testsrc2` clip (2 s keyframes) joined `--minutes` times without
@@ -29,10 +29,10 @@ from pathlib import Path
 
 import httpx
 
-from saliency.infra.faults import run_child
+from tests.support.faults import run_child
 from saliency.infra.media import ffmpeg_path
 from saliency.infra.rundir import atomic_write_json
-from vidcap.data.synthetic import write_test_pattern
+from saliency.infra.media import write_test_pattern
 
 
 def long_video(model: str, minutes: int, work: Path) -> dict:

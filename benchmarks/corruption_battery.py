@@ -1,6 +1,6 @@
 """Corruption battery: damage every file a saliency run, a captioner run and a feature cache hold, and load it.
 
-    python benchmarks/corruption_battery.py [--flips 30] [--cuts 8] [--seed 0] [--json benchmarks/results/corruption_battery.json]
+    python -m benchmarks.corruption_battery [--flips 30] [--cuts 8] [--seed 0] [--json benchmarks/results/corruption_battery.json]
 
 A tiny student and a tiny captioner are trained by the real commands on generated data (the captioner's feature
 cache gets two shards). Each file is then damaged in turn, `--flips` bytes changed at seeded offsets (one bit or a
@@ -8,7 +8,7 @@ random byte; for safetensors half in the header, half in the tensor data), cut s
 and replaced by a pickle, a torch.save zip, a PNG, JSON, YAML, random bytes and nothing, and read by its real loader:
 `saliency.load` and `vidcap.run.load_run` for config.yaml, tokenizer.json and model.safetensors,
 `RunDir.load_train_state`, `completed_epochs` and `load_metrics` for the training state and metrics, and
-`extract_splits` then a fresh `FeatureCache` for the cache. Outcomes (saliency.infra.corruption): a one-line error
+`extract_splits` then a fresh `FeatureCache` for the cache. Outcomes (tests.support.corruption): a one-line error
 naming the file, an identical load, a cache rebuilt with a warning (good); silently different, or any other
 failure (bad). Exported ONNX files are left out: nothing in the project loads them.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from saliency.infra import corruption
-from vidcap import corruption as captioner_corruption
+from tests.support import corruption
+from tests.support import captioner_runs
 from saliency.infra.rundir import atomic_write_json
 
 COLUMNS = {"cases": "cases", corruption.ERROR: "one-line error", corruption.IDENTICAL: "identical",
@@ -46,9 +46,9 @@ def main() -> None:
         root = Path(folder)
         with contextlib.redirect_stdout(io.StringIO()):  # the commands' own summaries
             student = corruption.make_saliency_run(root)
-            captioner, cache = captioner_corruption.make_captioner_run(root)
-        targets = [*corruption.saliency_targets(student), *captioner_corruption.captioner_targets(captioner),
-                   *captioner_corruption.cache_targets(captioner, cache)]
+            captioner, cache = captioner_runs.make_captioner_run(root)
+        targets = [*corruption.saliency_targets(student), *captioner_runs.captioner_targets(captioner),
+                   *captioner_runs.cache_targets(captioner, cache)]
         results = corruption.run_battery(targets, args.seed, args.flips, args.cuts)
     table = corruption.summarise(results)
     print(f"{'file':<36}" + "".join(f"{title:>{len(title) + 3}}" for title in COLUMNS.values()))

@@ -1,6 +1,6 @@
 """Kill-anywhere campaign: every long-running command SIGKILLed at seeded points and resumed until done.
 
-    python benchmarks/kill_campaign.py [--kills 50] [--seed 0] [--work runs/kill-campaign]
+    python -m benchmarks.kill_campaign [--kills 50] [--seed 0] [--work runs/kill-campaign]
                                        [--json benchmarks/results/kill_campaign.json]
 
 For each of saliency train, saliency distill, vidcap extract and vidcap train (tiny data, so a run takes
@@ -17,9 +17,9 @@ import json
 import shutil
 from pathlib import Path
 
-from saliency.infra import faults
+from tests.support import faults
 from saliency.infra.rundir import atomic_write_json
-from vidcap.corruption import captioner_scenarios
+from tests.support.captioner_runs import captioner_scenarios
 
 
 def main() -> None:

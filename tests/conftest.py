@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from saliency.infra.faults import run_child
+from tests.support.faults import run_child
 from saliency.infra.media import ffmpeg_path
 from saliency.infra.rundir import TRAIN_STATE_META, RunDir
 
@@ -60,7 +60,7 @@ def one_thread():
 def _train_and_kill(module: str, args: list[str], out, epochs: int, checkpoints: int = 1) -> None:
     """Run `<module> train ARGS --out OUT` (module: `saliency.cli` or `vidcap.cli`) in a child process that
     SIGKILLs itself right after writing its `checkpoints`-th checkpoint (epoch `checkpoints` of `epochs`): the
-    kill lands at the same point on any machine, however fast (`saliency.infra.faults`)."""
+    kill lands at the same point on any machine, however fast (`tests.support.faults`)."""
     assert 1 <= checkpoints < epochs, "the kill must come before the run ends"
     process = run_child(module, ["train", *args, "--out", out], kill_at=checkpoints, kind="checkpoint")
     assert process.returncode == -signal.SIGKILL, (process.returncode, process.stderr[-2000:])

@@ -4,8 +4,8 @@ outputs of a run that was never stopped: weights and caches bit for bit, metrics
 version is `benchmarks/kill_campaign.py`."""
 import pytest
 
-from saliency.infra import faults
-from vidcap.corruption import captioner_scenarios
+from tests.support import faults
+from tests.support.captioner_runs import captioner_scenarios
 
 pytestmark = pytest.mark.slow
 

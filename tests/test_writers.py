@@ -18,7 +18,7 @@ import torch
 
 import vidcap.data.cache as cache_module
 from saliency.cli import main as saliency
-from saliency.infra.faults import SALIENCY_TINY  # the kill campaign's tiny saliency run: three epochs
+from tests.support.faults import SALIENCY_TINY  # the kill campaign's tiny saliency run: three epochs
 from saliency.infra.rundir import LOCK, RunDir
 from vidcap import split_evaluation
 from vidcap.cli import main as vidcap

@@ -37,11 +37,11 @@ def tiny_captioner(tmp_path_factory):
     """A tiny captioner trained for one epoch by `vidcap train` on six synthetic clips, and its feature cache in two
     shards (train + val, then test): `ROOT/captioner`, `ROOT/cache`, `ROOT/vidcap-data`. Made once for the
     corruption tests, which damage copies (the battery restores what it damages)."""
-    from vidcap import corruption as captioner_corruption
+    from tests.support import captioner_runs
 
     threads = torch.get_num_threads()  # the commands set one thread; the other tests keep theirs
     root = tmp_path_factory.mktemp("tiny-captioner")
-    captioner_corruption.make_captioner_run(root)
+    captioner_runs.make_captioner_run(root)
     torch.set_num_threads(threads)
     return root
 

@@ -15,7 +15,7 @@ from saliency.models import build_untrained
 from vidcap.backends import backends_name, resolve_backends, split_backends_name, use_backend
 from vidcap.captioner import CaptionerConfig, VisualFrontEnd, with_saliency
 from vidcap.cli import main
-from vidcap.corruption import VIDCAP_TINY
+from tests.support.captioner_runs import VIDCAP_TINY
 from vidcap.data.cache import FeatureCache, extractor_fingerprint
 from vidcap.data.video import FrameSamplerConfig
 from vidcap.encoder import EncoderConfig, FrameEncoder

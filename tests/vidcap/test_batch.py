@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from saliency.infra.faults import run_child
+from tests.support.faults import run_child
 from vidcap.batch import ResultsWriter, expand_videos, parse_results, part_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")

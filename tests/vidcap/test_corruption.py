@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from saliency.infra import corruption
-from vidcap import corruption as captioner_corruption
+from tests.support import corruption
+from tests.support import captioner_runs
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import RunDir
 from vidcap.cli import main
@@ -37,7 +37,7 @@ def rename_a_word(run) -> None:
 @pytest.mark.parametrize("name", ["config.yaml", "tokenizer.json", "model.safetensors", "train_state.safetensors",
                                   "train_state.json", "metrics.json"])
 def test_a_damaged_run_file_gives_one_line_naming_it_or_loads_as_before(run, name):
-    target = next(t for t in captioner_corruption.captioner_targets(run) if t.path.name == name)
+    target = next(t for t in captioner_runs.captioner_targets(run) if t.path.name == name)
     results = corruption.run_battery([target], seed=2, flips=6, cuts=2)
     assert len(results) == 6 + 2 + 7
     assert [r for r in results if r["outcome"] not in corruption.GOOD] == []

@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from saliency.infra.corruption import make_saliency_run
+from tests.support.corruption import make_saliency_run
 from saliency.infra.errors import UserError
 from saliency.pretrain import Recogniser
 from vidcap.cli import main
-from vidcap.corruption import VIDCAP_TINY
+from tests.support.captioner_runs import VIDCAP_TINY
 from vidcap.run import load_run
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from saliency.infra import corruption
+from tests.support import corruption
 from saliency.infra.media import ffmpeg_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")

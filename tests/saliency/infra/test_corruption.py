@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 import saliency
 from saliency.cli import main
-from saliency.infra import corruption
+from tests.support import corruption
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import RunDir, atomic_write_checked_json, load_checked_json, load_safetensors, save_safetensors
 

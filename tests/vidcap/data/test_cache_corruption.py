@@ -9,8 +9,8 @@ import shutil
 import pytest
 import torch
 
-from saliency.infra import corruption
-from vidcap import corruption as captioner_corruption
+from tests.support import corruption
+from tests.support import captioner_runs
 from saliency.infra.rundir import RunDir
 from vidcap.cli import main
 from vidcap.data.cache import FeatureCache, extract_splits
@@ -41,7 +41,7 @@ def largest_shard(folder):
 
 @pytest.mark.parametrize("name", ["index.json", "shard 1 of 2", "shard 2 of 2"])
 def test_a_damaged_cache_file_is_extracted_again_and_said_so(tiny_captioner, name):
-    targets = captioner_corruption.cache_targets(tiny_captioner / "captioner", tiny_captioner / "cache")
+    targets = captioner_runs.cache_targets(tiny_captioner / "captioner", tiny_captioner / "cache")
     target = next(t for t in targets if t.name.endswith(name))
     results = corruption.run_battery([target], seed=3, flips=4, cuts=2)
     assert len(results) == 4 + 2 + 7
@@ -81,7 +81,7 @@ def test_vidcap_extract_repairs_a_cut_short_shard_and_says_so(tiny_captioner, ca
     config, folder, undamaged = cache
     shard = largest_shard(folder)
     shard.write_bytes(shard.read_bytes()[:1000])
-    settings = [*captioner_corruption.VIDCAP_TINY, "--set", f"data.root={tiny_captioner / 'vidcap-data'}",
+    settings = [*captioner_runs.VIDCAP_TINY, "--set", f"data.root={tiny_captioner / 'vidcap-data'}",
                 "--set", f"data.cache_dir={folder.parent}"]
     code, out, err = cli("vidcap")("extract", *settings)
     assert code == 0

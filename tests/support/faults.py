@@ -1,12 +1,12 @@
 """Fault injection for the kill-anywhere campaign: a command run in a child process that SIGKILLs itself at
 its N-th event, so a kill lands at the same point on any machine, however fast.
 
-`python -m saliency.infra.faults [--kill-at N] [--count FILE] MODULE ARGS...` runs `MODULE.main(ARGS)`
+`python -m tests.support.faults [--kill-at N] [--count FILE] MODULE ARGS...` runs `MODULE.main(ARGS)`
 (`saliency.cli` or `vidcap.cli`) and counts events: an optimiser step, a video opened for decoding, a file
 about to be fsynced (its bytes written, not yet durable), about to be renamed into place, just renamed, a
 checkpoint complete. At event N (of any kind, or the N-th of `--kind`) it kills itself with SIGKILL, the way `kill -9` or the OOM killer would; `--count` writes the events
 it saw to FILE at a normal exit, which is how a campaign learns where it can kill. Nothing here is imported
-by the commands themselves.
+by the commands themselves: this is test support, never installed with the packages.
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 
-from saliency.infra import corruption
+from tests.support import corruption
 
+REPOSITORY = Path(__file__).resolve().parents[2]  # the checkout holding tests/support/
 EVENTS: list[str] = []  # the kinds of event seen so far, in order
 KILL_AT = 0  # the event to die at (1-based); 0: never
 KILL_KIND: str | None = None  # count only events of this kind towards KILL_AT; None: every event
@@ -72,7 +73,7 @@ def instrument() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     global KILL_AT, KILL_KIND
-    parser = argparse.ArgumentParser(prog="python -m saliency.infra.faults", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.support.faults", description=__doc__.splitlines()[0])
     parser.add_argument("--kill-at", type=int, default=0, metavar="N", help="SIGKILL at the N-th event (default: never)")
     parser.add_argument("--kind", help="count only events of this kind (e.g. checkpoint) towards --kill-at")
     parser.add_argument("--count", type=Path, metavar="FILE", help="write the events seen to FILE (JSON) at exit")
@@ -94,15 +95,21 @@ if __name__ == "__main__":
 
 def run_child(module: str, args: list[str], kill_at: int = 0, kind: str | None = None,
               count: Path | None = None) -> subprocess.CompletedProcess:
-    """`python -m saliency.infra.faults ... MODULE ARGS` with one torch thread (bit-exact resumes on the CPU)."""
-    command = [sys.executable, "-m", "saliency.infra.faults", "--kill-at", str(kill_at)]
+    """`python -m tests.support.faults ... MODULE ARGS` with one torch thread (bit-exact resumes on the CPU)."""
+    command = [sys.executable, "-m", "tests.support.faults", "--kill-at", str(kill_at)]
     if kind:
         command += ["--kind", kind]
     if count:
         command += ["--count", str(count)]
     # The timeout only guards against a hang; it is no speed figure.
     return subprocess.run(command + [module, *map(str, args)], capture_output=True, text=True, timeout=1800,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": child_pythonpath()})
+
+
+def child_pythonpath() -> str:
+    """PYTHONPATH for a child that runs `python -m tests.support.faults`: the repository root (where `tests/` is,
+    never installed) first, then what the parent had."""
+    return os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
 
 
 def count_events(module: str, args: list[str], folder: Path) -> list[str]:
@@ -232,7 +239,7 @@ def prepare_once(made: Path, module: str, args: list) -> None:
 
 def saliency_scenarios(work: Path) -> list[Scenario]:
     """Tiny SALICON-layout data and a tiny teacher in `work` (kept and reused); the scenarios saliency train and
-    saliency distill (vidcap's are `vidcap.corruption.captioner_scenarios`)."""
+    saliency distill (vidcap's are `tests.support.captioner_runs.captioner_scenarios`)."""
     salicon, teacher = work / "salicon", work / "teacher"
     prepare_once(salicon, "saliency.cli", ["synth", salicon, "--n", "24", "--size", "32x64", "--quiet"])
     prepare_once(teacher / "model.safetensors", "saliency.cli",

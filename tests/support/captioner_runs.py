@@ -1,14 +1,14 @@
-"""The captioner's side of the corruption battery (`saliency.infra.corruption`): a tiny captioner run and its
+"""The captioner's side of the corruption battery (`tests.support.corruption`): a tiny captioner run and its
 feature cache made by the real commands, and the loaders that read each of their files; and of the kill-anywhere
-campaign (`saliency.infra.faults`): vidcap extract and vidcap train as scenarios."""
+campaign (`tests.support.faults`): vidcap extract and vidcap train as scenarios."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 from saliency.infra.config import to_dict
-from saliency.infra.corruption import Target, require_success, run_targets
-from saliency.infra.faults import Scenario, continue_run, prepare_once
+from tests.support.corruption import Target, require_success, run_targets
+from tests.support.faults import Scenario, continue_run, prepare_once
 from saliency.infra.rundir import RunDir
 from vidcap.cli import main
 from vidcap.data.cache import FeatureCache, extract_splits
@@ -72,7 +72,7 @@ CAMPAIGN_TINY = [*VIDCAP_TINY, "--set", "optim.epochs=3", "--set", "captioner.nu
 
 def captioner_scenarios(work: Path) -> list[Scenario]:
     """Tiny MSR-VTT-layout videos in `work` (kept and reused); the scenarios vidcap extract and vidcap train of the
-    kill-anywhere campaign (`saliency.infra.faults.campaign`)."""
+    kill-anywhere campaign (`tests.support.faults.campaign`)."""
     videos = work / "videos"
     prepare_once(videos, "vidcap.cli", ["synth", videos, "--n", "10", "--size", "32x64", "--frames", "4", "--quiet"])
     extract = lambda out: ["extract", *CAMPAIGN_TINY, "--set", f"data.root={videos}", "--set",  # noqa: E731
