@@ -33,7 +33,7 @@ from saliency.infra.rundir import atomic_write_json
 from saliency.infra.stats import mcnemar
 from saliency.infra.training import continue_training
 from vidcap.captioner import with_saliency
-from vidcap.data.synthetic import write_msrvtt
+from saliency.world import write_msrvtt
 from vidcap.demo import PRETRAIN_RUN, DemoConfig
 from vidcap.encoder import ALPHA_WEIGHTINGS
 from vidcap.grounding import ATTRIBUTES

@@ -36,7 +36,8 @@ from saliency.models import build_untrained
 from vidcap.backends import backends_name, split_backends_name
 from vidcap.captioner import Captioner, frames_to_tensor, with_saliency
 from vidcap.data.datasets import open_caption_dataset
-from vidcap.data.synthetic import write_msrvtt, write_test_pattern
+from saliency.infra.media import write_test_pattern
+from saliency.world import write_msrvtt
 from vidcap.data.video import read_frames
 from vidcap.pipeline import caption_videos
 from vidcap.reports.evaluation import STAGES

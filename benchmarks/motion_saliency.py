@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from saliency import load, synthetic
+from saliency import load, world
 from saliency.data import open_dataset
 from saliency.evaluate import evaluate_model, predict_maps
 from saliency.infra.rundir import WEIGHTS, RunDir, atomic_write_json
@@ -32,14 +32,14 @@ from saliency.train import SaliencyRunConfig
 METRICS = ["CC", "KLD", "NSS", "SIM"]
 
 
-def on_actor(probability: np.ndarray, scene: synthetic.Scene, t: int) -> bool:
+def on_actor(probability: np.ndarray, scene: world.Scene, t: int) -> bool:
     """Whether the map's peak lies inside the actor's box at frame `t` (0-based)."""
     y, x = np.unravel_index(np.argmax(probability), probability.shape)
-    x0, y0, x1, y1 = synthetic.actor_box(scene, t)
+    x0, y0, x1, y1 = world.actor_box(scene, t)
     return bool(x0 <= x <= x1 and y0 <= y <= y1)
 
 
-def peak_hits(reader, scenes: dict[int, synthetic.Scene], maps) -> dict[str, list[tuple[str, bool]]]:
+def peak_hits(reader, scenes: dict[int, world.Scene], maps) -> dict[str, list[tuple[str, bool]]]:
     """Per actor motion, (video, whether the map of `maps(sample)` peaks on the actor) for every frame."""
     hits: dict[str, list[tuple[str, bool]]] = defaultdict(list)
     for index in range(len(reader)):
@@ -66,14 +66,14 @@ def per_video(hits: dict[str, list[tuple[str, bool]]]) -> dict[str, float]:
     return {video: float(np.mean(values)) for video, values in sorted(frames.items())}
 
 
-def previous_results(path: str, data: str, split: str, world: str) -> dict:
+def previous_results(path: str, data: str, split: str, meta_hash: str) -> dict:
     """What an earlier invocation measured on the same data (folder and `world`: its metadata's hash) and split
     (empty when there is none)."""
     try:
         earlier = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return earlier if (earlier.get("data"), earlier.get("split"), earlier.get("world")) == (data, split, world) else {}
+    return earlier if (earlier.get("data"), earlier.get("split"), earlier.get("world")) == (data, split, meta_hash) else {}
 
 
 def main() -> None:
@@ -83,18 +83,18 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--json", default="runs/bench/motion_saliency.json")
     args = parser.parse_args()
-    meta_text = (Path(args.data) / synthetic.META_NAME).read_text(encoding="utf-8")
-    meta, world = json.loads(meta_text), hashlib.sha256(meta_text.encode()).hexdigest()
+    meta_text = (Path(args.data) / world.META_NAME).read_text(encoding="utf-8")
+    meta, meta_hash = json.loads(meta_text), hashlib.sha256(meta_text.encode()).hexdigest()
     reader = open_dataset(args.data, kind="dhf1k", split=args.split)
-    scenes = {int(number): synthetic.dhf1k_scene(meta["seed"], int(number), tuple(meta["size"]), meta["n_frames"],
-                                                 meta["world"])[0] for number in meta["videos"]}
-    earlier = previous_results(args.json, args.data, args.split, world)
+    scenes = {int(number): world.dhf1k_scene(meta["seed"], int(number), tuple(meta["size"]), meta["n_frames"],
+                                             meta["world"])[0] for number in meta["videos"]}
+    earlier = previous_results(args.json, args.data, args.split, meta_hash)
     done = earlier.get("runs", {})
     if "ground_truth" in earlier:  # the maps of the same data: reading every frame again gives the same share
         results = {key: earlier[key] for key in ("data", "split", "world", "videos", "ground_truth")} | {"runs": {}}
     else:
         truth = peak_hits(reader, scenes, lambda sample: sample.density)
-        results = {"data": args.data, "split": args.split, "world": world, "videos": len(per_video(truth)),
+        results = {"data": args.data, "split": args.split, "world": meta_hash, "videos": len(per_video(truth)),
                    "ground_truth": {"peak_on_actor": shares(truth)}, "runs": {}}
     truth_shares = results["ground_truth"]["peak_on_actor"]
     print(f"{args.data} ({args.split}): {results['videos']} videos, {truth_shares['frames']} annotated frames")

@@ -30,7 +30,7 @@ import math
 import statistics
 from pathlib import Path
 
-from saliency.baselines import baseline_scores
+from saliency.world import baseline_scores
 from saliency.data import open_dataset
 from saliency.distill import DistillConfig
 from saliency.evaluate import evaluate_model
@@ -42,7 +42,7 @@ from saliency.infra.training import continue_training
 from saliency.models import build, load
 from saliency.models.components import count_parameters, model_size_mb
 from saliency.pretrain import Pretrainer, PretrainConfig
-from saliency.synthetic import write_salicon
+from saliency.world import write_salicon
 from saliency.train import SaliencyRunConfig, SaliencyTrainer
 
 ARMS = {  # name → (distillation preset or None, labels: "few" | "all", steps as a multiple of a distilled arm's)

@@ -21,7 +21,7 @@ import numpy as np
 
 from saliency.infra.rundir import atomic_write_json
 from saliency.infra.media import ffmpeg_path
-from vidcap.data.synthetic import write_test_pattern
+from saliency.infra.media import write_test_pattern
 from vidcap.data.video import FrameSamplerConfig, probe, read_frames, sample_indices
 
 

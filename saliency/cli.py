@@ -16,7 +16,7 @@ BACKEND_HELP = ("where the model runs: auto (default: the fastest installed, onn
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from saliency.synthetic import write_dhf1k, write_salicon
+    from saliency.world import write_dhf1k, write_salicon
 
     if args.layout == "dhf1k":
         summary = write_dhf1k(args.out, n=args.n, seed=args.seed, size=args.size, n_frames=args.frames, fps=args.fps,

@@ -1,6 +1,6 @@
 """Synthetic pretraining, the stand-in for ImageNet: a teacher's backbone learns to recognise the world's objects.
 
-The renderer of `saliency.synthetic` makes an endless object-recognition task: for every cell of the stride-16
+The renderer of `saliency.world` makes an endless object-recognition task: for every cell of the stride-16
 grid that holds an object's centre, say that it does and name the object's shape, colour and size. Images are
 generated on the fly from (data seed, index), so an epoch's images depend only on the epoch and a resumed run
 sees what an uninterrupted one would; a fixed held-out set (the first `held_out` indices) measures recognition.
@@ -32,7 +32,7 @@ from saliency.infra.training import (Checkpoint, EpochLog, optimiser_step, requi
                                      validate_run_basics, warmup_cosine)
 from saliency.models import build, count_parameters
 from saliency.models.components import run_with_taps
-from saliency.synthetic import COLOURS, SHAPES, SIZES, WORLDS, SceneObject, image_scene, render_frame
+from saliency.world import COLOURS, SHAPES, SIZES, WORLDS, SceneObject, image_scene, render_frame
 from saliency.train import OptimConfig
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ SALIENCY_BACKEND_HELP = ("the saliency model's own backend, the same names (defa
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from vidcap.data.synthetic import write_msrvtt
+    from saliency.world import write_msrvtt
 
     summary = write_msrvtt(args.out, n=args.n, seed=args.seed, size=args.size, n_frames=args.frames, fps=args.fps,
                            progress=not args.quiet, world=args.world)

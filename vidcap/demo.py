@@ -21,10 +21,10 @@ from typing import Callable
 from saliency import open_dataset
 from saliency.infra.config import require
 from saliency.infra.errors import UserError
-from saliency.baselines import baseline_scores
+from saliency.world import baseline_scores
 from saliency.infra.stats import paired_bootstrap
 from saliency.pretrain import FAMILIES, PretrainConfig, Pretrainer
-from saliency.synthetic import META_NAME, WORLDS, read_meta
+from saliency.world import META_NAME, WORLDS, read_meta
 from saliency import ALL_METRICS, evaluate_model
 from saliency import load as load_saliency_model
 from saliency.infra.rundir import atomic_write_json
@@ -35,7 +35,7 @@ from vidcap.data.datasets import SPLITS as CAPTION_SPLITS, open_caption_dataset
 from vidcap.reports.evaluation import METRIC_LABELS
 from vidcap.reports.saliency_maps import maps_figure, saliency_blocks
 from vidcap.split_evaluation import evaluate_split
-from vidcap.data.synthetic import write_msrvtt
+from saliency.world import write_msrvtt
 from vidcap.run import VidcapRunConfig, load_run
 from vidcap.captioner import with_saliency
 from vidcap.encoder import WEIGHTINGS

@@ -5,62 +5,19 @@ dataset's `synthetic_meta.json`: "right" when it names the true value and no oth
 another value of that attribute (even beside the true one), "none" when it names none. A caption is
 grounded when its shape and motion are right and no attribute is wrong.
 
-The vocabulary is the caption generator's own (`vidcap.data.synthetic`: shape synonyms, size synonyms,
-motion phrases; colour names from `saliency.synthetic`), plus each motion's name ("left", "grows",
-"still", ...), which only ever appears inside that motion's phrases. Words match whole, after lower-casing
-and dropping punctuation; shape nouns also match in the plural; motion phrases match as whole phrases
-("grows in size", not "size"), so "gets larger" names a motion, not the size "large". Pure functions, so a
-benchmark can score captions the same way `vidcap eval` does.
+What names what is the world's own vocabulary (`saliency.world.vocabulary`: the caption generator's synonyms and
+phrases, matched as whole words and phrases). Pure functions, so a benchmark can score captions the same way
+`vidcap eval` does.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from saliency import synthetic as world
 from saliency.infra.errors import UserError
-from vidcap.data.synthetic import MOTION_PHRASES, SHAPE_WORDS, SIZE_WORDS
+from saliency.world import ATTRIBUTES, META_NAME, VOCABULARY, named_values, read_meta
 
-ATTRIBUTES = ("shape", "colour", "size", "motion")
 OUTCOMES = ("right", "wrong", "none")
-
-
-def _plural(noun: str) -> str:
-    """English plural of a shape noun ("box" → "boxes", "ball" → "balls"): captions may count objects."""
-    return noun + ("es" if noun.endswith(("s", "x", "z", "ch", "sh")) else "s")
-
-
-def _phrases(words: Mapping[str, tuple[str, ...]]) -> dict[tuple[str, ...], str]:
-    """{phrase as a tuple of words: value} from {value: phrases}, so matching works on word sequences."""
-    return {tuple(phrase.split()): value for value, phrases in words.items() for phrase in phrases}
-
-
-def vocabulary() -> dict[str, dict[tuple[str, ...], str]]:
-    """Per attribute, {phrase (tuple of words): the value it names}: the world's words and synonyms."""
-    shapes = {shape: (*words, *map(_plural, words)) for shape, words in SHAPE_WORDS.items()}
-    motions = {motion: (motion, *finite, *participle) for motion, (finite, participle) in MOTION_PHRASES.items()}
-    return {"shape": _phrases(shapes), "colour": _phrases({colour: (colour,) for colour in world.COLOURS}),
-            "size": _phrases(SIZE_WORDS), "motion": _phrases(motions)}
-
-
-VOCABULARY = vocabulary()
-
-
-def caption_words(caption: str) -> tuple[str, ...]:
-    """The caption's words, lower-cased, punctuation and digits dropped: how the vocabulary is matched."""
-    return tuple(re.findall(r"[a-z]+", caption.lower()))
-
-
-def named_values(caption: str) -> dict[str, set[str]]:
-    """Per attribute, the values the caption names anywhere (whole words or whole phrases)."""
-    words = caption_words(caption)
-    named = {attribute: set() for attribute in ATTRIBUTES}
-    for attribute, phrases in VOCABULARY.items():
-        for phrase, value in phrases.items():
-            if any(words[i:i + len(phrase)] == phrase for i in range(len(words) - len(phrase) + 1)):
-                named[attribute].add(value)
-    return named
 
 
 def outcome(named: set[str], true: str) -> str:
@@ -113,10 +70,10 @@ def _actor(path: Path, video_id: str, entry) -> dict[str, str]:
 def load_actors(root: str | Path) -> dict[str, dict[str, str]] | None:
     """{video id: actor's shape, colour, size, motion} from `root/synthetic_meta.json`; None when the dataset
     has no such file or it describes no videos (real data, or a saliency-only world)."""
-    path = Path(root) / world.META_NAME
+    path = Path(root) / META_NAME
     if not path.is_file():
         return None
-    meta = world.read_meta(path)
+    meta = read_meta(path)
     videos = meta.get("videos")
     if not isinstance(videos, dict):
         return None

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from saliency.baselines import centre_prior
+from saliency.world import centre_prior
 from saliency.infra.errors import UserError
-from saliency.synthetic import META_NAME, GazeModel, read_meta
-from vidcap.data.synthetic import video_scene
+from saliency.world import META_NAME, GazeModel, read_meta
+from saliency.world import video_scene
 from vidcap.data.video import ClipOrigin, resize_maps
 
 Source = Literal["none", "teacher", "student", "uniform", "shuffled", "centre", "ground-truth"]

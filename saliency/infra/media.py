@@ -511,3 +511,19 @@ def transcode_to_h264(path: str | Path, timeout_s: float = TRANSCODE_TIMEOUT_S) 
     finally:
         partial.unlink(missing_ok=True)
     return target
+
+
+def write_test_pattern(out: str | Path, size: tuple[int, int] = (720, 1280), seconds: float = 10.0,
+                       fps: float = 30.0) -> Path:
+    """A long high-resolution H.264 clip of ffmpeg's moving `testsrc2` pattern (2 s keyframe interval, as
+    cameras and streaming sites write them): the benchmarks' stand-in for a real-world video."""
+    height, width = size
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        (ffmpeg.input(f"testsrc2=size={width}x{height}:rate={fps}", f="lavfi", t=seconds)
+         .output(str(out), vcodec="libx264", pix_fmt="yuv420p", preset="veryfast", g=int(2 * fps))
+         .global_args("-loglevel", "error").overwrite_output().run(cmd=ffmpeg_path(), capture_stderr=True))
+    except ffmpeg.Error as error:
+        raise UserError(f"{out}: ffmpeg could not write the test pattern ({error.stderr.decode(errors='replace')[:200]})") from None
+    return out

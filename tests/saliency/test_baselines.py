@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from saliency import synthetic
-from saliency.baselines import BASELINES, baseline_scores, centre_prior, saturation_blob
+from saliency import world
+from saliency.world import BASELINES, baseline_scores, centre_prior, saturation_blob
 from saliency.infra.errors import DatasetError
 
 
 @pytest.fixture(scope="module")
 def worlds(tmp_path_factory) -> dict[str, str]:
     roots = {}
-    for version in synthetic.WORLDS:
+    for version in world.WORLDS:
         root = tmp_path_factory.mktemp(version)
-        synthetic.write_salicon(root, n=200, seed=3, size=(72, 96), progress=False, world=version)
+        world.write_salicon(root, n=200, seed=3, size=(72, 96), progress=False, world=version)
         roots[version] = str(root)
     return roots
 

@@ -34,7 +34,7 @@ from saliency.data import (
     sample_to_tensors,
 )
 from saliency.infra.errors import DatasetError, UserError
-from saliency.synthetic import write_dhf1k
+from saliency.world import write_dhf1k
 from saliency.infra.rundir import RunDir
 from saliency.models import build
 from saliency.train import SaliencyRunConfig

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from saliency import synthetic
+from saliency import world
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import load_safetensors
 from saliency.models import build
@@ -36,7 +36,7 @@ def test_targets_name_every_object_at_the_cell_of_its_centre():
     images, targets = render_batch(config, range(3))
     assert images.shape == (3, 3, 64, 96) and targets["shape"].shape == (3, 4, 6)
     for row in range(3):
-        scene, _ = synthetic.image_scene(config.data_seed, row, config.size, config.world)
+        scene, _ = world.image_scene(config.data_seed, row, config.size, config.world)
         cells = {(int(o.sprite.centre(0)[1] // GRID_STRIDE), int(o.sprite.centre(0)[0] // GRID_STRIDE)): o
                  for o in scene.objects}
         assert int(targets["objectness"][row].sum()) == len(cells)
@@ -60,7 +60,7 @@ def test_the_loss_ignores_attributes_where_no_object_is():
 def test_world_v1_names_its_actor():
     config = PretrainConfig(size=(64, 64), held_out=2, world="v1")
     _, targets = render_batch(config, range(2))
-    scene, _ = synthetic.image_scene(config.data_seed, 1, config.size, "v1")
+    scene, _ = world.image_scene(config.data_seed, 1, config.size, "v1")
     assert int(targets["objectness"][1].sum()) == 1
     assert ATTRIBUTES["shape"][int(targets["shape"][1].max())] == scene.shape
 

@@ -11,7 +11,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from saliency import synthetic as world
+from saliency import world
 from saliency.infra.errors import DatasetError, UserError
 
 H, W = 72, 96

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from saliency import synthetic
+from saliency import world
 from saliency.data import SaliencyTorchDataset, open_dataset
 from saliency.data.unlabeled import PooledReader, UnlabeledReader
 from saliency.infra.errors import UserError
@@ -29,7 +29,7 @@ TINY = ["--set", "data.size=[32, 64]", "--set", "data.batch_size=8", "--set", "o
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("labelled")
-    synthetic.write_salicon(root, n=20, seed=0, size=(48, 64), progress=False)
+    world.write_salicon(root, n=20, seed=0, size=(48, 64), progress=False)
     return root
 
 

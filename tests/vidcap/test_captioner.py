@@ -37,7 +37,7 @@ def test_normalised_stride_16_tokens_differ_across_positions_and_videos_where_th
     the random small-cnn at stride 32 without normalisation gave ~100x smaller features than the projection's bias,
     so every token came out the same."""
     from vidcap.captioner import VisualFrontEnd, frames_to_tensor
-    from vidcap.data.synthetic import write_msrvtt
+    from saliency.world import write_msrvtt
     from vidcap.data.video import FrameSamplerConfig, read_frames
 
     write_msrvtt(tmp_path, n=4, size=(64, 96), n_frames=8, progress=False)

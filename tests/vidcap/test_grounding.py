@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from saliency import synthetic as world
+from saliency import world
 from saliency.infra.errors import UserError
 from vidcap import grounding
 from vidcap.cli import main
 from vidcap.data.datasets import open_caption_dataset
-from vidcap.data.synthetic import CAPTION_TEMPLATES, caption_from_template, write_msrvtt
+from saliency.world import CAPTION_TEMPLATES, caption_from_template, write_msrvtt
 from vidcap.grounding import ground_caption, grounding_summary, load_actors
 
 STAR = {"shape": "star", "colour": "purple", "size": "big", "motion": "shrinks"}

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from saliency.baselines import centre_prior
+from saliency.world import centre_prior
 from saliency.infra.errors import UserError
 from saliency.metrics import METRICS
-from saliency.synthetic import META_NAME, GazeModel
+from saliency.world import META_NAME, GazeModel
 from vidcap.captioner import CaptionerConfig, SaliencySourceConfig, VisualFrontEnd, frames_to_tensor, with_saliency
 from vidcap.cli import build_parser, main
 from vidcap.data.cache import extractor_fingerprint
 from vidcap.data.datasets import open_caption_dataset
-from vidcap.data.synthetic import write_msrvtt
+from saliency.world import write_msrvtt
 from vidcap.data.video import FrameSamplerConfig, read_clip, read_frames, resize_frames, resize_maps
 from vidcap.encoder import EncoderConfig
 from vidcap.pipeline import visual_tokens

@@ -12,7 +12,7 @@ from saliency.infra.rundir import RunDir
 from saliency.models import build
 from saliency.train import ModelSpec, SaliencyRunConfig
 from vidcap.captioner import CaptionerConfig, TokenizerConfig, build_part, with_saliency
-from vidcap.data.synthetic import write_msrvtt
+from saliency.world import write_msrvtt
 from vidcap.data.video import FrameSamplerConfig
 from vidcap.decoder import DecoderConfig
 from vidcap.encoder import EncoderConfig

@@ -10,7 +10,7 @@ import vidcap.data.cache as cache_module
 from vidcap.data.cache import FeatureCache, extract_features, extractor_fingerprint
 from vidcap.captioner import CaptionerConfig, VisualFrontEnd, frames_to_tensor
 from vidcap.encoder import EncoderConfig
-from vidcap.data.synthetic import write_msrvtt
+from saliency.world import write_msrvtt
 from vidcap.data.video import FrameSamplerConfig, read_frames
 
 CONFIG = CaptionerConfig(sampler=FrameSamplerConfig(n_frames=4, size=(64, 64)),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from saliency.infra.errors import DatasetError
-from vidcap.data import synthetic
+from saliency import world
 from vidcap.data.datasets import (
     FolderCaptionDataset,
     MsrVttDataset,
@@ -136,7 +136,7 @@ def test_corrupt_msrvtt_json_names_the_file_and_the_place(msrvtt):
 
 
 def test_synthetic_msrvtt_reads_back_through_the_reader(tmp_path):
-    summary = synthetic.write_msrvtt(tmp_path, n=4, size=(64, 96), n_frames=8, progress=False)
+    summary = world.write_msrvtt(tmp_path, n=4, size=(64, 96), n_frames=8, progress=False)
     sentences = {}
     for name in ("train_val_videodatainfo.json", "test_videodatainfo.json"):
         for sentence in json.loads((tmp_path / name).read_text())["sentences"]:

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from saliency import synthetic as world
+from saliency import world
 from saliency.infra.errors import UserError
-from vidcap.data import synthetic
 from saliency.infra.media import ffmpeg_path, ffprobe_path
 
 H, W, FRAMES, N = 48, 64, 8, 10
@@ -24,7 +23,7 @@ VIDEO_KEYS = {"category", "url", "video_id", "start time", "end time", "split", 
 @pytest.fixture(scope="module")
 def msrvtt(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("msrvtt")
-    synthetic.write_msrvtt(out, n=N, seed=2, size=(H, W), n_frames=FRAMES, fps=8, saliency_every=4, progress=False)
+    world.write_msrvtt(out, n=N, seed=2, size=(H, W), n_frames=FRAMES, fps=8, saliency_every=4, progress=False)
     return out
 
 
@@ -45,8 +44,8 @@ def mentions(caption: str, phrases) -> bool:
 def skeleton(caption: str, record: dict) -> str:
     """The caption with the actor's words replaced by slots: which template made it."""
     text = normalise(caption)
-    slots = {"{shape}": synthetic.SHAPE_WORDS[record["shape"]], "{size}": synthetic.SIZE_WORDS[record["size"]],
-             "{colour}": (record["colour"],), "{motion}": sum(synthetic.MOTION_PHRASES[record["motion"]], ())}
+    slots = {"{shape}": world.SHAPE_WORDS[record["shape"]], "{size}": world.SIZE_WORDS[record["size"]],
+             "{colour}": (record["colour"],), "{motion}": sum(world.MOTION_PHRASES[record["motion"]], ())}
     for slot, words in slots.items():
         for word in sorted(words, key=len, reverse=True):
             text = re.sub(rf"\b{re.escape(word)}\b", slot, text)
@@ -100,24 +99,24 @@ def test_each_video_has_twenty_distinct_captions_naming_its_actor(msrvtt):
     for video_id, record in meta["videos"].items():
         captions = [s["caption"] for s in sentences if s["video_id"] == video_id]
         assert len(captions) == 20 and len({normalise(c) for c in captions}) == 20
-        assert all(mentions(c, synthetic.SHAPE_WORDS[record["shape"]]) for c in captions)
-        assert all(mentions(c, sum(synthetic.MOTION_PHRASES[record["motion"]], ())) for c in captions)
+        assert all(mentions(c, world.SHAPE_WORDS[record["shape"]]) for c in captions)
+        assert all(mentions(c, sum(world.MOTION_PHRASES[record["motion"]], ())) for c in captions)
         assert sum(mentions(c, (record["colour"],)) for c in captions) >= 15
-        assert sum(mentions(c, synthetic.SIZE_WORDS[record["size"]]) for c in captions) >= 14
+        assert sum(mentions(c, world.SIZE_WORDS[record["size"]]) for c in captions) >= 14
 
 
 def test_captions_use_at_least_ten_templates(msrvtt):
     train_val, test, meta = load(msrvtt)
     sentences = train_val["sentences"] + test["sentences"]
     skeletons = {skeleton(s["caption"], meta["videos"][s["video_id"]]) for s in sentences}
-    assert len(synthetic.CAPTION_TEMPLATES) >= 10
+    assert len(world.CAPTION_TEMPLATES) >= 10
     assert len(skeletons) >= 10
     assert all("{shape}" in s and "{motion}" in s for s in skeletons)
 
 
 def test_captions_use_an_article_that_fits_the_next_word():
     scene = world.sample_scene(np.random.default_rng(0), H, W, colour="orange", shape="diamond")
-    for caption in synthetic.caption_variants(scene, np.random.default_rng(1), n=40):
+    for caption in world.caption_variants(scene, np.random.default_rng(1), n=40):
         assert not re.search(r"\ba [aeiou]", caption.lower())
 
 
@@ -146,8 +145,8 @@ def test_same_seed_gives_identical_annotations_and_another_seed_does_not(msrvtt,
                 if p.suffix in {".json", ".mat", ".png"}}
 
     kwargs = dict(n=N, size=(H, W), n_frames=FRAMES, fps=8, saliency_every=4, progress=False)
-    synthetic.write_msrvtt(tmp_path / "again", seed=2, **kwargs)
-    synthetic.write_msrvtt(tmp_path / "other", seed=3, **kwargs)
+    world.write_msrvtt(tmp_path / "again", seed=2, **kwargs)
+    world.write_msrvtt(tmp_path / "other", seed=3, **kwargs)
     first, again, other = (annotations(p) for p in (msrvtt, tmp_path / "again", tmp_path / "other"))
     assert first == again
     assert first["train_val_videodatainfo.json"] != other["train_val_videodatainfo.json"]
@@ -155,7 +154,7 @@ def test_same_seed_gives_identical_annotations_and_another_seed_does_not(msrvtt,
 
 def test_rejects_odd_frame_sizes(tmp_path):
     with pytest.raises(UserError, match="even"):
-        synthetic.write_msrvtt(tmp_path, n=2, size=(49, 64), progress=False)
+        world.write_msrvtt(tmp_path, n=2, size=(49, 64), progress=False)
 
 
 def test_ffmpeg_is_found_and_ffprobe_is_optional():

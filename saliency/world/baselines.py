@@ -19,7 +19,8 @@ from scipy import ndimage
 from saliency.data import open_dataset
 from saliency.infra.errors import DatasetError
 from saliency.metrics import METRICS
-from saliency.synthetic import META_NAME, GazeModel, all_fixations, density_map, read_meta
+from saliency.world.gaze import GazeModel, all_fixations, density_map
+from saliency.world.writers import META_NAME, read_meta
 
 BASELINES = ("heuristic", "centre", "oracle", "inter_observer")
 SATURATION_THRESHOLD = 0.35
