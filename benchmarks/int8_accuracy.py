@@ -23,8 +23,7 @@ from saliency.backends import BACKENDS, run_on_backend
 from saliency.data import open_dataset
 from saliency.evaluate import evaluate_model
 from saliency.infra.rundir import RunDir, atomic_write_json
-from saliency.models import load
-from saliency.train import SaliencyRunConfig
+from saliency.run import SaliencyRunConfig, load
 from vidcap.backends import backends_name, split_backends_name
 from vidcap.reports.comparison import paired_differences
 from vidcap.split_evaluation import evaluate_split

@@ -27,7 +27,7 @@ from saliency.evaluate import evaluate_model, predict_maps
 from saliency.infra.rundir import WEIGHTS, RunDir, atomic_write_json
 from saliency.infra.stats import paired_bootstrap
 from saliency.models.components import motion_gap
-from saliency.train import SaliencyRunConfig
+from saliency.run import SaliencyRunConfig
 
 METRICS = ["CC", "KLD", "NSS", "SIM"]
 

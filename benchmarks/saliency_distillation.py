@@ -39,11 +39,13 @@ from saliency.infra.config import apply_overrides, from_dict
 from saliency.infra.rundir import RunDir, atomic_write_json
 from saliency.infra.stats import paired_bootstrap
 from saliency.infra.training import continue_training
-from saliency.models import build, load
+from saliency.models import build
+from saliency.run import load
 from saliency.models.components import count_parameters, model_size_mb
 from saliency.pretrain import Pretrainer, PretrainConfig
 from saliency.world import write_salicon
-from saliency.train import SaliencyRunConfig, SaliencyTrainer
+from saliency.train import SaliencyTrainer
+from saliency.run import SaliencyRunConfig
 
 ARMS = {  # name → (distillation preset or None, labels: "few" | "all", steps as a multiple of a distilled arm's)
     "no-kd": (None, "few", 1),  # the reference: trained first

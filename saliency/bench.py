@@ -16,7 +16,8 @@ from tqdm import tqdm
 from saliency.backends import EXPORT_FOLDER, exported_session, resolve_backend
 from saliency.export import require_onnxruntime, run_calibration_images
 from saliency.infra.errors import UserError
-from saliency.models import available_models, build_untrained, count_parameters, load, model_size_mb
+from saliency.models import available_models, build_untrained, count_parameters, model_size_mb
+from saliency.run import load
 
 CHANNELS_LAST = "torch-channels-last"  # torch eager on NHWC tensors: measured here, not a backend of the commands
 BENCH_BACKENDS = ("torch", CHANNELS_LAST, "onnxruntime", "onnxruntime-int8")

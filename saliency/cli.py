@@ -31,7 +31,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _run_config(args: argparse.Namespace, implied: list[str] = ()):
     """The run's config: the preset (or, on --resume without one, the run's own config.yaml), the settings the
     command's flags imply (`--teacher`, `--unlabeled`) and then the user's --set overrides."""
-    from saliency.train import SaliencyRunConfig
+    from saliency.run import SaliencyRunConfig
 
     return run_config(SaliencyRunConfig, args, [*implied, *args.overrides])
 
@@ -70,9 +70,9 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _model_and_size(args: argparse.Namespace):
     """The run's model and its input size: `--size`, else the size it was trained at (from its checked config)."""
-    from saliency.models import load
+    from saliency.run import load
     from saliency.infra.rundir import RunDir
-    from saliency.train import SaliencyRunConfig
+    from saliency.run import SaliencyRunConfig
 
     model = load(args.model)
     return model, args.size or RunDir(args.model).load_config(SaliencyRunConfig).data.size

@@ -130,7 +130,7 @@ def run_calibration_images(run_dir: str | Path, size: tuple[int, int],
     one-line UserError naming the folder when it has none."""
     from saliency.data import open_dataset
     from saliency.evaluate import model_input
-    from saliency.train import SaliencyRunConfig  # saliency.train imports the models, which import this package
+    from saliency.run import SaliencyRunConfig
 
     config = RunDir(run_dir).load_config(SaliencyRunConfig)
     data, motion = config.data, config.motion

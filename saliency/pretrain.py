@@ -11,9 +11,7 @@ Teachers and the caption encoder start from it; students never do.
 
 from __future__ import annotations
 
-import logging
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -21,23 +19,20 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from saliency.data import imagenet_normalise
 from saliency.infra import distributed
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import RunDir
-from saliency.infra.training import (Checkpoint, EpochLog, optimiser_step, require_finite, seed_everything,
-                                     validate_run_basics, warmup_cosine)
+from saliency.infra.training import (Checkpoint, EpochLog, OptimConfig, Trainer, adamw_with_schedule,
+                                     optimiser_step, require_finite, seed_everything, validate_run_basics)
 from saliency.models import build, count_parameters
+from saliency.models.backbones import backbone
 from saliency.models.components import run_with_taps
 from saliency.world import COLOURS, SHAPES, SIZES, WORLDS, SceneObject, image_scene, render_frame
-from saliency.train import OptimConfig
 
-logger = logging.getLogger(__name__)
-
-FAMILIES = ("mobilenetv2", "resnet50", "vgg16", "densenet121")
+TEACHER_FAMILIES = ("mobilenetv2", "resnet50", "vgg16", "densenet121")
 ATTRIBUTES = {"shape": SHAPES, "colour": tuple(COLOURS), "size": tuple(SIZES)}
 GRID_STRIDE = 16  # the recognition grid: the backbone's stride-16 stage (stride 32 upsampled onto it)
 
@@ -45,7 +40,7 @@ GRID_STRIDE = 16  # the recognition grid: the backbone's stride-16 stage (stride
 @dataclass
 class PretrainConfig:
     """One pretraining run (written to the run's config.yaml)."""
-    family: Literal["mobilenetv2", "resnet50", "vgg16", "densenet121"] = "mobilenetv2"  # a teacher family
+    family: Literal[TEACHER_FAMILIES] = "mobilenetv2"  # a teacher's backbone (`saliency.models.backbones`)
     world: Literal["v1", "v2"] = "v2"
     size: tuple[int, int] = (96, 128)  # image (H, W); use the size the teachers train at
     images_per_epoch: int = 8192  # fresh images each epoch
@@ -58,7 +53,7 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         validate_run_basics(self)
-        require(self.family in FAMILIES, "family", f"{self.family!r} is not one of {', '.join(FAMILIES)}")
+        require(self.family in TEACHER_FAMILIES, "family", f"{self.family!r} is not one of {', '.join(TEACHER_FAMILIES)}")
         require(self.world in WORLDS, "world", f"{self.world!r} is not one of {', '.join(WORLDS)}")
         require(len(self.size) == 2 and min(self.size) >= 32 and not self.size[0] % 32 and not self.size[1] % 32,
                 "size", f"expected (H, W), multiples of 32 (the backbones' stride), got {self.size!r}")
@@ -90,7 +85,7 @@ class Recogniser(nn.Module):
         teacher = build(f"teacher-{family}", pretrained=False)
         self.i16, self.i32 = list(teacher.feature_strides).index(GRID_STRIDE), len(teacher.feature_strides) - 1
         self.taps = teacher.taps
-        self.prefix = teacher.backbone_prefix
+        self.prefix = backbone(family).prefix  # where torchvision's files keep the trunk's keys
         self.backbone = teacher.backbone
         self.head = RecognitionHead(teacher.feature_channels[self.i16], teacher.feature_channels[self.i32])
 
@@ -178,9 +173,11 @@ def recognition_accuracy(model: Recogniser, config: PretrainConfig, batch_size: 
     return scores | {"objectness_accuracy": right["cells"] / cells}
 
 
-class Pretrainer:
+class Pretrainer(Trainer):
     """Trains `config.family`'s backbone on the recognition task into run directory `out`."""
 
+    progress_label = "pretrain"
+    held_out = "held-out"
     select_by = "object_accuracy"
 
     def __init__(self, config: PretrainConfig, out: str, resume: bool = False, progress: bool = True):
@@ -192,18 +189,18 @@ class Pretrainer:
         seed_everything(config.seed)
         self.model = Recogniser(config.family)
         self.steps = math.ceil(config.images_per_epoch / config.batch_size)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.optim.lr,
-                                           weight_decay=config.optim.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(config.optim.warmup_steps, config.optim.epochs * self.steps))
+        self.optimizer, self.scheduler = adamw_with_schedule(self.model.parameters(), config.optim,
+                                                             config.optim.epochs * self.steps)
         self.log = EpochLog(self.run, self.select_by)
         self.checkpoint = Checkpoint(self.run, self.world, model=self.model, optimizer=self.optimizer,
                                      scheduler=self.scheduler)
         self.epoch = 0
         if resume:
-            progress_state = self.checkpoint.restore()
-            self.epoch = progress_state["epoch"]
-            self.log.load_state_dict(progress_state["log"])
+            self.resume()
+
+    def batches(self) -> range:
+        """Step numbers: each step renders its own images (`_indices`)."""
+        return range(self.steps)
 
     def _indices(self, step: int) -> range:
         """Image indices of step `step` of the current epoch: after the held-out ones, never repeated."""
@@ -211,38 +208,19 @@ class Pretrainer:
         last = self.config.held_out + (self.epoch + 1) * self.config.images_per_epoch
         return range(first, min(first + self.config.batch_size, last))
 
-    def fit(self) -> dict:
-        """Train the remaining epochs; returns the metrics written to metrics.json."""
-        config = self.config
-        if self.epoch == 0:
-            self.run.save_config(config)
-        started = time.perf_counter()
-        while self.epoch < config.optim.epochs:
-            self.model.train()
-            sums: dict[str, float] = {}
-            bar = tqdm(range(self.steps), desc=f"pretrain {self.epoch + 1}/{config.optim.epochs}",
-                       disable=not self.progress, leave=False)
-            for step in bar:
-                images, targets = render_batch(config, self._indices(step))
-                total, parts = recognition_loss(self.model(images), targets)
-                loss = total.item()
-                require_finite(loss, self.run, self.epoch + 1)
-                optimiser_step(total, self.optimizer, self.scheduler, config.optim.grad_clip)
-                for key, value in {"loss": loss, **{k: float(v) for k, v in parts.items()}}.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                bar.set_postfix(loss=f"{loss:.3f}")
-            val = recognition_accuracy(self.model, config)
-            self.epoch += 1
-            record = {"epoch": self.epoch, "train": {k: v / self.steps for k, v in sums.items()}, "val": val,
-                      "lr": self.scheduler.get_last_lr()[0]}
-            if self.log.add(record):
-                self.run.save_weights(self.model.torchvision_state(), {"model": f"pretrain-{config.family}"})
-            self.log.write(self._metrics(time.perf_counter() - started))
-            self.checkpoint.save({"epoch": self.epoch, "log": self.log.state_dict()},
-                                 {"epoch": self.epoch, "best_" + self.select_by: self.log.best})
-            if self.progress:  # through logging, to stderr: stdout keeps only the command's result
-                logger.info("%s", self.log.epoch_line(config.optim.epochs, "held-out"))
-        return self._metrics(time.perf_counter() - started)
+    def step(self, step: int) -> dict[str, float]:
+        images, targets = render_batch(self.config, self._indices(step))
+        total, parts = recognition_loss(self.model(images), targets)
+        loss = total.item()
+        require_finite(loss, self.run, self.epoch + 1)
+        optimiser_step(total, self.optimizer, self.scheduler, self.config.optim.grad_clip)
+        return {"loss": loss, **{key: float(value) for key, value in parts.items()}}
 
-    def _metrics(self, seconds: float) -> dict:
+    def validate(self) -> dict[str, float]:
+        return recognition_accuracy(self.model, self.config)
+
+    def best_weights(self) -> tuple[dict, dict]:
+        return self.model.torchvision_state(), {"model": f"pretrain-{self.config.family}"}
+
+    def metrics(self, seconds: float) -> dict:
         return self.log.metrics(seconds, params=count_parameters(self.model.backbone))

@@ -12,7 +12,7 @@ import pytest
 import saliency.cli
 import vidcap.cli
 from saliency.pretrain import PretrainConfig
-from saliency.train import SaliencyRunConfig
+from saliency.run import SaliencyRunConfig
 from vidcap.run import VidcapRunConfig
 
 # Negative values these keys take on purpose: loss weights enter with their sign (CC, NSS, SIM negated), a

@@ -7,7 +7,7 @@ import pytest
 
 from saliency.distill import DistillConfig
 from saliency.infra.config import load_config
-from saliency.train import SaliencyRunConfig
+from saliency.run import SaliencyRunConfig
 from vidcap.demo import DemoConfig
 from vidcap.run import VidcapRunConfig
 

@@ -1,7 +1,8 @@
-"""Video captioning with saliency-weighted features: `vidcap.load(run_dir)` opens a trained captioner
-(re-exported lazily from `vidcap.run`, so importing the package stays cheap)."""
+"""Video captioning with saliency-weighted features: `vidcap.load(run_dir)` opens a trained captioner and
+`vidcap.save(captioner, out)` writes one (re-exported lazily from `vidcap.run`, so importing the package stays cheap);
+`vidcap.evaluate.score(gts, res)` gives the caption metrics."""
 
-__all__ = ["load"]
+__all__ = ["load", "save"]
 
 
 def __getattr__(name: str):

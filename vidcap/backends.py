@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saliency.backends import EXPORT_FOLDER, exported_session, on_backend, resolve_backend
-from saliency.export import run_calibration_images
+from saliency import EXPORT_FOLDER, exported_session, on_backend, resolve_backend, run_calibration_images
 from saliency.infra.errors import UserError
 from saliency.infra.stats import spread
 from vidcap.captioner import VisualFrontEnd, frames_to_tensor

@@ -15,9 +15,8 @@ from torch import Tensor, nn
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import WEIGHTS
+from saliency import imagenet_normalise, motion_gap, motion_input
 from saliency import load as load_saliency_model
-from saliency.data import imagenet_normalise
-from saliency.models.components import motion_gap, motion_input
 from vidcap.decoder import CaptionDecoder, DecoderConfig
 from vidcap.encoder import TRACK_CHANNELS, WEIGHTINGS, EncoderConfig, FrameEncoder, SaliencyWeighting
 from vidcap.saliency_sources import CONTROLS, SOURCES, Source, control_maps

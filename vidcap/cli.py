@@ -91,7 +91,7 @@ def _report_skipped_videos(command: str, skipped: list[tuple[str, str]]) -> int:
 
 
 def _caption(args: argparse.Namespace) -> int:
-    from saliency.backends import EXPORT_FOLDER
+    from saliency import EXPORT_FOLDER
     from vidcap.backends import use_backend
     from vidcap.batch import check_results_path, expand_videos
     from vidcap.pipeline import CaptionsAhead

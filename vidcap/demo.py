@@ -18,17 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from saliency import open_dataset
 from saliency.infra.config import require
 from saliency.infra.errors import UserError
 from saliency.world import baseline_scores
 from saliency.infra.stats import paired_bootstrap
-from saliency.pretrain import FAMILIES, PretrainConfig, Pretrainer
 from saliency.world import META_NAME, WORLDS, read_meta
-from saliency import ALL_METRICS, evaluate_model
-from saliency import load as load_saliency_model
 from saliency.infra.rundir import atomic_write_json
-from saliency import SaliencyRunConfig, SaliencyTrainer
+from saliency import (ALL_METRICS, TEACHER_FAMILIES, PretrainConfig, Pretrainer, SaliencyRunConfig, SaliencyTrainer,
+                      evaluate_model, open_dataset)
+from saliency import load as load_saliency_model
 from saliency.infra.training import continue_training
 from vidcap.reports.comparison import compare_runs, load_evaluated_run, load_per_video, paired_differences
 from vidcap.data.datasets import SPLITS as CAPTION_SPLITS, open_caption_dataset
@@ -163,9 +161,9 @@ class Demo:
     def teacher_family(self) -> str:
         """The backbone family of the configured teacher (`teacher-<family>`), which pretraining must match."""
         family = self.config.teacher.model.name.removeprefix("teacher-")
-        if family not in FAMILIES:
+        if family not in TEACHER_FAMILIES:
             raise UserError(f"teacher.model.name {self.config.teacher.model.name!r}: the demo pretrains a teacher "
-                            f"backbone, so it needs one of {', '.join('teacher-' + f for f in FAMILIES)}")
+                            f"backbone, so it needs one of {', '.join('teacher-' + f for f in TEACHER_FAMILIES)}")
         return family
 
     def pretrain(self) -> None:

@@ -19,28 +19,23 @@ grid tokens), with or without maps, so the arms of a comparison keep identical d
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision import models
 
 from saliency.infra.config import require, require_positive, to_dict
 from saliency.infra.errors import UserError
-from saliency.infra.weights import load_imagenet_backbone
-from saliency.models import conv_bn_relu, resnet_trunk
+from saliency import available_backbones, build_backbone
 
-Backbone = Literal["resnet50", "resnet18", "mobilenet_v3_small", "mobilenet_v2", "small-cnn"]
+BACKBONES = tuple(available_backbones())  # the one backbone registry's names (`saliency.models.backbones`)
 Weighting = Literal["none", "multiply", "residual", "pool", "prior", "gate"]
 WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
 ALPHA_WEIGHTINGS: tuple[str, ...] = ("residual", "gate")  # the weightings `alpha` sets the strength of
 TOKEN_ALPHA: tuple[str, ...] = ("residual",)  # the weightings whose `alpha` is in the tokens (for `gate` the decoder's)
 PRIOR_EPS = 1e-6  # floor of S in the `prior` bias: log(1e-6) ≈ -13.8 all but masks saliency-free tokens
-SMALL_CNN_WIDTHS = (16, 32, 64, 128, 128)  # five stride-2 stages: stride 32, like the torchvision backbones
 NORMALISE_EPS = 1e-12  # of the per-token LayerNorm (`normalise`)
 STRIDES = (16, 32)  # where the backbone may be cut: after its last stride-16 stage, or after its last stage
 TRACK_CHANNELS = 3  # a track token's geometry: x, y (fractions of the frame) and log spread, minus the first frame's
@@ -52,7 +47,7 @@ TRACK_SCALE = (8.0, 8.0, 2.0)
 
 @dataclass
 class EncoderConfig:
-    backbone: Backbone = "resnet50"  # torchvision ImageNet backbone, or "small-cnn" (random, for CPU demos)
+    backbone: Literal[BACKBONES] = "resnet50"  # `saliency.available_backbones()` ("small-cnn": random, for CPU demos)
     pretrained: bool | str = True  # True: torchvision's cached ImageNet file if present; str: that file
     trainable: bool = False  # False freezes the backbone (eval-mode BatchNorm), so features can be cached
     grid: int | None = None  # adaptive-avg-pool the feature map to grid×grid (grid² tokens per frame)
@@ -63,6 +58,8 @@ class EncoderConfig:
     track: bool = False  # append a track token per frame: where the map's peak went since the first frame (motion)
 
     def __post_init__(self) -> None:
+        require(self.backbone in available_backbones(), "backbone",
+                f"unknown backbone {self.backbone!r} (known: {', '.join(available_backbones())})")
         require_positive(self, "grid")
         require(self.stride in STRIDES, "stride", f"must be one of {', '.join(map(str, STRIDES))}, got {self.stride}")
         require(self.alpha >= -1, "alpha", f"must be >= -1, so that the weights (1 + alpha·S) stay >= 0; got {self.alpha}")
@@ -74,74 +71,6 @@ class EncoderConfig:
         if self.weighting not in TOKEN_ALPHA:
             del settings["alpha"]
         return settings
-
-
-# ----------------------------------------------------------------------------- backbones
-
-_BACKBONES: dict[str, tuple[Callable[[], nn.Sequential], Callable[[nn.Sequential, bool | str], None]]] = {}
-
-
-def register_backbone(name: str, load: Callable[[nn.Sequential, bool | str], None]) -> Callable:
-    """Decorator: register `fn() -> backbone` (randomly initialised, blocks in order, cut after its last conv stage)
-    and `load(backbone or its leading blocks, pretrained)`, which fills in weights from a file."""
-    def decorate(fn):
-        assert name not in _BACKBONES, f"backbone {name!r} registered twice"
-        _BACKBONES[name] = (fn, load)
-        return fn
-    return decorate
-
-
-def build_backbone(name: str, pretrained: bool | str, stride: int = 32) -> tuple[nn.Sequential, int]:
-    """The named backbone cut after its last stage of `stride`, with ImageNet or `saliency pretrain` weights from
-    local files only (the cut comes first, so a file needs only the blocks kept), and its output channels."""
-    if name not in _BACKBONES:
-        raise UserError(f"unknown encoder backbone {name!r} (known: {', '.join(sorted(_BACKBONES))})")
-    make, load = _BACKBONES[name]
-    backbone, channels = cut_at_stride(make(), stride)
-    load(backbone, pretrained)
-    return backbone, channels
-
-
-def cut_at_stride(backbone: nn.Sequential, stride: int, probe: int = 64) -> tuple[nn.Sequential, int]:
-    """The leading blocks of `backbone` whose output has at most `stride`, and their output channels (found by
-    running a `probe`² image through them: no table of indices per architecture)."""
-    x, keep = torch.zeros(1, 3, probe, probe), 0
-    with torch.no_grad():
-        for index, block in enumerate(backbone.eval()):
-            y = block(x)
-            if y.shape[-1] < probe // stride:
-                break
-            x, keep = y, index + 1
-    return backbone[:keep], x.shape[1]
-
-
-def _register_torchvision(name: str, make: Callable[[], nn.Sequential], weights, prefix: str) -> None:
-    def load(backbone: nn.Sequential, pretrained: bool | str) -> None:
-        load_imagenet_backbone(backbone, weights, pretrained, name=name, prefix=prefix)
-    register_backbone(name, load)(make)
-
-
-for _name, _constructor, _weights in [("resnet50", models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1),
-                                      ("resnet18", models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1)]:
-    _register_torchvision(_name, lambda constructor=_constructor: resnet_trunk(constructor(weights=None)), _weights, "")
-for _name, _constructor, _weights in [
-        ("mobilenet_v3_small", models.mobilenet_v3_small, models.MobileNet_V3_Small_Weights.IMAGENET1K_V1),
-        ("mobilenet_v2", models.mobilenet_v2, models.MobileNet_V2_Weights.IMAGENET1K_V1)]:
-    _register_torchvision(_name, lambda constructor=_constructor: constructor(weights=None).features, _weights,
-                          "features.")
-
-
-def _no_weights(backbone: nn.Sequential, pretrained: bool | str) -> None:
-    """small-cnn has no pretrained weights: it ignores `pretrained=True` and refuses a file."""
-    if isinstance(pretrained, str):
-        raise UserError(f"backbone small-cnn has no pretrained weights; got pretrained={pretrained!r}")
-
-
-@register_backbone("small-cnn", _no_weights)
-def small_cnn() -> nn.Sequential:
-    """Five stride-2 conv stages, randomly initialised (for CPU demos)."""
-    widths = (3,) + SMALL_CNN_WIDTHS
-    return nn.Sequential(*(conv_bn_relu(i, o, 3, stride=2) for i, o in pairwise(widths)))
 
 
 class FrameEncoder(nn.Module):

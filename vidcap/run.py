@@ -1,5 +1,6 @@
-"""A captioner run: its config (the dataclasses `vidcap train` writes to config.yaml) and `vidcap.load`, the
-one way a trained captioner is opened, mirroring `saliency.load`."""
+"""A captioner run: its config (the dataclasses `vidcap train` writes to config.yaml), `vidcap.load`, the one way a
+trained captioner is opened, and `vidcap.save`, which writes a captioner as a run directory `load` opens (mirroring
+`saliency.load` and `saliency.save`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -8,13 +9,12 @@ from typing import Literal, Optional
 
 import torch
 
-from saliency.infra.config import require, require_positive
+from saliency.infra.config import require, require_positive, to_dict
 from saliency.infra.errors import UserError
-from saliency.infra.training import validate_optimiser, validate_run_basics
+from saliency.infra.training import OptimConfig, validate_run_basics
 from saliency.infra.rundir import WEIGHTS, RunDir, file_digest, safetensors_header
 from saliency.infra.weights import load_state_strictly
 from vidcap.captioner import Captioner, CaptionerConfig, load_saliency_source, saliency_weights
-from vidcap.scst import SCSTConfig
 from vidcap.tokenizer import TOKENIZER_FILE, CaptionTokenizer
 
 SALIENCY_PREFIX = "front.saliency_model."  # the saliency model's weights live in its own run directory
@@ -36,7 +36,8 @@ class CaptionDataConfig:
 
 
 @dataclass
-class CaptionOptimConfig:
+class CaptionOptimConfig(OptimConfig):
+    """The trainers' optimiser at the captioner's defaults, and what a captioner's epoch and validation take."""
     epochs: int = 10
     lr: float = 5e-4
     weight_decay: float = 0.01
@@ -46,8 +47,19 @@ class CaptionOptimConfig:
     captions_per_video: Optional[int] = None  # (video, caption) pairs per video per epoch; None: all captions
 
     def __post_init__(self) -> None:
-        validate_optimiser(self)
+        super().__post_init__()
         require_positive(self, "val_beams", "captions_per_video")
+
+
+@dataclass
+class SCSTConfig:
+    """`start`: the cross-entropy run this stage starts from (set by `vidcap train --scst`; None: a cross-entropy
+    run); `samples`: captions sampled per video and step."""
+    start: str | None = None
+    samples: int = 5
+
+    def __post_init__(self) -> None:
+        require_positive(self, "samples")
 
 
 @dataclass
@@ -126,3 +138,22 @@ def load_run(run_dir: str | Path) -> tuple[Captioner, VidcapRunConfig]:
 def load(run_dir: str | Path) -> Captioner:
     """Rebuild a trained captioner from its run directory; strict keys and shapes, safetensors only."""
     return load_run(run_dir)[0]
+
+
+def save(model: Captioner, out: str | Path, config: VidcapRunConfig | None = None) -> Path:
+    """Write `model` as a new run directory that `load` opens: `config.yaml` (`config`, or a run config holding the
+    captioner's own), `tokenizer.json` and `model.safetensors` (the captioner's weights; its saliency model's stay in
+    their run, recorded by digest); returns its path."""
+    run = RunDir(out)
+    if run.exists():
+        raise UserError(f"{run.path}: run directory already exists; save into another folder")
+    config = config or VidcapRunConfig(captioner=model.config)
+    # where the frozen encoder's weights first came from (`encoder.pretrained`) may differ: they are in the run
+    stated = replace(config.captioner, encoder=replace(config.captioner.encoder, pretrained=model.config.encoder.pretrained))
+    if to_dict(stated) != to_dict(model.config):
+        raise UserError("config.captioner is not the captioner's own config; save it with its own (or none)")
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.save_config(config)
+    model.tokenizer.save(run.file(TOKENIZER_FILE))
+    run.save_weights(CaptionerWeights(model).state_dict(), saliency_provenance(config.captioner))
+    return run.path

@@ -12,16 +12,17 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from saliency.infra.config import require_positive
+from saliency.infra.config import apply_overrides, from_dict, load_config, to_dict
 from saliency.infra.errors import UserError
+from saliency.infra.rundir import WEIGHTS, RunDir
+from vidcap.run import VidcapRunConfig, captioner_run
 
 NGRAMS = 4
 SIGMA = 6.0  # of CIDEr-D's Gaussian length penalty
@@ -41,10 +42,6 @@ def stage_config(start: str | Path, overrides: Sequence[str] = (), resume: bool 
     at the stage's epochs and learning rate, then `overrides`; resuming a stage that has begun, the stage's own
     config.yaml, then `overrides` (as every run resumes). A run that is a stage already, or whose cross-entropy
     epochs are not all done, is a one-line error."""
-    from saliency.infra.config import apply_overrides, from_dict, load_config, to_dict
-    from saliency.infra.rundir import WEIGHTS, RunDir
-    from vidcap.run import VidcapRunConfig, captioner_run
-
     own = Path(start) / STAGE_FOLDER / "config.yaml"
     if resume and own.is_file():
         return load_config(VidcapRunConfig, own, overrides)
@@ -57,17 +54,6 @@ def stage_config(start: str | Path, overrides: Sequence[str] = (), resume: bool 
         raise UserError(f"{start}: --scst needs a finished cross-entropy run, this one has {done} of its "
                         f"{config.optim.epochs} epochs; finish it first (vidcap train --out {start} --resume)")
     return from_dict(VidcapRunConfig, apply_overrides(to_dict(scst_stage(config, str(start))), list(overrides)))
-
-
-@dataclass
-class SCSTConfig:
-    """`start`: the cross-entropy run this stage starts from (set by `vidcap train --scst`; None: a cross-entropy
-    run); `samples`: captions sampled per video and step."""
-    start: str | None = None
-    samples: int = 5
-
-    def __post_init__(self) -> None:
-        require_positive(self, "samples")
 
 
 def ngram_counts(words: Sequence[str]) -> Counter:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from saliency.backends import EXPORT_FOLDER
+from saliency import EXPORT_FOLDER
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import atomic_write_json, require_writable
 from vidcap.backends import use_backend

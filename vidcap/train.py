@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from saliency.infra import distributed
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import WEIGHTS, RunDir, require_writable
-from saliency.infra.training import (Checkpoint, EpochLog, optimiser_step, require_finite, seed_everything,
-                                     warmup_cosine)
+from saliency.infra.training import (Checkpoint, EpochLog, Trainer, adamw_with_schedule, optimiser_step,
+                                     require_finite, seed_everything)
 from vidcap.data.cache import FeatureCache, extract_features, open_feature_cache
 from vidcap.captioner import Captioner, load_saliency_source
 from vidcap.data.datasets import open_caption_dataset
@@ -30,7 +28,7 @@ from vidcap.tokenizer import TOKENIZER_FILE, CaptionTokenizer
 log = logging.getLogger(__name__)
 
 
-class CaptionTrainer:
+class CaptionTrainer(Trainer):
     """Builds the front end, fills the feature cache, then trains the decoder on cached tokens. The captioner's
     weights and the training stream depend on the seed alone, not on the saliency source: arms are paired."""
 
@@ -72,22 +70,17 @@ class CaptionTrainer:
         self.provenance = saliency_provenance(config.captioner)  # hashed once, saved with every best epoch
         self.reward = CiderD([[tokenizer.normalize(c) for c in item.captions] for item in self.train_items]) \
             if start else None
-        self.rewards: list[float] = []  # the self-critical stage's mean sampled reward per step of this epoch
         self.decoder = distributed.data_parallel(self.model.decoder, self.world)  # what training passes go through
-        self.optimizer = torch.optim.AdamW(self.model.decoder.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         steps_per_epoch = math.ceil(len(self._epoch_pairs(np.random.default_rng(0))) / config.data.batch_size)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(config.optim.warmup_steps, config.optim.epochs * steps_per_epoch))
+        self.optimizer, self.scheduler = adamw_with_schedule(self.model.decoder.parameters(), config.optim,
+                                                             config.optim.epochs * steps_per_epoch)
         self.rng = np.random.default_rng(config.seed)
         self.log = EpochLog(self.run, "CIDEr", train_columns=("loss", "reward") if config.scst.start else ("loss",))
         self.checkpoint = Checkpoint(self.run, self.world, model=CaptionerWeights(self.model), optimizer=self.optimizer,
                                      scheduler=self.scheduler)
         self.epoch = 0
         if resume:
-            progress = self.checkpoint.restore()
-            self.epoch = progress["epoch"]
-            self.log.load_state_dict(progress["log"])
-            self.rng.bit_generator.state = progress["numpy_rng"]
+            self.rng.bit_generator.state = self.resume()["numpy_rng"]
 
     def _fill_cache(self, items) -> FeatureCache:
         cache = open_feature_cache(self.model.front, self.config, self.world.device)
@@ -114,14 +107,21 @@ class CaptionTrainer:
         bias = None if pairs[0][1] is None else torch.stack([b for _, b in pairs]).to(self.world.device)  # (B, M)
         return tokens, bias
 
-    def _step(self, chosen: list[tuple[int, int]]) -> float:
+    def batches(self) -> list[list[tuple[int, int]]]:
+        """This epoch's batches of (video, caption) pairs, from the trainer's own generator."""
+        pairs, size = self._epoch_pairs(self.rng), self.config.data.batch_size
+        return [pairs[start:start + size] for start in range(0, len(pairs), size)]
+
+    def step(self, chosen: list[tuple[int, int]]) -> dict[str, float]:
         """One optimiser step on a batch of (video, caption) pairs, this process's share of it; returns the batch's
-        loss. Shares are weighted by their target tokens, so N processes take exactly the step one process would."""
+        loss (and in the self-critical stage the mean reward of this process's samples). Shares are weighted by their
+        target tokens, so N processes take exactly the step one process would."""
         mine = chosen[self.world.rank::self.world.size]
         share = mine or chosen[:1]  # a process left without pairs still joins the step, with weight 0
         tokens, bias = self._batch([self.train_items[v] for v, _ in share])
+        reward = {}
         if self.reward is not None:
-            loss, targets = self._self_critical([self.train_items[v] for v, _ in share], tokens, bias)
+            loss, targets, reward["reward"] = self._self_critical([self.train_items[v] for v, _ in share], tokens, bias)
             targets = targets if mine else loss.new_zeros(())
         else:
             ids, mask = self.model.tokenizer.encode_batch([self.train_items[v].captions[c] for v, c in share])
@@ -134,12 +134,13 @@ class CaptionTrainer:
         # DDP averages over processes: Σ loss·targets / count
         optimiser_step(loss * (targets * self.world.size / count), self.optimizer, self.scheduler,
                        self.config.optim.grad_clip)
-        return mean
+        return {"loss": mean, **reward}
 
-    def _self_critical(self, items, tokens: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The self-critical loss of a batch and its sampled tokens: `scst.samples` captions sampled per video and
-        its greedy caption, both without dropout (the policy whose log-probabilities are raised is the one sampled),
-        rewarded by CIDEr-D against the video's captions."""
+    def _self_critical(self, items, tokens: torch.Tensor, bias: torch.Tensor | None
+                       ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """The self-critical loss of a batch, its sampled tokens and their mean reward: `scst.samples` captions sampled
+        per video and its greedy caption, both without dropout (the policy whose log-probabilities are raised is the
+        one sampled), rewarded by CIDEr-D against the video's captions."""
         model, tokenizer, samples = self.model, self.model.tokenizer, self.config.scst.samples
         model.eval()
         greedy = model.generate(tokens, bias, num_beams=1)
@@ -150,14 +151,14 @@ class CaptionTrainer:
                                        for c, refs in zip(greedy, references)])
         sample_rewards = torch.tensor([self.reward.score(tokenizer.normalize(sample), references[i // samples])
                                        for i, sample in enumerate(tokenizer.decode_batch(ids))])
-        self.rewards.append(float(sample_rewards.mean()))
         start = torch.full((ids.shape[0], 1), tokenizer.bos_id, dtype=ids.dtype, device=ids.device)
         input_ids = torch.cat([start, ids], dim=1)  # [B·K,1+L]
         tokens = tokens.repeat_interleave(samples, dim=0)  # [B·K,M,C], each video's tokens for each of its samples
         bias = None if bias is None else bias.repeat_interleave(samples, dim=0)  # [B·K,M]
         _, logits = self.decoder(tokens, input_ids, (input_ids != tokenizer.pad_id).long(), bias)
         log_probs, mask = sequence_log_probs(logits, ids, tokenizer.pad_id)
-        return self_critical_loss(log_probs, mask, sample_rewards, greedy_rewards), mask.sum().to(log_probs)
+        return (self_critical_loss(log_probs, mask, sample_rewards, greedy_rewards), mask.sum().to(log_probs),
+                float(sample_rewards.mean()))
 
     def validate(self) -> dict[str, float]:
         """Captions for the validation split, decoded as at test (`optim.val_beams`, default the captioner's beams),
@@ -173,37 +174,15 @@ class CaptionTrainer:
                 res[item.video_id], gts[item.video_id] = caption, item.captions
         return {"CIDEr": cider(gts, res)}
 
-    def fit(self) -> dict:
-        config = self.config
-        main = self.world.is_main
-        if self.epoch == 0 and main:
-            self.run.save_config(config)
-            self.model.tokenizer.save(self.run.file(TOKENIZER_FILE))
-        started = time.perf_counter()
-        size = config.data.batch_size
-        while self.epoch < config.optim.epochs:
-            self.model.train()
-            pairs = self._epoch_pairs(self.rng)
-            losses, self.rewards = [], []
-            bar = tqdm(range(0, len(pairs), size), desc=f"epoch {self.epoch + 1}/{config.optim.epochs}",
-                       disable=not self.progress, leave=False)
-            for start in bar:
-                losses.append(self._step(pairs[start:start + size]))
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            val = self.world.from_main(self.validate)
-            self.epoch += 1
-            train = {"loss": float(np.mean(losses))} | ({"reward": float(np.mean(self.rewards))} if self.rewards else {})
-            record = {"epoch": self.epoch, "train": train, "val": val, "lr": self.scheduler.get_last_lr()[0]}
-            if self.log.add(record) and main:
-                self.run.save_weights(CaptionerWeights(self.model).state_dict(), self.provenance)
-            if main:
-                self.log.write(self._metrics(time.perf_counter() - started))
-            # The checkpoint is the epoch's last write: a run killed before it redoes the epoch, files included.
-            self.checkpoint.save({"epoch": self.epoch, "log": self.log.state_dict(), "numpy_rng": self.rng.bit_generator.state},
-                                 {"epoch": self.epoch, "best_val_CIDEr": self.log.best})
-            if self.progress:  # through logging, to stderr: stdout keeps only the command's result
-                log.info("%s", self.log.epoch_line(config.optim.epochs))
-        return self._metrics(time.perf_counter() - started)
+    def save_description(self) -> None:
+        self.run.save_config(self.config)
+        self.model.tokenizer.save(self.run.file(TOKENIZER_FILE))
 
-    def _metrics(self, seconds: float) -> dict:
+    def best_weights(self) -> tuple[dict, dict]:
+        return CaptionerWeights(self.model).state_dict(), self.provenance
+
+    def progress_state(self) -> dict:
+        return {"numpy_rng": self.rng.bit_generator.state}
+
+    def metrics(self, seconds: float) -> dict:
         return self.log.metrics(seconds, train_videos=len(self.train_items), val_videos=len(self.val_items))

@@ -1,5 +1,6 @@
-"""What every trainer shares: seeding, the random generators' state, the LR schedule, and bringing a run
-directory to its configured number of epochs."""
+"""What every trainer shares: the optimiser config and schedule, seeding and the random generators' state, the
+checkpoint, the epoch log, the one epoch loop (`Trainer.fit`), and bringing a run directory to its configured number
+of epochs."""
 from __future__ import annotations
 
 import csv
@@ -7,10 +8,14 @@ import io
 import logging
 import math
 import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from saliency.infra import distributed
 from saliency.infra.config import require, require_positive
@@ -73,13 +78,24 @@ def validate_run_basics(config) -> None:
     require(config.threads >= 0, "threads", f"must be >= 0 (0: all cores), got {config.threads}")
 
 
-def validate_optimiser(optim) -> None:
-    """The checks every trainer's optimiser config shares (epochs, lr, warm-up, clipping), as `InvalidValue`s."""
-    require_positive(optim, "epochs")
-    require(optim.lr > 0, "lr", f"must be > 0, got {optim.lr}")
-    require(optim.weight_decay >= 0, "weight_decay", f"must be >= 0, got {optim.weight_decay}")
-    require(optim.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {optim.warmup_steps}")
-    require(optim.grad_clip > 0, "grad_clip", f"must be > 0, got {optim.grad_clip}")
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up and cosine decay, and gradient clipping: the optimiser of every trainer (a trainer's
+    config may extend it)."""
+    epochs: int = 10
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    grad_clip: float = 5.0
+
+    def __post_init__(self) -> None:
+        require_positive(self, "epochs")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        require(self.grad_clip > 0, "grad_clip", f"must be > 0, got {self.grad_clip}")
+
+
 
 
 def require_finite(loss: float, run: RunDir, epoch: int) -> None:
@@ -98,6 +114,13 @@ def optimiser_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, schedul
     torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], grad_clip)
     optimizer.step()
     scheduler.step()
+
+
+def adamw_with_schedule(parameters, optim: OptimConfig, total_steps: int):
+    """AdamW over `parameters` at `optim`'s learning rate and weight decay, and its warm-up/cosine schedule over
+    `total_steps` optimiser steps: (optimizer, scheduler)."""
+    optimizer = torch.optim.AdamW(parameters, lr=optim.lr, weight_decay=optim.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(optim.warmup_steps, total_steps))
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):
@@ -214,3 +237,81 @@ class EpochLog:
                 self._board.add_scalar(f"{group}/{name}", value, epoch)
         self._board.add_scalar("lr", record["lr"], epoch)
         self._board.flush()
+
+
+class Trainer:
+    """The epoch loop of every trainer, read top to bottom in `fit`. A trainer's `__init__` sets `config`, `run`,
+    `world`, `progress`, `model`, `scheduler`, `log` (an EpochLog), `checkpoint` and `epoch` (`resume` restores the
+    last two); it says what one epoch's batches, one optimiser step and one validation are, and what its best
+    weights and its checkpoint hold."""
+
+    progress_label = "epoch"  # the progress bar's name
+    held_out = "val"  # how the epoch line names the validation scores
+
+    def batches(self) -> Iterable:
+        """This epoch's batches (setting whatever depends on the epoch first)."""
+        raise NotImplementedError
+
+    def step(self, batch) -> dict[str, float]:
+        """One optimiser step on `batch`; its losses, `loss` first, as every process sees them."""
+        raise NotImplementedError
+
+    def validate(self) -> dict[str, float]:
+        """The validation scores that pick the best epoch (run by the main process only)."""
+        raise NotImplementedError
+
+    def best_weights(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """What model.safetensors holds after a best epoch: the state dict and its metadata."""
+        raise NotImplementedError
+
+    def metrics(self, seconds: float) -> dict:
+        """metrics.json (`EpochLog.metrics` with what this trainer adds)."""
+        raise NotImplementedError
+
+    def progress_state(self) -> dict:
+        """What the checkpoint keeps besides the epoch and the log, to continue exactly (e.g. a loader's generator)."""
+        return {}
+
+    def save_description(self) -> None:
+        """What a run directory says before its first epoch: config.yaml."""
+        self.run.save_config(self.config)
+
+    def resume(self) -> dict:
+        """Continue from the last checkpoint: its parts, the epoch and the log; returns the saved progress."""
+        progress = self.checkpoint.restore()
+        self.epoch = progress["epoch"]
+        self.log.load_state_dict(progress["log"])
+        return progress
+
+    def fit(self) -> dict:
+        """Train the remaining epochs; returns the metrics written to metrics.json."""
+        epochs, main = self.config.optim.epochs, self.world.is_main
+        if self.epoch == 0 and main:
+            self.save_description()
+        started = time.perf_counter()
+        while self.epoch < epochs:
+            self.model.train()
+            sums: dict[str, float] = {}
+            steps = 0
+            bar = tqdm(self.batches(), desc=f"{self.progress_label} {self.epoch + 1}/{epochs}",
+                       disable=not self.progress, leave=False)
+            for batch in bar:
+                losses = self.step(batch)
+                for key, value in losses.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                steps += 1
+                bar.set_postfix(loss=f"{losses['loss']:.4f}")
+            val = self.world.from_main(self.validate)
+            self.epoch += 1
+            record = {"epoch": self.epoch, "train": {key: value / max(1, steps) for key, value in sums.items()},
+                      "val": val, "lr": self.scheduler.get_last_lr()[0]}
+            if self.log.add(record) and main:
+                self.run.save_weights(*self.best_weights())
+            if main:
+                self.log.write(self.metrics(time.perf_counter() - started))
+            # The checkpoint is the epoch's last write: a run killed before it redoes the epoch, files included.
+            self.checkpoint.save({"epoch": self.epoch, "log": self.log.state_dict(), **self.progress_state()},
+                                 {"epoch": self.epoch, f"best_{self.log.select_by}": self.log.best})
+            if self.progress:  # through logging, to stderr: stdout keeps only the command's result
+                log.info("%s", self.log.epoch_line(epochs, self.held_out))
+        return self.metrics(time.perf_counter() - started)

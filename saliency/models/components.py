@@ -198,8 +198,10 @@ def run_with_taps(layers: nn.Sequential, x: Tensor, taps: Sequence[str]) -> list
 
 
 class TappedBackboneNet(SaliencyNet):
-    """A teacher: a torchvision backbone tapped at four stages (`taps`), fused by `self.decoder`."""
+    """A teacher: the trunk of backbone `family` (`saliency.models.backbones`) tapped at four stages (`taps`), fused
+    by `self.decoder`."""
 
+    family: str
     taps: tuple[str, ...] = ()
 
     def encode(self, x: Tensor) -> list[Tensor]:

@@ -2,15 +2,9 @@
 features up to the 320-channel block (the 1280-channel 1×1 conv dropped), a separable decoder."""
 from __future__ import annotations
 
-from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
-
-from saliency.infra.weights import load_imagenet_backbone
+from saliency.models.backbones import backbone_trunk, load_backbone_weights
+from saliency.models.components import TappedBackboneNet, TopDownDecoder, check_positive_ints
 from saliency.models.registry import register_model
-from saliency.models.components import (
-    TappedBackboneNet,
-    TopDownDecoder,
-    check_positive_ints,
-)
 
 # Indices into torchvision's `mobilenet_v2().features`: the last block at strides 4, 8, 16, 32.
 TAPS = ("3", "6", "13", "17")
@@ -19,14 +13,13 @@ TAPS = ("3", "6", "13", "17")
 class MobileNetSaliency(TappedBackboneNet):
     """Features: [24@/4, 32@/8, 96@/16, 320@/32]."""
 
+    family = "mobilenetv2"
     taps = TAPS
-    backbone_prefix = "features."  # where torchvision's ImageNet files keep the backbone's keys
 
     def __init__(self, pretrained: bool | str = True, decoder_width: int = 32):
         super().__init__(feature_channels=[24, 32, 96, 320], feature_strides=[4, 8, 16, 32])
-        self.backbone = mobilenet_v2(weights=None).features[:18]
-        load_imagenet_backbone(self.backbone, MobileNet_V2_Weights.IMAGENET1K_V1, pretrained, name="mobilenet_v2",
-                               prefix=self.backbone_prefix)
+        self.backbone = backbone_trunk(self.family)[:18]
+        load_backbone_weights(self.family, self.backbone, pretrained)
         self.decoder = TopDownDecoder(self.feature_channels, decoder_width, separable=True)
 
 

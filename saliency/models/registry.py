@@ -1,14 +1,11 @@
-"""The saliency model registry: every family registers its variants here, and `build`/`load` are the one
-way to make a model by name or to open a trained one."""
+"""The saliency model registry: every family registers its variants here, and `build` is the one way to make a
+model by name (`saliency.run.load` opens a trained one)."""
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from pathlib import Path
 
 from saliency.infra.errors import UserError
-from saliency.infra.rundir import CONFIG, WEIGHTS, RunDir
-from saliency.infra.weights import load_state_strictly
 from saliency.models.components import SaliencyNet
 
 _REGISTRY: dict[str, Callable[..., SaliencyNet]] = {}
@@ -64,28 +61,3 @@ def build_untrained(name: str, **options) -> SaliencyNet:
     if name in _REGISTRY and "pretrained" in inspect.signature(_REGISTRY[name]).parameters:
         options = {**options, "pretrained": False}
     return build(name, **options)
-
-
-def load(run_dir: str | Path) -> SaliencyNet:
-    """Rebuild the model a run directory describes and load its weights strictly; returned in eval mode. The
-    whole config is checked first, then that it is the config the weights were saved with."""
-    from saliency.train import SaliencyRunConfig  # saliency.train imports this module
-
-    run = RunDir(run_dir).require()
-    where = run.file(CONFIG)
-    spec = run.config_dict().get("model")
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-        raise UserError(f"{where}: no valid 'model' section, so not a saliency run "
-                        f"(expected model: {{name: ..., options: {{...}}}})")
-    options = spec.get("options") or {}
-    if not isinstance(options, dict):
-        raise UserError(f"{where}: model.options must be a mapping")
-    run.load_config(SaliencyRunConfig)
-    weights = run.load_weights()
-    run.check_unchanged_since(WEIGHTS)
-    try:
-        model = build_untrained(spec["name"], **options)
-    except UserError as error:  # an unknown model or option: the config names it
-        raise UserError(f"{where}: {error}") from None
-    load_state_strictly(model, weights, run.file(WEIGHTS), spec["name"])
-    return model.eval()

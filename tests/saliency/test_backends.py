@@ -21,7 +21,8 @@ from saliency.cli import main
 from saliency.data import open_dataset
 from saliency.evaluate import evaluate_model
 from saliency.infra.rundir import atomic_write_checked_json, load_checked_json
-from saliency.models import build_untrained, load
+from saliency.models import build_untrained
+from saliency.run import load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = (32, 64)

@@ -37,7 +37,7 @@ from saliency.infra.errors import DatasetError, UserError
 from saliency.world import write_dhf1k
 from saliency.infra.rundir import RunDir
 from saliency.models import build
-from saliency.train import SaliencyRunConfig
+from saliency.run import SaliencyRunConfig
 
 H, W = 12, 16
 

@@ -452,7 +452,7 @@ def test_bad_configs_are_config_errors():
     ],
 )
 def test_config_mistakes_are_one_line_errors_naming_the_key(distill, message):
-    from saliency.train import SaliencyRunConfig
+    from saliency.run import SaliencyRunConfig
 
     with pytest.raises(ConfigError, match=f"^{message}") as error:
         from_dict(SaliencyRunConfig, {"distill": distill})

@@ -8,9 +8,10 @@ import torchvision
 
 import saliency
 from saliency.infra.errors import UserError
-from saliency.models import available_models, build, count_parameters, load, log_density_to_map, model_size_mb
+from saliency.models import available_models, build, count_parameters, log_density_to_map, model_size_mb
+from saliency.run import load
 from saliency.models.components import CentreBias, motion_input, to_probability
-from saliency.models.densenet import modern_densenet_key
+from saliency.models.backbones import modern_densenet_key
 from saliency.infra.rundir import RunDir
 
 FULL_TEACHERS = ["teacher-vgg16", "teacher-resnet50", "teacher-densenet121"]
@@ -226,14 +227,14 @@ def test_pretrained_weights_load_from_a_local_torchvision_file(tmp_path):
 
 
 def test_missing_pretrained_file_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="nope.pth: pretrained weights file for mobilenet_v2 not found"):
+    with pytest.raises(UserError, match="nope.pth: pretrained weights file for mobilenetv2 not found"):
         build("teacher-mobilenetv2", pretrained=str(tmp_path / "nope.pth"))
 
 
 def test_pretrained_file_of_another_architecture_is_a_user_error(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"features.0.0.weight": torch.zeros(8, 3, 3, 3)}, path)
-    with pytest.raises(UserError, match="does not fit the mobilenet_v2 backbone.*missing"):
+    with pytest.raises(UserError, match="does not fit the mobilenetv2 backbone.*missing"):
         build("teacher-mobilenetv2", pretrained=str(path))
 
 

@@ -16,7 +16,7 @@ from saliency.infra.media import ffmpeg_path, probe
 from saliency.infra.rundir import RunDir
 from saliency.models import build
 from saliency.predict import Flicker, TemporalSmoother
-from saliency.train import ModelSpec, SaliencyRunConfig
+from saliency.run import ModelSpec, SaliencyRunConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

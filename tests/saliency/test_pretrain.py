@@ -14,7 +14,7 @@ from saliency import world
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import load_safetensors
 from saliency.models import build
-from saliency.pretrain import (ATTRIBUTES, FAMILIES, GRID_STRIDE, PretrainConfig, Recogniser, grid_shape,
+from saliency.pretrain import (ATTRIBUTES, TEACHER_FAMILIES, GRID_STRIDE, PretrainConfig, Recogniser, grid_shape,
                                recognition_loss, render_batch)
 
 TINY = ["--set", "size=[64, 64]", "--set", "images_per_epoch=16", "--set", "held_out=8", "--set", "batch_size=8",
@@ -65,7 +65,7 @@ def test_world_v1_names_its_actor():
     assert ATTRIBUTES["shape"][int(targets["shape"][1].max())] == scene.shape
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TEACHER_FAMILIES)
 def test_every_family_recognises_on_the_grid_and_loads_into_its_teacher(family, tmp_path):
     """Each `--family` builds (VGG-16's deepest stage stays at stride 16) and its weights load into the teacher."""
     torch.manual_seed(0)

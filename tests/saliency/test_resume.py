@@ -121,7 +121,8 @@ def test_continue_training_reuses_a_finished_run_only_when_its_settings_are_the_
     from saliency.infra.config import from_dict
     from saliency.infra.errors import UserError
     from saliency.infra.training import continue_training
-    from saliency.train import SaliencyRunConfig, SaliencyTrainer
+    from saliency.train import SaliencyTrainer
+    from saliency.run import SaliencyRunConfig
 
     out = tmp_path / "run"
     shutil.copytree(uninterrupted, out)
@@ -142,7 +143,8 @@ def test_a_run_written_before_a_config_key_existed_continues_with_that_keys_defa
     from saliency.infra.config import from_dict
     from saliency.infra.rundir import settings_change
     from saliency.infra.training import continue_training
-    from saliency.train import SaliencyRunConfig, SaliencyTrainer
+    from saliency.train import SaliencyTrainer
+    from saliency.run import SaliencyRunConfig
 
     out = tmp_path / "run"
     shutil.copytree(uninterrupted, out)

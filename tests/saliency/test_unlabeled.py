@@ -19,7 +19,7 @@ from saliency.infra.errors import UserError
 from saliency.infra.media import Mp4Writer
 from saliency.infra.rundir import RunDir
 from saliency.models import build
-from saliency.train import ModelSpec, SaliencyRunConfig
+from saliency.run import ModelSpec, SaliencyRunConfig
 
 TINY = ["--set", "data.size=[32, 64]", "--set", "data.batch_size=8", "--set", "optim.epochs=1",
         "--set", "model.options={width: 8, depth: 1, decoder_width: 8}", "--set", "val_metrics=[CC]",

@@ -199,7 +199,7 @@ def saliency_targets(run: Path) -> list[Target]:
     import saliency
     from saliency.infra.config import to_dict
     from saliency.infra.rundir import RunDir
-    from saliency.train import SaliencyRunConfig
+    from saliency.run import SaliencyRunConfig
 
     def model() -> dict:
         loaded = saliency.load(run)

@@ -12,7 +12,7 @@ import torch
 
 from saliency.models import build
 from saliency.infra.rundir import RunDir
-from saliency.train import SaliencyRunConfig
+from saliency.run import SaliencyRunConfig
 from vidcap import split_evaluation
 from vidcap.cli import main
 from vidcap.evaluate import METRIC_KEYS

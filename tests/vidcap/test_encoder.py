@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from saliency import available_backbones
 import torchvision
 
 from saliency.infra.errors import UserError
@@ -215,17 +217,24 @@ def test_torchvision_cache_file_is_used_when_present_and_never_downloaded(tmp_pa
     assert torch.equal(encoder.backbone.conv1.weight, state["conv1.weight"])
 
 
+def test_the_encoder_takes_exactly_the_names_of_the_one_backbone_registry():
+    for name in available_backbones():
+        assert EncoderConfig(backbone=name).backbone == name
+    with pytest.raises(UserError, match="unknown backbone 'mobilenet_v2' .*mobilenetv2"):
+        EncoderConfig(backbone="mobilenet_v2")
+
+
 def test_bad_backbone_settings_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="not found"):
         FrameEncoder(EncoderConfig(backbone="resnet18", pretrained=str(tmp_path / "missing.pth")))
-    with pytest.raises(UserError, match="unknown encoder backbone"):
+    with pytest.raises(UserError, match="unknown backbone"):
         FrameEncoder(EncoderConfig(backbone="vgg11"))
     with pytest.raises(UserError, match="grid"):
         FrameEncoder(EncoderConfig(backbone="small-cnn", grid=0))
 
 
-@pytest.mark.parametrize("backbone, channels", [("small-cnn", 128), ("resnet18", 256), ("mobilenet_v2", 96),
-                                                ("mobilenet_v3_small", 48)])
+@pytest.mark.parametrize("backbone, channels", [("small-cnn", 128), ("resnet18", 256), ("mobilenetv2", 96),
+                                                ("mobilenetv3-small", 48)])
 def test_stride_16_cuts_each_backbone_after_its_last_stride_16_stage(backbone, channels):
     encoder = FrameEncoder(EncoderConfig(backbone=backbone, pretrained=False, stride=16))
     assert encoder.out_channels == channels
@@ -252,10 +261,10 @@ def test_a_saliency_pretrain_run_loads_into_the_stride_16_encoder_and_is_refused
 
     recogniser = Recogniser("mobilenetv2")  # what `saliency pretrain` writes: the backbone to stride 32, a head
     RunDir(tmp_path / "run").save_weights(recogniser.torchvision_state(), {"model": "pretrain-mobilenetv2"})
-    encoder = FrameEncoder(EncoderConfig(backbone="mobilenet_v2", pretrained=str(tmp_path / "run"), stride=16))
+    encoder = FrameEncoder(EncoderConfig(backbone="mobilenetv2", pretrained=str(tmp_path / "run"), stride=16))
     assert all(torch.equal(tensor, recogniser.backbone.state_dict()[name])
                for name, tensor in encoder.backbone.state_dict().items())
-    with pytest.raises(UserError, match=r"does not fit the mobilenet_v2 backbone \(missing 5 keys e.g. 18.0.weight"):
-        FrameEncoder(EncoderConfig(backbone="mobilenet_v2", pretrained=str(tmp_path / "run"), stride=32))
+    with pytest.raises(UserError, match=r"does not fit the mobilenetv2 backbone \(missing 5 keys e.g. 18.0.weight"):
+        FrameEncoder(EncoderConfig(backbone="mobilenetv2", pretrained=str(tmp_path / "run"), stride=32))
     with pytest.raises(UserError, match="stride"):
         EncoderConfig(stride=8)

@@ -30,7 +30,7 @@ def trained(tiny_captioner, tmp_path_factory):
     assert main(["train", *VIDCAP_TINY, "--set", f"data.root={tiny_captioner / 'vidcap-data'}",
                  "--set", f"data.cache_dir={root / 'cache'}", "--saliency", "student", "--saliency-model", str(student),
                  "--set", "captioner.encoder.weighting=prior",
-                 "--set", f"captioner.encoder={{backbone: mobilenet_v2, pretrained: {pretrained}, stride: 16, weighting: prior}}",
+                 "--set", f"captioner.encoder={{backbone: mobilenetv2, pretrained: {pretrained}, stride: 16, weighting: prior}}",
                  "--out", str(root / "captioner")]) == 0
     torch.set_num_threads(threads)
     return root / "captioner", student, pretrained
@@ -64,3 +64,20 @@ def test_saliency_weights_replaced_since_training_are_refused_in_one_line(traine
     finally:
         shutil.copy(kept, weights)
     load_run(run)  # restored: loads again
+
+
+def test_save_writes_a_run_that_load_opens_with_the_same_weights_and_captions(trained, tiny_captioner, tmp_path):
+    import vidcap
+
+    run, student, _ = trained
+    model, config = load_run(run)
+    copy = vidcap.save(model, tmp_path / "copy", config)
+    loaded, copied = load_run(copy)
+    assert copied == config and loaded.tokenizer.backend.to_str() == model.tokenizer.backend.to_str()
+    own = {k: v for k, v in model.state_dict().items()}
+    assert own.keys() == loaded.state_dict().keys()
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in own.items())
+    video = sorted((tiny_captioner / "vidcap-data" / "TestVideo").glob("*.mp4"))[0]
+    assert loaded.caption_files([video]) == model.caption_files([video])
+    with pytest.raises(UserError, match="already exists"):
+        vidcap.save(model, copy)

@@ -23,7 +23,7 @@ from PIL import Image
 
 from saliency.infra.rundir import RunDir
 from saliency.models import build
-from saliency.train import ModelSpec, SaliencyRunConfig
+from saliency.run import ModelSpec, SaliencyRunConfig
 from vidcap.captioner import with_saliency
 from vidcap.cli import build_parser, main
 from vidcap.data.video import probe

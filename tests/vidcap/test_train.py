@@ -10,7 +10,7 @@ import torch
 
 from saliency.infra.rundir import RunDir
 from saliency.models import build
-from saliency.train import ModelSpec, SaliencyRunConfig
+from saliency.run import ModelSpec, SaliencyRunConfig
 from vidcap.captioner import CaptionerConfig, TokenizerConfig, build_part, with_saliency
 from saliency.world import write_msrvtt
 from vidcap.data.video import FrameSamplerConfig

@@ -24,7 +24,7 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
-from saliency.backends import EXPORT_FOLDER
+from saliency import EXPORT_FOLDER
 from saliency.infra import distributed
 from saliency.infra.config import to_dict
 from saliency.infra.errors import UserError

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from saliency.data.readers import frames_before
+from saliency import frames_before
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import ConfigError, UserError
 from saliency.infra.media import FrameReader, open_frames

@@ -7,8 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from saliency import colour_overlay, log_density_to_map
-from saliency.data.readers import frames_before
+from saliency import colour_overlay, frames_before, log_density_to_map
 from saliency.infra.errors import UserError
 from vidcap.captioner import VisualFrontEnd, frames_to_tensor
 from saliency.infra.media import Mp4Writer, open_frames

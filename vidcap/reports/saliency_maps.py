@@ -6,8 +6,7 @@ from typing import Sequence
 
 from torch import nn
 
-from saliency.data.readers import SaliencySample
-from saliency.evaluate import predict_maps
+from saliency import SaliencySample, predict_maps
 from saliency.infra.figures import image_grid_png
 from saliency.infra.stats import spread
 from vidcap.reports.document import Block, Figure, Heading, Paragraph, Table
