@@ -7,7 +7,7 @@ After `make demo` (its pretraining run is the grounded encoder's backbone, its t
 models): a world of `--videos` synthetic videos of the demo's size and length, from another world seed, split
 70/10/20 (1,600 videos: 320 held out). For every seed, the captioner arms none / uniform / shuffled / centre / teacher
 / student / ground-truth are trained on the largest training set with the same data, steps and initial weights
-(`vidcap.captioner.build_part`), evaluated on the whole test split; per arm the CIDEr and grounded share with paired
+(`vidcap.model.captioner.build_part`), evaluated on the whole test split; per arm the CIDEr and grounded share with paired
 (per video) bootstrap 95% intervals of the difference to `none`, and McNemar's exact test on per-video groundedness;
 with several seeds also `pooled`: each video's scores averaged over the seeds, and the paired intervals of those;
 a student's differences to its teacher likewise (`vs_teacher`).
@@ -32,16 +32,16 @@ from saliency.infra.config import load_config
 from saliency.infra.rundir import atomic_write_json
 from saliency.infra.stats import mcnemar
 from saliency.infra.training import continue_training
-from vidcap.captioner import with_saliency
+from vidcap.model.captioner import with_saliency
 from saliency.world import write_msrvtt
 from vidcap.demo import PRETRAIN_RUN, DemoConfig
-from vidcap.encoder import ALPHA_WEIGHTINGS
-from vidcap.grounding import ATTRIBUTES
-from vidcap.reports.comparison import load_per_video, paired_differences
-from vidcap.run import VidcapRunConfig
-from vidcap.scst import scst_stage
-from vidcap.split_evaluation import evaluate_split
-from vidcap.train import CaptionTrainer
+from vidcap.model.encoder import ALPHA_WEIGHTINGS
+from vidcap.evaluation.grounding import ATTRIBUTES
+from vidcap.evaluation.reports.comparison import load_per_video, paired_differences
+from vidcap.training.run import VidcapRunConfig
+from vidcap.training.scst import scst_stage
+from vidcap.evaluation.splits import evaluate_split
+from vidcap.training.train import CaptionTrainer
 
 ARMS = ("none", "uniform", "shuffled", "centre", "teacher", "student", "ground-truth")
 CURVE_ARMS = ("none", "student", "ground-truth")

@@ -24,9 +24,9 @@ from saliency.data import open_dataset
 from saliency.evaluate import evaluate_model
 from saliency.infra.rundir import RunDir, atomic_write_json
 from saliency.run import SaliencyRunConfig, load
-from vidcap.backends import backends_name, split_backends_name
-from vidcap.reports.comparison import paired_differences
-from vidcap.split_evaluation import evaluate_split
+from vidcap.app.front_end_backend import backends_name, split_backends_name
+from vidcap.evaluation.reports.comparison import paired_differences
+from vidcap.evaluation.splits import evaluate_split
 
 SALIENCY_METRICS = ["CC", "KLD", "NSS", "SIM"]
 CAPTION_METRICS = ["Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]

@@ -5,7 +5,7 @@
 def test_saliency_predict_and_vidcap_caption_take_the_same_videos_from_a_folder(tmp_path):
     from saliency.infra.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
     from saliency.predict import expand_inputs
-    from vidcap.batch import expand_videos
+    from vidcap.app.batch import expand_videos
 
     for suffix in (*VIDEO_SUFFIXES, *IMAGE_SUFFIXES, ".txt", ".srt"):
         (tmp_path / f"clip{suffix.replace('.', '_')}{suffix.upper()}").write_bytes(b"x")

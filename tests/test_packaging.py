@@ -42,4 +42,4 @@ def test_the_wheel_holds_every_module_and_the_web_page(wheel_files):
     expected = {path.relative_to(ROOT).as_posix() for package in ("saliency", "vidcap")
                 for path in (ROOT / package).rglob("*.py")}
     assert expected <= set(wheel_files)
-    assert "vidcap/static/index.html" in wheel_files
+    assert "vidcap/app/static/index.html" in wheel_files

@@ -20,10 +20,10 @@ import vidcap.data.cache as cache_module
 from saliency.cli import main as saliency
 from tests.support.faults import SALIENCY_TINY  # the kill campaign's tiny saliency run: three epochs
 from saliency.infra.rundir import LOCK, RunDir
-from vidcap import split_evaluation
+from vidcap.evaluation import splits as split_evaluation
 from vidcap.cli import main as vidcap
 from vidcap.data.cache import FeatureCache
-from vidcap.evaluate import METRIC_KEYS
+from vidcap.evaluation.caption_metrics import METRIC_KEYS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

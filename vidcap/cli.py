@@ -10,7 +10,7 @@ from saliency.infra.commandline import (EXIT_SKIPPED, CommandParser, add_command
                                         add_synth_arguments, port_number, positive_int, positive_number, report_skipped,
                                         run_command, run_config)
 from saliency.infra.errors import UserError
-from vidcap.formats import FORMATS, SUBTITLES
+from vidcap.app.formats import FORMATS, SUBTITLES
 
 BACKEND_HELP = ("where the saliency model and frozen encoder run: auto (the fastest installed, onnxruntime), torch, "
                 "onnxruntime or onnxruntime-int8; exports are cached beside the weights")
@@ -32,8 +32,8 @@ def _run_config(args: argparse.Namespace):
     """Preset ← `--set` overrides ← `--saliency`/`--saliency-model` (resume: the run's own config)."""
     from dataclasses import replace
 
-    from vidcap.captioner import with_saliency
-    from vidcap.run import VidcapRunConfig
+    from vidcap.model.captioner import with_saliency
+    from vidcap.training.run import VidcapRunConfig
 
     config = run_config(VidcapRunConfig, args, args.overrides)
     source = args.saliency or config.captioner.saliency.source
@@ -43,7 +43,7 @@ def _run_config(args: argparse.Namespace):
 
 def _scst_config(args: argparse.Namespace):
     """The self-critical stage's config: of the cross-entropy run `--out` (resuming: the stage's own), then `--set`."""
-    from vidcap.scst import stage_config
+    from vidcap.training.scst import stage_config
 
     if args.config or args.saliency or args.saliency_model:
         raise UserError("--scst continues the run's own config; drop --config, --saliency and --saliency-model")
@@ -53,8 +53,8 @@ def _scst_config(args: argparse.Namespace):
 def _train(args: argparse.Namespace) -> int:
     from saliency.infra import distributed
     from saliency.infra.rundir import RunDir
-    from vidcap.scst import STAGE_FOLDER
-    from vidcap.train import CaptionTrainer
+    from vidcap.training.scst import STAGE_FOLDER
+    from vidcap.training.train import CaptionTrainer
 
     config = _scst_config(args) if args.scst else _run_config(args)
     out = str(Path(args.out) / STAGE_FOLDER) if args.scst else args.out
@@ -92,11 +92,11 @@ def _report_skipped_videos(command: str, skipped: list[tuple[str, str]]) -> int:
 
 def _caption(args: argparse.Namespace) -> int:
     from saliency import EXPORT_FOLDER
-    from vidcap.backends import use_backend
-    from vidcap.batch import check_results_path, expand_videos
-    from vidcap.pipeline import CaptionsAhead
-    from vidcap.run import load_run
-    from vidcap.segments import VideoCaption, caption_video, parse_segments
+    from vidcap.app.front_end_backend import use_backend
+    from vidcap.app.batch import check_results_path, expand_videos
+    from vidcap.app.pipeline import CaptionsAhead
+    from vidcap.training.run import load_run
+    from vidcap.app.segments import VideoCaption, caption_video, parse_segments
 
     segments = parse_segments(args.segments)
     if args.json and args.format not in (None, "json"):
@@ -113,7 +113,7 @@ def _caption(args: argparse.Namespace) -> int:
     out = check_results_path(args.out) if args.out else None
     model, config = load_run(args.model)
     if args.overlay:  # a mistake, before any video is captioned
-        from vidcap.reports.overlay import require_saliency_model
+        from vidcap.app.overlay import require_saliency_model
 
         require_saliency_model(model.front, config.captioner.saliency.source, args.model)
     use_backend(model.front, config, args.backend, Path(args.model) / EXPORT_FOLDER, args.saliency_backend)
@@ -122,7 +122,7 @@ def _caption(args: argparse.Namespace) -> int:
     def caption(path: str):
         result = VideoCaption(ahead.caption(path), []) if ahead else caption_video(model, path, segments, args.beams)
         if args.overlay:
-            from vidcap.reports.overlay import write_overlay
+            from vidcap.app.overlay import write_overlay
 
             write_overlay(model.front, path, overlay_path(args.overlay, path, len(videos)))
         return result
@@ -135,7 +135,7 @@ def _caption(args: argparse.Namespace) -> int:
 def _caption_into(args: argparse.Namespace, out: Path, videos: list[str], caption) -> int:
     """`vidcap caption --out`: one JSON line per video in `out`, resumable; a summary on stdout."""
     from saliency.infra import distributed
-    from vidcap.batch import caption_into
+    from vidcap.app.batch import caption_into
 
     with distributed.session() as world:  # under torchrun: each process captions its share into a part file
         report = caption_into(out, videos, lambda path: caption(path).as_fields(), world,
@@ -155,8 +155,8 @@ def _caption_into(args: argparse.Namespace, out: Path, videos: list[str], captio
 
 def _print_captions(form: str, videos: list[str], caption) -> int:
     """`vidcap caption` without --out: each video's caption(s) on stdout in `form`, bad files skipped."""
-    from vidcap import formats
-    from vidcap.segments import whole_video_cue
+    from vidcap.app import formats
+    from vidcap.app.segments import whole_video_cue
 
     results, skipped = [], []
     for path in videos:
@@ -180,7 +180,7 @@ def _print_captions(form: str, videos: list[str], caption) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from vidcap.split_evaluation import evaluate_split, evaluation_folder, format_metrics
+    from vidcap.evaluation.splits import evaluate_split, evaluation_folder, format_metrics
 
     out = args.out or evaluation_folder(args.model, args.split, args.predictions)
     metrics = evaluate_split(args.model, args.split, predictions_file=args.predictions, per_video=args.per_video,
@@ -195,7 +195,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from vidcap.reports.comparison import compare_runs
+    from vidcap.evaluation.reports.comparison import compare_runs
 
     names = args.names.split(",") if args.names else None
     markdown, page = compare_runs(args.runs, args.split, args.out, names)
@@ -221,8 +221,8 @@ def _serve(args: argparse.Namespace) -> int:
     import os
     import tempfile
 
-    from vidcap.run import load_run
-    from vidcap.serve import create_app, listen, serve
+    from vidcap.training.run import load_run
+    from vidcap.app.serve import create_app, listen, serve
 
     sock = listen(args.host, args.port)  # a busy port or a bad host: one line, before the model is loaded
     model, _ = load_run(args.model)

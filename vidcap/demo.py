@@ -28,16 +28,16 @@ from saliency import (ALL_METRICS, TEACHER_FAMILIES, PretrainConfig, Pretrainer,
                       evaluate_model, open_dataset)
 from saliency import load as load_saliency_model
 from saliency.infra.training import continue_training
-from vidcap.reports.comparison import compare_runs, load_evaluated_run, load_per_video, paired_differences
+from vidcap.evaluation.reports.comparison import compare_runs, load_evaluated_run, load_per_video, paired_differences
 from vidcap.data.datasets import SPLITS as CAPTION_SPLITS, open_caption_dataset
-from vidcap.reports.evaluation import METRIC_LABELS
-from vidcap.reports.saliency_maps import maps_figure, saliency_blocks
-from vidcap.split_evaluation import evaluate_split
+from vidcap.evaluation.reports.split_report import METRIC_LABELS
+from vidcap.evaluation.reports.saliency_maps import maps_figure, saliency_blocks
+from vidcap.evaluation.splits import evaluate_split
 from saliency.world import write_msrvtt
-from vidcap.run import VidcapRunConfig, load_run
-from vidcap.captioner import with_saliency
-from vidcap.encoder import WEIGHTINGS
-from vidcap.train import CaptionTrainer
+from vidcap.training.run import VidcapRunConfig, load_run
+from vidcap.model.captioner import with_saliency
+from vidcap.model.encoder import WEIGHTINGS
+from vidcap.training.train import CaptionTrainer
 
 log = logging.getLogger(__name__)
 

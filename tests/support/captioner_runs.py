@@ -12,7 +12,7 @@ from tests.support.faults import Scenario, continue_run, prepare_once
 from saliency.infra.rundir import RunDir
 from vidcap.cli import main
 from vidcap.data.cache import FeatureCache, extract_splits
-from vidcap.run import VidcapRunConfig, load_run
+from vidcap.training.run import VidcapRunConfig, load_run
 
 # A tiny captioner made by the real commands (no saliency, a small CNN, one epoch)
 VIDCAP_TINY = ["--saliency", "none", "--quiet", "--set", "threads=1",

@@ -13,9 +13,9 @@ import torch
 from saliency.models import build
 from saliency.infra.rundir import RunDir
 from saliency.run import SaliencyRunConfig
-from vidcap import split_evaluation
+from vidcap.evaluation import splits as split_evaluation
 from vidcap.cli import main
-from vidcap.evaluate import METRIC_KEYS
+from vidcap.evaluation.caption_metrics import METRIC_KEYS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -100,7 +100,7 @@ class CaptionDataset(Sequence[VideoCaptionItem]):
         return self.items[index]
 
     def references(self) -> dict[str, list[str]]:
-        """{video_id: captions} of the usable videos, the `gts` that `vidcap.evaluate.score` takes."""
+        """{video_id: captions} of the usable videos, the `gts` that `vidcap.evaluation.caption_metrics.score` takes."""
         return {item.video_id: list(item.captions) for item in self.items}
 
     def report(self) -> str:

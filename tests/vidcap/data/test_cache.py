@@ -8,8 +8,8 @@ from torch import nn
 
 import vidcap.data.cache as cache_module
 from vidcap.data.cache import FeatureCache, extract_features, extractor_fingerprint
-from vidcap.captioner import CaptionerConfig, VisualFrontEnd, frames_to_tensor
-from vidcap.encoder import EncoderConfig
+from vidcap.model.captioner import CaptionerConfig, VisualFrontEnd, frames_to_tensor
+from vidcap.model.encoder import EncoderConfig
 from saliency.world import write_msrvtt
 from vidcap.data.video import FrameSamplerConfig, read_frames
 

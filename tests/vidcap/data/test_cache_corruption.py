@@ -14,7 +14,7 @@ from tests.support import captioner_runs
 from saliency.infra.rundir import RunDir
 from vidcap.cli import main
 from vidcap.data.cache import FeatureCache, extract_splits
-from vidcap.run import VidcapRunConfig
+from vidcap.training.run import VidcapRunConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
