@@ -35,7 +35,7 @@ from saliency.infra.training import continue_training
 from vidcap.model.captioner import with_saliency
 from saliency.world import write_msrvtt
 from vidcap.demo import PRETRAIN_RUN, DemoConfig
-from vidcap.model.encoder import ALPHA_WEIGHTINGS
+from vidcap.model.weighting import ALPHA_WEIGHTINGS
 from vidcap.evaluation.grounding import ATTRIBUTES
 from vidcap.evaluation.reports.comparison import load_per_video, paired_differences
 from vidcap.training.run import VidcapRunConfig

@@ -36,7 +36,6 @@ from vidcap.evaluation.splits import evaluate_split
 from saliency.world import write_msrvtt
 from vidcap.training.run import VidcapRunConfig, load_run
 from vidcap.model.captioner import with_saliency
-from vidcap.model.encoder import WEIGHTINGS
 from vidcap.training.train import CaptionTrainer
 
 log = logging.getLogger(__name__)
@@ -85,14 +84,13 @@ class DemoConfig:
     teacher: SaliencyRunConfig = field(default_factory=SaliencyRunConfig)  # every training label
     student: SaliencyRunConfig = field(default_factory=SaliencyRunConfig)  # distilled from the teacher
     labels: int = 200  # labelled training frames of both students; the distilled one also sees the rest unlabelled
-    captioning: VidcapRunConfig = field(default_factory=VidcapRunConfig)  # shared by all three; saliency set per run
-    weighting: str = "residual"  # encoder.weighting of the captioners that use saliency
+    # shared by all three; the saliency source is set per run (`none`: no weighting; teacher and student: the
+    # captioner's encoder.weighting)
+    captioning: VidcapRunConfig = field(default_factory=VidcapRunConfig)
     eval_split: str = "test"
 
     def __post_init__(self) -> None:
         require(self.labels >= 1, "labels", f"must be at least 1, got {self.labels}")
-        weightings = [mode for mode in WEIGHTINGS if mode != "none"]
-        require(self.weighting in weightings, "weighting", f"{self.weighting!r} is not one of {', '.join(weightings)}")
         require(self.eval_split in CAPTION_SPLITS, "eval_split", f"{self.eval_split!r} is not one of {', '.join(CAPTION_SPLITS)}")
 
 
@@ -123,7 +121,7 @@ class Demo:
         config = copy.deepcopy(self.config.captioning)
         config.data.root = str(self.data)
         config.data.cache_dir = str(self.out / "feature-cache")
-        config.captioner = with_saliency(config.captioner, source, str(self.run_dir(source)), self.config.weighting)
+        config.captioner = with_saliency(config.captioner, source, str(self.run_dir(source)))
         if config.captioner.encoder.pretrained == PRETRAIN_RUN:  # the grounded encoder: the demo's own pretraining
             config.captioner.encoder.pretrained = str(self.run_dir("pretrain"))
         return config

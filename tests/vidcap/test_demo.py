@@ -125,7 +125,7 @@ def test_trained_stages_without_their_world_are_refused(tmp_path, cli):
 
 
 @pytest.mark.parametrize("setting, problem", [("labels=0", "labels: must be at least 1"),
-                                              ("weighting=bogus", "'bogus' is not one of"),
+                                              ("captioning.captioner.encoder.weighting=bogus", "'bogus' is not one of"),
                                               ("eval_split=nosuch", "'nosuch' is not one of train, val, test"),
                                               ("world.videos=-5", "world.videos: at least 10")])
 def test_a_bad_demo_setting_is_one_line_before_any_folder_is_made(tmp_path, cli, setting, problem):

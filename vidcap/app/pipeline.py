@@ -97,14 +97,15 @@ def _add(timings: dict[str, float], stage: str, seconds: float) -> None:
     timings[stage] = timings.get(stage, 0.0) + seconds
 
 
-Tokens = tuple[Decoded, Tensor | None, Tensor | None]  # a video, its tokens [T·k,C] and prior bias [T·k] (or None)
+# a video, its tokens [T·k,C] and their per-token saliency [T·k] (or None)
+Tokens = tuple[Decoded, Tensor | None, Tensor | None]
 
 
 @torch.no_grad()
 def token_batches(front: VisualFrontEnd, videos: Iterable[Video], batch_videos: int = BATCH_VIDEOS,
                   timings: dict[str, float] | None = None) -> Iterator[list[Tokens]]:
-    """Batches of up to `batch_videos` videos, in order: each video with its tokens `[T·k,C]` and prior bias `[T·k]`
-    (or None), both None when it could not be read. `timings` accumulates seconds per stage."""
+    """Batches of up to `batch_videos` videos, in order: each video with its tokens `[T·k,C]` and per-token saliency
+    `[T·k]` (or None), both None when it could not be read. `timings` accumulates seconds per stage."""
     timings = {} if timings is None else timings
     device = next(front.parameters()).device
     decoding = decode_ahead(videos, front.config.sampler, previous=front.needs_previous)
@@ -112,9 +113,9 @@ def token_batches(front: VisualFrontEnd, videos: Iterable[Video], batch_videos: 
         while group := list(itertools.islice(decoded, batch_videos)):
             _add(timings, "decode", sum(item.seconds for item in group))
             good = [item for item in group if item.error is None]
-            tokens = bias = None
+            tokens = token_saliency = None
             if good:
-                tokens, bias = front(torch.stack([item.frames for item in good]).to(device), timings,
+                tokens, token_saliency = front(torch.stack([item.frames for item in good]).to(device), timings,
                                      [item.origin for item in good], _stacked_previous(good, device))  # (B, T·k, C)
             rows = iter(range(len(good)))
             batch = []
@@ -123,7 +124,7 @@ def token_batches(front: VisualFrontEnd, videos: Iterable[Video], batch_videos: 
                     batch.append((item, None, None))
                 else:
                     row = next(rows)
-                    batch.append((item, tokens[row], None if bias is None else bias[row]))
+                    batch.append((item, tokens[row], None if token_saliency is None else token_saliency[row]))
             yield batch
 
 
@@ -137,11 +138,11 @@ def _stacked_previous(good: list[Decoded], device: torch.device) -> Tensor | Non
 def visual_tokens(front: VisualFrontEnd, videos: Iterable[Video], batch_videos: int = BATCH_VIDEOS,
                   timings: dict[str, float] | None = None) -> Iterator[tuple[Hashable, Tensor | None, Tensor | None,
                                                                           UserError | None]]:
-    """(key, tokens `[T·k,C]`, bias `[T·k]` or None, error) for each video in order; tokens None with the error of
-    a video that could not be read."""
+    """(key, tokens `[T·k,C]`, per-token saliency `[T·k]` or None, error) for each video in order; tokens None with the
+    error of a video that could not be read."""
     for batch in token_batches(front, videos, batch_videos, timings):
-        for item, tokens, bias in batch:
-            yield item.key, tokens, bias, item.error
+        for item, tokens, token_saliency in batch:
+            yield item.key, tokens, token_saliency, item.error
 
 
 @torch.no_grad()
@@ -151,12 +152,13 @@ def caption_videos(model: Captioner, videos: Iterable[Video], batch_videos: int 
     """(key, caption, None) for each video in order, or (key, None, error) for one that could not be read."""
     timings = {} if timings is None else timings
     for batch in token_batches(model.front, videos, batch_videos, timings):
-        good = [(tokens, bias) for item, tokens, bias in batch if item.error is None]
+        good = [(tokens, token_saliency) for item, tokens, token_saliency in batch if item.error is None]
         captions = iter([])
         if good:
             start = time.perf_counter()
-            bias = None if good[0][1] is None else torch.stack([b for _, b in good])  # (B, T·k)
-            captions = iter(model.generate(torch.stack([t for t, _ in good]), bias, num_beams, **generate_kwargs))
+            token_saliency = None if good[0][1] is None else torch.stack([b for _, b in good])  # (B, T·k)
+            tokens = torch.stack([t for t, _ in good])  # (B, T·k, C)
+            captions = iter(model.generate(tokens, token_saliency, num_beams, **generate_kwargs))
             _add(timings, "decoder", time.perf_counter() - start)
         for item, _, _ in batch:
             yield item.key, None if item.error is not None else next(captions), item.error

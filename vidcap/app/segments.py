@@ -148,10 +148,10 @@ def caption_frames(model: Captioner, frames: np.ndarray, timings: dict[str, floa
                    origin: ClipOrigin | None = None, previous: np.ndarray | None = None) -> str:
     """The caption of sampled frames `[T,H,W,3]` (uint8) from `origin`, with an earlier frame of each (`previous`, the
     same shape) for a motion saliency model; `timings` accumulates seconds per stage."""
-    tokens, bias = model.front(frames_to_tensor(frames)[None], timings, [origin],
+    tokens, token_saliency = model.front(frames_to_tensor(frames)[None], timings, [origin],
                                previous_tensor(previous))  # (1, T·k, C)
     start = time.perf_counter()
-    caption = model.generate(tokens, bias, num_beams)[0]
+    caption = model.generate(tokens, token_saliency, num_beams)[0]
     timings["decoder"] = timings.get("decoder", 0.0) + time.perf_counter() - start
     return caption
 

@@ -114,15 +114,16 @@ class FeatureCache:
         return [v for v in video_ids if v not in self.index]
 
     def get(self, video_id: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Tokens `[M,C]` and the prior bias `[M]` or None, as stored (float32); read from the shard on demand."""
+        """Tokens `[M,C]` and their per-token saliency `[M]` (the weighting's signal to the decoder) or None, as stored
+        (float32); read from the shard on demand."""
         shard = self.index.get(video_id)
         if shard is None:
             raise KeyError(video_id)
         if shard not in self._open:  # shard files are never rewritten, so an open one stays valid
             self._open[shard] = safe_open(str(self.folder / shard), framework="pt")
         handle = self._open[shard]
-        bias = f"{video_id}/bias"
-        return handle.get_tensor(f"{video_id}/tokens"), handle.get_tensor(bias) if bias in handle.keys() else None
+        signal = f"{video_id}/bias"  # the stored name, kept so that caches written before stay readable
+        return handle.get_tensor(f"{video_id}/tokens"), handle.get_tensor(signal) if signal in handle.keys() else None
 
     def write_shard(self, entries: dict[str, tuple[torch.Tensor, torch.Tensor | None]], rank: int | None = None) -> None:
         """Write one shard (float32) and then the index that points at it: a crash leaves the old index valid.
@@ -130,10 +131,10 @@ class FeatureCache:
         suffix = "" if rank is None else f"-rank{rank}"
         name = f"shard_{self._writer}-{len(set(self._written.values())):05d}{suffix}.safetensors"
         tensors = {}
-        for video_id, (tokens, bias) in entries.items():
+        for video_id, (tokens, token_saliency) in entries.items():
             tensors[f"{video_id}/tokens"] = tokens.to(DTYPE)
-            if bias is not None:
-                tensors[f"{video_id}/bias"] = bias.to(DTYPE)
+            if token_saliency is not None:
+                tensors[f"{video_id}/bias"] = token_saliency.to(DTYPE)
         save_safetensors(tensors, self.folder / name)
         self.index.update({video_id: name for video_id in entries})
         self._written.update({video_id: name for video_id in entries})
@@ -202,12 +203,12 @@ def extract_features(front: VisualFrontEnd, videos: dict[str, Path], cache: Feat
     # Decoding overlapped, but one video per forward pass: a cached token must not depend on which other videos
     # were missing (batch composition changes the last bits), so an interrupted extraction resumes to the same bits.
     extracted = visual_tokens(front, [(video_id, videos[video_id]) for video_id in todo], batch_videos=1)
-    for video_id, tokens, bias, error in tqdm(extracted, total=len(todo), desc="extracting features", unit="video",
-                                              disable=not (progress and world.is_main)):
+    for video_id, tokens, token_saliency, error in tqdm(extracted, total=len(todo), desc="extracting features",
+                                                        unit="video", disable=not (progress and world.is_main)):
         if error is not None:
             skipped.append((video_id, str(error)))
             continue
-        pending[video_id] = (tokens, bias)
+        pending[video_id] = (tokens, token_saliency)
         if len(pending) == SHARD_SIZE:
             cache.write_shard(pending, rank)
             pending = {}

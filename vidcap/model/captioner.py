@@ -18,7 +18,8 @@ from saliency.infra.rundir import WEIGHTS
 from saliency import imagenet_normalise, motion_gap, motion_input
 from saliency import load as load_saliency_model
 from vidcap.model.decoder import CaptionDecoder, DecoderConfig
-from vidcap.model.encoder import TRACK_CHANNELS, WEIGHTINGS, EncoderConfig, FrameEncoder, SaliencyWeighting
+from vidcap.model.encoder import EncoderConfig, FrameEncoder
+from vidcap.model.weighting import TRACK_CHANNELS, WEIGHTINGS, SaliencyWeighting, build_weighting
 from vidcap.model.saliency_sources import CONTROLS, SOURCES, Source, control_maps
 from vidcap.model.tokenizer import CaptionTokenizer
 from vidcap.data.video import ClipOrigin, FrameSamplerConfig, read_clip
@@ -79,9 +80,9 @@ def with_saliency(config: CaptionerConfig, source: str, run: str | None = None,
     if source in CONTROLS and run:
         raise UserError(f"saliency source {source} needs no saliency model; drop --saliency-model {run}")
     weighting = weighting or config.encoder.weighting
-    if weighting == "none":
-        raise UserError(f"saliency {source} with encoder.weighting=none would ignore the maps; "
-                        f"pick one of {', '.join(mode for mode in WEIGHTINGS if mode != 'none')}")
+    if not build_weighting(weighting).needs_maps:
+        raise UserError(f"saliency {source} with encoder.weighting={weighting} would ignore the maps; pick one of "
+                        f"{', '.join(mode for mode in WEIGHTINGS if build_weighting(mode).needs_maps)}")
     run = None if source in CONTROLS else run or config.saliency.run
     return replace(config, saliency=replace(config.saliency, source=source, run=run),
                    encoder=replace(config.encoder, weighting=weighting))
@@ -125,8 +126,8 @@ def load_saliency_source(config: SaliencySourceConfig) -> nn.Module | None:
 
 class VisualFrontEnd(nn.Module):
     """Frames → weighted visual tokens: the frozen, cacheable half of the captioner. Its maps come from
-    `saliency_model` or, for a control source, from `control` (`vidcap.model.saliency_sources`); its encoder is built from
-    its own seed (`build_part`; None: torch's global stream)."""
+    `saliency_model` or, for a control source, from `control` (`vidcap.model.saliency_sources`); its encoder is built
+    from its own seed (`build_part`; None: torch's global stream)."""
 
     def __init__(self, config: CaptionerConfig, saliency_model: nn.Module | None = None, seed: int | None = None):
         super().__init__()
@@ -135,7 +136,7 @@ class VisualFrontEnd(nn.Module):
         self.saliency_model = saliency_model
         self.control = control_maps(config.saliency.source)
         self.weighting = SaliencyWeighting(config.encoder)
-        if config.encoder.weighting != "none" and saliency_model is None and self.control is None:
+        if self.weighting.strategy.needs_maps and saliency_model is None and self.control is None:
             raise UserError(f"encoder.weighting={config.encoder.weighting!r} needs saliency maps (--saliency "
                             f"teacher|student with --saliency-model, or a control: {', '.join(CONTROLS)})")
 
@@ -186,17 +187,18 @@ class VisualFrontEnd(nn.Module):
                 origins: list[ClipOrigin | None] | None = None,
                 previous: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Frames `[B,T,3,H,W]` (from the clips `origins`, if known; with `previous` `[B,T,3,H,W]`, the frame before
-        each, for a motion saliency model) → tokens `[B,T·k,C]` and the `prior` bias or `gate` maps `[B,T·k]`."""
+        each, for a motion saliency model) → tokens `[B,T·k,C]` and their per-token saliency `[B,T·k]` (the weighting's
+        signal to the decoder: `prior`'s log maps, `gate`'s maps) or None."""
         start = time.perf_counter()
         saliency = self.clip_saliency(frames, origins, previous)  # (B, T, 1, H, W)
         middle = time.perf_counter()
         features = self.encoder(frames.flatten(0, 1))  # (B·T, C, h, w)
         features = features.unflatten(0, frames.shape[:2])  # (B, T, C, h, w)
-        tokens, bias = self.weighting(features, saliency)
+        tokens, token_saliency = self.weighting(features, saliency)
         if timings is not None:
             timings["saliency"] = timings.get("saliency", 0.0) + middle - start
             timings["encoder"] = timings.get("encoder", 0.0) + time.perf_counter() - middle
-        return tokens, bias
+        return tokens, token_saliency
 
 
 class Captioner(nn.Module):
@@ -213,13 +215,15 @@ class Captioner(nn.Module):
         self.decoder = build_part(seed, "decoder", lambda: CaptionDecoder(
             config.decoder, vocab_size=tokenizer.vocab_size, visual_dim=self.front.out_channels, pad_id=tokenizer.pad_id,
             bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, max_positions=config.max_positions,
-            visual_gain=config.encoder.alpha if config.encoder.weighting == "gate" else None))
+            weighting=self.front.weighting.strategy))
 
     @torch.no_grad()
-    def generate(self, tokens: Tensor, bias: Tensor | None, num_beams: int | None = None, **generate_kwargs) -> list[str]:
-        """Captions for visual tokens `[B,M,C]` by beam search (`num_beams=1`: greedy); `generate_kwargs` go to
-        HF `generate()` (benchmarks pass `min_new_tokens` so every caption costs the same)."""
-        ids = self.decoder.generate(tokens, visual_bias=bias, num_beams=num_beams or self.config.num_beams,
+    def generate(self, tokens: Tensor, token_saliency: Tensor | None, num_beams: int | None = None,
+                 **generate_kwargs) -> list[str]:
+        """Captions for visual tokens `[B,M,C]` and their per-token saliency `[B,M]` (or None) by beam search
+        (`num_beams=1`: greedy); `generate_kwargs` go to HF `generate()` (benchmarks pass `min_new_tokens` so every
+        caption costs the same)."""
+        ids = self.decoder.generate(tokens, token_saliency, num_beams=num_beams or self.config.num_beams,
                                     max_length=self.config.max_length, length_penalty=self.config.length_penalty,
                                     **generate_kwargs)
         return self.tokenizer.decode_batch(ids)
@@ -236,8 +240,8 @@ class Captioner(nn.Module):
             frames = frames_to_tensor(clip.frames)[None]  # (1, T, 3, H, W)
             previous = previous_tensor(clip.previous)  # (1, T, 3, H, W) or None
             timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - start
-            tokens, bias = self.front(frames, timings, [clip.origin], previous)
+            tokens, token_saliency = self.front(frames, timings, [clip.origin], previous)
             start = time.perf_counter()
-            captions.extend(self.generate(tokens, bias, num_beams, **generate_kwargs))
+            captions.extend(self.generate(tokens, token_saliency, num_beams, **generate_kwargs))
             timings["decoder"] = timings.get("decoder", 0.0) + time.perf_counter() - start
         return captions

@@ -8,10 +8,11 @@ block cross-attends to the visual tokens, passed as `encoder_hidden_states`; sea
 `GenerationMixin.generate()` (greedy or beam), which carries the visual tokens along as model kwargs and
 repeats them per beam.
 
-The `prior` saliency bias enters as `encoder_attention_mask` in its 4-D float form `[B,1,1,M]`:
-transformers passes a 4-D mask through unchanged and its attention functions (sdpa, eager) add it to
-the cross-attention logits, so the bias is exactly `softmax(q·k/√d + log S)` over the visual tokens.
-For `gate` (`visual_gain` set) the per-token maps S in [0, 1] scale the projected tokens by (1 + gain·S) after the
+What the saliency weighting hands the decoder per visual token (`token_saliency`) is applied by the weighting's own
+strategy (`vidcap.model.weighting`: `into_decoder`) to the projected tokens: `prior`'s log S enters as
+`encoder_attention_mask` in its 4-D float form `[B,1,1,M]` (transformers passes a 4-D mask through unchanged and its
+attention functions, sdpa and eager, add it to the cross-attention logits, so the bias is exactly
+`softmax(q·k/√d + log S)` over the visual tokens); `gate`'s maps S scale the projected tokens by (1 + α·S) after the
 projection's LayerNorm, where no normalisation undoes them.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from transformers import AutoConfig, GPT2Config, GPT2LMHeadModel
 
 from saliency.infra.config import require, require_positive
 from saliency.infra.errors import UserError
+from vidcap.model.weighting import NoWeighting, Weighting
 
 IGNORE = -100  # target id that cross-entropy skips
 SAFETENSORS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")  # one file, or the index of shards
@@ -98,16 +100,17 @@ def build_language_model(config: DecoderConfig, vocab_size: int, bos_id: int, eo
 
 
 class CaptionDecoder(nn.Module):
-    """Visual tokens `[B,M,Dv]` (+ optional cross-attention bias `[B,M]`) → caption token ids.
+    """Visual tokens `[B,M,Dv]` (+ the weighting's per-token saliency `[B,M]`, for `prior` and `gate`) → caption
+    token ids.
 
     Captions are `[BOS, w1..wn, EOS, PAD...]` (right-padded); token i predicts token i+1.
     """
 
     def __init__(self, config: DecoderConfig, vocab_size: int, visual_dim: int, pad_id: int, bos_id: int,
-                 eos_id: int, max_positions: int, visual_gain: float | None = None):
+                 eos_id: int, max_positions: int, weighting: Weighting | None = None):
         super().__init__()
         self.config = config
-        self.visual_gain = visual_gain  # None: a visual bias is the `prior` attention bias; else the `gate` gain
+        self.weighting = weighting or NoWeighting()  # applies the per-token saliency to the projected tokens
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.decoder = build_language_model(config, vocab_size, bos_id, eos_id, max_positions)
         width = self.decoder.config.n_embd
@@ -121,31 +124,26 @@ class CaptionDecoder(nn.Module):
     def max_positions(self) -> int:
         return self.decoder.config.n_positions
 
-    def encode_visual(self, tokens_vis: Tensor, visual_bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """Visual tokens `[B,M,Dv]` → `[B,M,D]`; bias `[B,M]` → additive cross-attention mask `[B,1,1,M]`, or with
-        `visual_gain` the gain (1 + gain·bias) on the projected tokens (then no mask)."""
+    def encode_visual(self, tokens_vis: Tensor, token_saliency: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Visual tokens `[B,M,Dv]` → `[B,M,D]`, and an additive cross-attention mask `[B,1,1,M]` or None: the
+        weighting applies its per-token saliency `[B,M]` (`Weighting.into_decoder`) before the positions are added."""
         if tokens_vis.shape[1] > self.visual_position.shape[0]:
             raise UserError(f"{tokens_vis.shape[1]} visual tokens exceed decoder.visual_positions "
                             f"{self.visual_position.shape[0]} (fewer frames or a smaller encoder.grid)")
         memory = self.visual_proj(tokens_vis)  # [B,M,D]
-        if visual_bias is not None and visual_bias.shape != memory.shape[:2]:
-            raise ValueError(f"visual_bias {tuple(visual_bias.shape)} must be [B,M] = {tuple(memory.shape[:2])}")
-        if visual_bias is not None and self.visual_gain is not None:
-            memory = memory * (1 + self.visual_gain * visual_bias.to(memory.dtype)[..., None])  # [B,M,D]
-            visual_bias = None
-        memory = memory + self.visual_position[: tokens_vis.shape[1]]  # [B,M,D]
-        if visual_bias is None:
-            return memory, None
-        return memory, visual_bias.to(memory.dtype)[:, None, None, :]  # [B,1,1,M]
+        if token_saliency is not None and token_saliency.shape != memory.shape[:2]:
+            raise ValueError(f"token_saliency {tuple(token_saliency.shape)} must be [B,M] = {tuple(memory.shape[:2])}")
+        memory, mask = self.weighting.into_decoder(memory, token_saliency)  # [B,M,D], [B,1,1,M] | None
+        return memory + self.visual_position[: tokens_vis.shape[1]], mask  # [B,M,D]
 
     def forward(self, tokens_vis: Tensor, input_ids: Tensor, attention_mask: Tensor,
-                visual_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                token_saliency: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Teacher forcing. input_ids, attention_mask `[B,L]` → (label-smoothed cross-entropy over the
         non-PAD next tokens, logits `[B,L,V]` where position i scores token i+1)."""
         if input_ids.shape[1] > self.max_positions:
             raise UserError(f"captions of {input_ids.shape[1]} tokens exceed the decoder's max_positions "
                             f"{self.max_positions}")
-        memory, memory_mask = self.encode_visual(tokens_vis, visual_bias)
+        memory, memory_mask = self.encode_visual(tokens_vis, token_saliency)
         logits = self.decoder(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=memory,
                               encoder_attention_mask=memory_mask, use_cache=False).logits  # [B,L,V]
         targets = input_ids[:, 1:]  # [B,L-1]
@@ -155,14 +153,14 @@ class CaptionDecoder(nn.Module):
         return loss, logits
 
     @torch.no_grad()
-    def generate(self, tokens_vis: Tensor, visual_bias: Tensor | None = None, num_beams: int = 3,
+    def generate(self, tokens_vis: Tensor, token_saliency: Tensor | None = None, num_beams: int = 3,
                  max_length: int = 20, length_penalty: float = 1.0, **generate_kwargs) -> Tensor:
         """Greedy (`num_beams=1`) or beam search by `transformers` `generate()`, from BOS. Returns
         `[B,L]` token ids without the BOS, L ≤ max_length, EOS included, PAD after it. Call `.eval()` first
         (dropout stays on in training mode); `generate_kwargs` go to HF `generate()` (e.g. no_repeat_ngram_size)."""
         if 1 + max_length > self.max_positions:
             raise UserError(f"max_length {max_length} + BOS exceeds the decoder's max_positions {self.max_positions}")
-        memory, memory_mask = self.encode_visual(tokens_vis, visual_bias)
+        memory, memory_mask = self.encode_visual(tokens_vis, token_saliency)
         start = torch.full((memory.shape[0], 1), self.bos_id, dtype=torch.long, device=memory.device)  # [B,1]
         options = {"do_sample": False, "num_beams": num_beams, "max_new_tokens": max_length,
                    "length_penalty": length_penalty, "bos_token_id": self.bos_id, "eos_token_id": self.eos_id,

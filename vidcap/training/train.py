@@ -1,8 +1,8 @@
 """Captioner training on cached visual tokens: label-smoothed cross-entropy, AdamW + warm-up/cosine,
 validation CIDEr every epoch, the best epoch kept as model.safetensors, and exact `--resume`. Under
 `torchrun` each process extracts its share of the videos and trains on its share of every batch. With
-`scst.start` the run is the self-critical stage (`vidcap.training.scst`) that continues that cross-entropy run's best weights
-(and its tokenizer) with the CIDEr-D reward instead of cross-entropy."""
+`scst.start` the run is the self-critical stage (`vidcap.training.scst`) that continues that cross-entropy run's best
+weights (and its tokenizer) with the CIDEr-D reward instead of cross-entropy."""
 from __future__ import annotations
 
 import logging
@@ -104,8 +104,8 @@ class CaptionTrainer(Trainer):
     def _batch(self, items) -> tuple[torch.Tensor, torch.Tensor | None]:
         pairs = [self.cache.get(item.video_id) for item in items]
         tokens = torch.stack([t for t, _ in pairs]).to(self.world.device)  # (B, M, C)
-        bias = None if pairs[0][1] is None else torch.stack([b for _, b in pairs]).to(self.world.device)  # (B, M)
-        return tokens, bias
+        saliency = None if pairs[0][1] is None else torch.stack([s for _, s in pairs]).to(self.world.device)  # (B, M)
+        return tokens, saliency
 
     def batches(self) -> list[list[tuple[int, int]]]:
         """This epoch's batches of (video, caption) pairs, from the trainer's own generator."""
@@ -118,15 +118,17 @@ class CaptionTrainer(Trainer):
         target tokens, so N processes take exactly the step one process would."""
         mine = chosen[self.world.rank::self.world.size]
         share = mine or chosen[:1]  # a process left without pairs still joins the step, with weight 0
-        tokens, bias = self._batch([self.train_items[v] for v, _ in share])
+        items = [self.train_items[v] for v, _ in share]
+        tokens, token_saliency = self._batch(items)
         reward = {}
         if self.reward is not None:
-            loss, targets, reward["reward"] = self._self_critical([self.train_items[v] for v, _ in share], tokens, bias)
+            loss, targets, reward["reward"] = self._self_critical(items, tokens, token_saliency)
             targets = targets if mine else loss.new_zeros(())
         else:
             ids, mask = self.model.tokenizer.encode_batch([self.train_items[v].captions[c] for v, c in share])
             device = self.world.device
-            loss, _ = self.decoder(tokens, ids.to(device), mask.to(device), bias)  # mean over the share's targets
+            # mean over the share's targets
+            loss, _ = self.decoder(tokens, ids.to(device), mask.to(device), token_saliency)
             targets = mask[:, 1:].sum().to(loss) if mine else loss.new_zeros(())  # every token after BOS is a target
         total, count = self.world.sum(torch.stack([loss.detach() * targets, targets]))
         mean = (total / count).item()
@@ -136,15 +138,15 @@ class CaptionTrainer(Trainer):
                        self.config.optim.grad_clip)
         return {"loss": mean, **reward}
 
-    def _self_critical(self, items, tokens: torch.Tensor, bias: torch.Tensor | None
+    def _self_critical(self, items, tokens: torch.Tensor, token_saliency: torch.Tensor | None
                        ) -> tuple[torch.Tensor, torch.Tensor, float]:
         """The self-critical loss of a batch, its sampled tokens and their mean reward: `scst.samples` captions sampled
         per video and its greedy caption, both without dropout (the policy whose log-probabilities are raised is the
         one sampled), rewarded by CIDEr-D against the video's captions."""
         model, tokenizer, samples = self.model, self.model.tokenizer, self.config.scst.samples
         model.eval()
-        greedy = model.generate(tokens, bias, num_beams=1)
-        ids = model.decoder.generate(tokens, bias, num_beams=1, max_length=self.config.captioner.max_length,
+        greedy = model.generate(tokens, token_saliency, num_beams=1)
+        ids = model.decoder.generate(tokens, token_saliency, num_beams=1, max_length=self.config.captioner.max_length,
                                      do_sample=True, top_k=0, num_return_sequences=samples)  # [B·K,L], video-major
         references = [[tokenizer.normalize(c) for c in item.captions] for item in items]
         greedy_rewards = torch.tensor([self.reward.score(tokenizer.normalize(c), refs)
@@ -154,8 +156,8 @@ class CaptionTrainer(Trainer):
         start = torch.full((ids.shape[0], 1), tokenizer.bos_id, dtype=ids.dtype, device=ids.device)
         input_ids = torch.cat([start, ids], dim=1)  # [B·K,1+L]
         tokens = tokens.repeat_interleave(samples, dim=0)  # [B·K,M,C], each video's tokens for each of its samples
-        bias = None if bias is None else bias.repeat_interleave(samples, dim=0)  # [B·K,M]
-        _, logits = self.decoder(tokens, input_ids, (input_ids != tokenizer.pad_id).long(), bias)
+        token_saliency = None if token_saliency is None else token_saliency.repeat_interleave(samples, dim=0)  # [B·K,M]
+        _, logits = self.decoder(tokens, input_ids, (input_ids != tokenizer.pad_id).long(), token_saliency)
         log_probs, mask = sequence_log_probs(logits, ids, tokenizer.pad_id)
         return (self_critical_loss(log_probs, mask, sample_rewards, greedy_rewards), mask.sum().to(log_probs),
                 float(sample_rewards.mean()))
@@ -169,8 +171,8 @@ class CaptionTrainer(Trainer):
         beams = self.config.optim.val_beams or self.config.captioner.num_beams
         for start in range(0, len(self.val_items), size):
             items = self.val_items[start:start + size]
-            tokens, bias = self._batch(items)
-            for item, caption in zip(items, self.model.generate(tokens, bias, num_beams=beams)):
+            tokens, token_saliency = self._batch(items)
+            for item, caption in zip(items, self.model.generate(tokens, token_saliency, num_beams=beams)):
                 res[item.video_id], gts[item.video_id] = caption, item.captions
         return {"CIDEr": cider(gts, res)}
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from saliency.infra.errors import UserError
+from vidcap.model.weighting import build_weighting
 from vidcap.model.decoder import CaptionDecoder, DecoderConfig
 
 VOCAB, PAD, BOS, EOS = 12, 0, 1, 2
@@ -22,9 +23,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_decoder(config: DecoderConfig = TINY, seed: int = 0) -> CaptionDecoder:
+    """A decoder of the `prior` weighting: the per-token saliency it is given is an attention bias."""
     torch.manual_seed(seed)
     return CaptionDecoder(config, vocab_size=VOCAB, visual_dim=VISUAL_DIM, pad_id=PAD, bos_id=BOS, eos_id=EOS,
-                          max_positions=POSITIONS)
+                          max_positions=POSITIONS, weighting=build_weighting("prior"))
 
 
 def visual(batch: int = 2, seed: int = 1) -> torch.Tensor:
@@ -158,7 +160,7 @@ def test_visual_bias_is_additive_on_the_cross_attention_logits():
 def test_gate_scales_the_projected_tokens_after_their_layernorm_and_masks_nothing():
     torch.manual_seed(0)
     gated = CaptionDecoder(TINY, vocab_size=VOCAB, visual_dim=VISUAL_DIM, pad_id=PAD, bos_id=BOS, eos_id=EOS,
-                           max_positions=POSITIONS, visual_gain=2.0).eval()
+                           max_positions=POSITIONS, weighting=build_weighting("gate", alpha=2.0)).eval()
     maps = torch.rand(2, M, generator=torch.Generator().manual_seed(4))
     memory, mask = gated.encode_visual(visual(), maps)
     expected = gated.visual_proj(visual()) * (1 + 2.0 * maps[..., None]) + gated.visual_position[:M]
@@ -244,3 +246,11 @@ def test_bad_pretrained_paths_and_sizes_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="max_positions"):
         ids = torch.full((1, POSITIONS + 1), 3)
         make_decoder()(visual(batch=1), ids, torch.ones_like(ids))
+
+
+def test_a_decoder_whose_weighting_hands_it_nothing_refuses_a_per_token_saliency():
+    torch.manual_seed(0)
+    plain = CaptionDecoder(TINY, vocab_size=VOCAB, visual_dim=VISUAL_DIM, pad_id=PAD, bos_id=BOS, eos_id=EOS,
+                           max_positions=POSITIONS).eval()
+    with pytest.raises(ValueError, match="hands the decoder no per-token signal"):
+        plain.encode_visual(visual(), torch.zeros(2, M))
