@@ -1,14 +1,16 @@
 """The READMEs are a contract: every command in their ```bash blocks works as written.
 
-The command blocks of README.md and then data/README.md are read in order: backslash continuations joined,
-`# comments` cut off. A command whose comment starts with `long` or `needs:` (`# long: ...`,
-`# needs: real data`) is only checked: the program's parser must accept the subcommand and every flag as
-written (`saliency`, `vidcap` and the command `torchrun` starts), the Makefile must have the target and
-`make -n` its recipe, a script's `--help` must list every flag given. Every other command runs, one at a
-time and in README order, with `bash` from the root of a copy of the repository's tracked files and this
-interpreter's bin folder first on PATH, so a later command finds what an earlier one wrote; only its sizes
-are made smaller (`smaller`: fewer synthetic images and videos, one epoch, a small benchmark input). A
-command that stops working, a file name that changes or a flag that disappears fails here.
+The command blocks of README.md (the manual), then docs/design.md, docs/data.md, docs/world.md, docs/results.md and
+data/README.md are read in that order (`READMES`): backslash continuations joined, `# comments` cut off. A command
+whose comment starts with `long` or `needs:` (`# long: ...`, `# needs: real data`) is only checked: the program's
+parser must accept the subcommand and every flag as written (`saliency`, `vidcap` and the command `torchrun`
+starts), the Makefile must have the target and `make -n` its recipe, a script's (`python benchmarks/NAME.py`) or a
+benchmark module's (`python -m benchmarks.NAME`) `--help` must list every flag given. Every other command runs, one
+at a time and in that order across the files, with `bash` from the root of one copy of the repository's tracked
+files and this interpreter's bin folder first on PATH, so a later command (in the same file or a later one) finds
+what an earlier one wrote; only its sizes are made smaller (`smaller`: fewer synthetic images and videos, one epoch,
+a small benchmark input). A command that stops working, a file name that changes or a flag that disappears fails
+here, and so does a flag of `saliency` or `vidcap` that none of these files mentions.
 """
 from __future__ import annotations
 
@@ -29,12 +31,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-READMES = ("README.md", "data/README.md")  # run in this order, in one copy of the repository
+# run in this order, in one copy of the repository: the manual, then the docs it points to, then data/'s
+READMES = ("README.md", "docs/design.md", "docs/data.md", "docs/world.md", "docs/results.md", "data/README.md")
 BIN = Path(sys.executable).parent  # the environment the tests run in: its `saliency`, `vidcap`, `python`
 
 CHECK_ONLY = re.compile(r"(long|needs:)(?![\w-])")  # a comment that starts so: check the command, do not run it
 EXAMPLE_ENV = {"NODE_RANK": "0"}  # values for the variables a checked command leaves to the reader
 PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*")  # RUN1, FILE, DIR: a word for the reader to replace, not a command
+BENCHMARK_MODULE = re.compile(r"benchmarks\.\w+")  # `python -m benchmarks.NAME`: a benchmark that needs the checkout
 
 # What a README command is given in the test instead of its real size (set, or added when absent).
 SMALLER = {
@@ -175,6 +179,12 @@ def make_targets() -> set[str]:
     return set(re.findall(r"^([\w.-]+)\s*:(?!=)", (ROOT / "Makefile").read_text(encoding="utf-8"), re.M))
 
 
+def is_benchmark_module(argv: list[str]) -> bool:
+    """`python -m benchmarks.NAME ...`, run from the repository root."""
+    return (re.fullmatch(r"python3?", Path(argv[0]).name) is not None and len(argv) > 2 and argv[1] == "-m"
+            and BENCHMARK_MODULE.fullmatch(argv[2]) is not None)
+
+
 def check_command_line(argv: list[str], where: str) -> None:
     """What can be checked without running anything, or a failure for a command nothing here can check."""
     program = Path(argv[0]).name
@@ -187,6 +197,9 @@ def check_command_line(argv: list[str], where: str) -> None:
         assert argv[1:] and not missing, f"{where}: the Makefile has no target {', '.join(sorted(missing)) or 'given'}"
     elif re.fullmatch(r"python3?", program) and len(argv) > 1 and argv[1].endswith(".py"):
         assert (ROOT / argv[1]).is_file(), f"{where}: {argv[1]} does not exist"
+    elif is_benchmark_module(argv):
+        script = argv[2].replace(".", "/") + ".py"
+        assert (ROOT / script).is_file(), f"{where}: python -m {argv[2]}: {script} does not exist"
     else:
         pytest.fail(f"{where}: `{program}` is marked not to run, and tests/test_readme.py has no way to check it")
 
@@ -211,9 +224,12 @@ def tail(text: str, lines: int = 25) -> str:
 # ------------------------------------------------------------------ every command, without running anything
 
 
-def test_both_readmes_are_read():
+def test_every_readme_is_read():
+    """The manual has its quick start and one example per command; the docs hold the rest."""
     by_readme = {readme: [c for c in COMMANDS if c.readme == readme] for readme in READMES}
-    assert len(by_readme["README.md"]) > 30 and by_readme["data/README.md"], {r: len(c) for r, c in by_readme.items()}
+    counts = {readme: len(commands) for readme, commands in by_readme.items()}
+    assert len(by_readme["README.md"]) > 20 and by_readme["docs/design.md"] and by_readme["data/README.md"], counts
+    assert len(COMMANDS) > 60, counts
     assert any(not command.check_only for command in COMMANDS)
 
 
@@ -242,11 +258,11 @@ def every_subcommand_flag() -> list[tuple[str, str, str]]:
 
 
 def test_every_flag_of_every_command_is_in_the_readme():
-    """A flag a user cannot learn about from the README (beside `--help`) is a flag the README forgot."""
+    """A flag a user cannot learn about from the README or the docs (beside `--help`) is a flag they forgot."""
     text = "\n".join((ROOT / readme).read_text(encoding="utf-8") for readme in READMES)
     missing = [f"{program} {name} {flag}" for program, name, flag in every_subcommand_flag()
                if flag != "--help" and not re.search(re.escape(flag) + r"(?![\w-])", text)]
-    assert not missing, f"README.md never mentions: {', '.join(missing)}"
+    assert not missing, f"none of {', '.join(READMES)} mentions: {', '.join(missing)}"
 
 
 # ------------------------------------------------------------------ the marked commands' deeper checks
@@ -257,7 +273,8 @@ CHECKED_BY_RUNNING_HELP = [c for c in COMMANDS if c.check_only and c.program not
 
 def check_by_help(argv: list[str], where: str) -> None:
     """`make TARGET`: `make -n` prints its recipe, whose saliency, vidcap and script commands are checked in
-    turn; `python SCRIPT ARGS`: `python SCRIPT ARGS --help` succeeds (the values parse) and lists every flag."""
+    turn; `python SCRIPT ARGS` (or `python -m benchmarks.NAME ARGS`): the same with `--help` succeeds (the values
+    parse), run from the repository root, and lists every flag."""
     program = Path(argv[0]).name
     if program == "make":
         dry = bash(shlex.join(["make", "-n", *argv[1:]]), ROOT, timeout=60)
@@ -271,11 +288,12 @@ def check_by_help(argv: list[str], where: str) -> None:
     elif re.fullmatch(r"python3?", program):
         help_ = bash(shlex.join([*argv, "--help"]), ROOT, timeout=120)
         assert help_.returncode == 0, f"{where}: `{shlex.join(argv)} --help` failed: {tail(help_.stderr)}"
-        for word in argv[2:]:
+        script = argv[1:3] if is_benchmark_module(argv) else argv[1:2]  # benchmarks/NAME.py or -m benchmarks.NAME
+        for word in argv[1 + len(script):]:
             flag = word.split("=", 1)[0]
             if flag.startswith("--"):
                 assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_.stdout), \
-                    f"{where}: {argv[1]} has no flag {flag}:\n{help_.stdout}"
+                    f"{where}: {' '.join(script)} has no flag {flag}:\n{help_.stdout}"
 
 
 @pytest.mark.slow
@@ -339,7 +357,7 @@ def copy_of_repository(dest: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_readme_commands_run_in_order(tmp_path):
-    """Each command that is not marked runs in README order in one copy of the repository and exits 0,
+    """Each command that is not marked runs in `READMES` order in one copy of the repository and exits 0,
     without a traceback, leaving the outputs it names."""
     repo = copy_of_repository(tmp_path / "repo")
     timings = []
