@@ -80,7 +80,7 @@ def resume(model: str, clips: int, kills: int, work: Path, seed: int = 0) -> dic
 
 def uploads(model: str, count: int, work: Path) -> dict:
     """`count` concurrent uploads of a 10 s clip, then the bad ones; statuses, errors, and health after."""
-    from vidcap.training.run import load_run
+    from vidcap.run import load_run
     from vidcap.app.serve import create_app, listen, serve
 
     clip = write_test_pattern(work / "upload.mp4", size=(360, 640), seconds=10).read_bytes()

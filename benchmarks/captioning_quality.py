@@ -38,7 +38,7 @@ from vidcap.demo import PRETRAIN_RUN, DemoConfig
 from vidcap.model.weighting import ALPHA_WEIGHTINGS
 from vidcap.evaluation.grounding import ATTRIBUTES
 from vidcap.evaluation.reports.comparison import load_per_video, paired_differences
-from vidcap.training.run import VidcapRunConfig
+from vidcap.run import VidcapRunConfig
 from vidcap.training.scst import scst_stage
 from vidcap.evaluation.splits import evaluate_split
 from vidcap.training.train import CaptionTrainer

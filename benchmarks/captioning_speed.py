@@ -11,7 +11,7 @@ int8 calibrated on frames of the synthetic clips, and the int8 encoder beside th
 the maps' peaks where float32 puts them); exports are cached in `--exports`. Clips: synthetic videos and a
 generated 720p 10 s clip; the folder holds `--folder` copies of that clip. Prints seconds per video for decode,
 saliency, encoder and decoder, the student's saving over each teacher on the same backend, and the folder's
-throughput: one video at a time (`Captioner.caption_files`) and overlapped (`vidcap.app.pipeline.caption_videos`).
+throughput: one video at a time (`Captioner.caption_files`) and overlapped (`vidcap.inference.pipeline.caption_videos`).
 
 Each section (a kind of clip, the folder) is written to `--json` as soon as it is measured, and a later run with the
 same settings keeps the sections it finds there: an interrupted benchmark continues, and every ratio still comes from
@@ -33,15 +33,15 @@ from saliency.backends import BACKENDS, exported_session, on_backend
 from saliency.infra.config import load_config
 from saliency.infra.rundir import atomic_write_json
 from saliency.models import build_untrained
-from vidcap.app.front_end_backend import backends_name, split_backends_name
+from vidcap.inference.front_end_backend import backends_name, split_backends_name
 from vidcap.model.captioner import Captioner, frames_to_tensor, with_saliency
 from vidcap.data.datasets import open_caption_dataset
 from saliency.infra.media import write_test_pattern
 from saliency.world import write_msrvtt
 from vidcap.data.video import read_frames
-from vidcap.app.pipeline import caption_videos
+from vidcap.inference.pipeline import caption_videos
 from vidcap.evaluation.reports.split_report import STAGES
-from vidcap.training.run import VidcapRunConfig
+from vidcap.run import VidcapRunConfig
 from vidcap.model.tokenizer import CaptionTokenizer
 
 BACKEND_ROWS = (*BACKENDS, backends_name("onnxruntime-int8", "onnxruntime"))  # + int8 encoder, float32 saliency
@@ -60,13 +60,13 @@ def captioner(config: VidcapRunConfig, tokenizer: CaptionTokenizer, saliency: st
 
 def on(model: Captioner, backends: str, saliency: str, calibration: list, exports: Path) -> Captioner:
     """`model` with its encoder and saliency model on `backends` (a backend, or the encoder's and the saliency
-    model's: `vidcap.app.front_end_backend.backends_name`; int8 calibrated on `calibration` frame batches)."""
+    model's: `vidcap.inference.front_end_backend.backends_name`; int8 calibrated on `calibration` frame batches)."""
     encoder, saliency_backend = split_backends_name(backends)
     front, config = model.front, model.config
     if encoder != "torch":
         front.encoder.session = exported_session(front.encoder, encoder, config.sampler.size, exports,
                                                  f"encoder-{config.encoder.backbone}", lambda: calibration, "features",
-                                                 spinning=False)  # as `vidcap.app.front_end_backend.use_backend` runs them
+                                                 spinning=False)  # as `vidcap.inference.front_end_backend.use_backend` runs them
     if front.saliency_model is not None and saliency_backend != "torch":
         front.saliency_model = on_backend(front.saliency_model, saliency_backend,
                                           config.saliency.size or config.sampler.size, exports, saliency,

@@ -6,7 +6,7 @@ A tiny student and a tiny captioner are trained by the real commands on generate
 cache gets two shards). Each file is then damaged in turn, `--flips` bytes changed at seeded offsets (one bit or a
 random byte; for safetensors half in the header, half in the tensor data), cut short at `--cuts` seeded lengths,
 and replaced by a pickle, a torch.save zip, a PNG, JSON, YAML, random bytes and nothing, and read by its real loader:
-`saliency.load` and `vidcap.training.run.load_run` for config.yaml, tokenizer.json and model.safetensors,
+`saliency.load` and `vidcap.run.load_run` for config.yaml, tokenizer.json and model.safetensors,
 `RunDir.load_train_state`, `completed_epochs` and `load_metrics` for the training state and metrics, and
 `extract_splits` then a fresh `FeatureCache` for the cache. Outcomes (tests.support.corruption): a one-line error
 naming the file, an identical load, a cache rebuilt with a warning (good); silently different, or any other

@@ -24,7 +24,7 @@ from saliency.data import open_dataset
 from saliency.evaluate import evaluate_model
 from saliency.infra.rundir import RunDir, atomic_write_json
 from saliency.run import SaliencyRunConfig, load
-from vidcap.app.front_end_backend import backends_name, split_backends_name
+from vidcap.inference.front_end_backend import backends_name, split_backends_name
 from vidcap.evaluation.reports.comparison import paired_differences
 from vidcap.evaluation.splits import evaluate_split
 

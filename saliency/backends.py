@@ -72,7 +72,7 @@ class OnnxSession:
     An image's output depends on the export's bytes and the image alone, bit for bit (cached features and resumed
     runs rely on it): one operator at a time, deterministic kernels, and onnxruntime's CPU kernels share work out
     by output element, so neither a fresh session, the thread count nor the other images of a batch change it
-    (tested: tests/saliency/test_backends.py, tests/vidcap/app/test_front_end_backend.py)."""
+    (tested: tests/saliency/test_backends.py, tests/vidcap/inference/test_front_end_backend.py)."""
 
     def __init__(self, onnx: bytes, size: tuple[int, int], backend: str, spinning: bool = True):
         onnxruntime = require_onnxruntime()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +15,10 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from saliency.infra.errors import OutputError, UserError
-from saliency.data.readers import frames_before
+from saliency.data.readers import video_frames
 from saliency.evaluate import predict_maps
 from saliency.models.components import motion_gap
-from saliency.infra.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Mp4Writer, check_file, open_frames, probe
+from saliency.infra.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Mp4Writer, check_file, probe
 from saliency.infra.rundir import atomic_write_bytes
 
 
@@ -59,32 +58,6 @@ def read_image(path: Path) -> np.ndarray:
         raise UserError(f"{path}: not an image file Pillow can read") from None
     except (OSError, Image.DecompressionBombError) as error:
         raise UserError(f"{path}: damaged or oversized image ({error})") from None
-
-
-def video_frames(path: Path, every: int, max_frames: int | None,
-                 previous: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
-    """(frame index, uint8 RGB frame, an earlier frame or None) for every `every`-th frame, read as `vidcap` reads
-    videos (decord, or ffmpeg where decord fails or decodes wrongly); the earlier frame, `previous` frames back
-    (`frames_before`: a motion model's input), is decoded only when `previous` > 0. A video damaged part-way yields
-    the frames before the damage, then a UserError saying where it stopped."""
-    reader = open_frames(path)
-    indices = list(range(0, len(reader), every))[:max_frames]
-    before = dict(zip(indices, frames_before(indices, previous).tolist())) if previous else {}
-    wanted = sorted(set(indices) | set(before.values()))
-    decoded: dict[int, np.ndarray] = {}
-    given = 0
-    try:
-        for chunk, frames in reader.batches(wanted, 16):
-            decoded.update(zip(chunk, frames))
-            while given < len(indices) and indices[given] in decoded:  # sorted: a frame's earlier one came first
-                index = indices[given]
-                yield index, decoded[index], decoded[before[index]] if previous else None
-                given += 1
-                if given < len(indices):  # keep what the frames still to come need: the next one's earlier frame on
-                    oldest = before.get(indices[given], indices[given])
-                    decoded = {i: frame for i, frame in decoded.items() if i >= oldest}
-    except UserError as error:
-        raise UserError(f"{error}; the maps of the {given} frames before it are written") from None
 
 
 def encoded(pixels: np.ndarray, **options) -> bytes:
@@ -160,9 +133,10 @@ def predict_video(model: torch.nn.Module, path: Path, out: Path, size: tuple[int
     target, partial = out / f"{path.stem}_saliency.mp4", out / f".{path.stem}_saliency.partial.mp4"
     smoother, raw, shown = TemporalSmoother(smooth), Flicker(), Flicker()
     written = 0
+    frames = video_frames(path, every, max_frames, motion_gap(model))  # a file that is no video: its own one line
     try:
         with ExitStack() as stack:
-            for index, frame, before in video_frames(path, every, max_frames, motion_gap(model)):
+            for index, frame, before in frames:
                 if not written:  # the file is a readable video: its frame rate can be asked for
                     out.mkdir(parents=True, exist_ok=True)
                     writer = stack.enter_context(Mp4Writer(partial, frame_rate(path) / every))
@@ -178,6 +152,8 @@ def predict_video(model: torch.nn.Module, path: Path, out: Path, size: tuple[int
                 written += 1
     except OSError as error:
         raise OutputError(f"{target}: could not be written ({error.strerror or error})") from None
+    except UserError as error:  # a video damaged part-way
+        raise UserError(f"{error}; the maps of the {written} frames before it are written") from None
     finally:
         if written and partial.is_file():
             os.replace(partial, target)  # whole once ffmpeg has closed it: never half a video under the real name

@@ -13,7 +13,7 @@ import saliency.cli
 import vidcap.cli
 from saliency.pretrain import PretrainConfig
 from saliency.run import SaliencyRunConfig
-from vidcap.training.run import VidcapRunConfig
+from vidcap.run import VidcapRunConfig
 
 # Negative values these keys take on purpose: loss weights enter with their sign (CC, NSS, SIM negated), a
 # negative alpha down-weights salient places (down to -1), a negative length penalty favours short captions.

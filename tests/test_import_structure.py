@@ -94,3 +94,14 @@ def _init_of(package: str, cycle: list[str]) -> bool:
     """True when the loop only passes through `package`'s own __init__ and its children (a registry's families
     imported by the package to register them, each importing the registry module)."""
     return all(module == package or module.startswith(f"{package}.") for module in cycle)
+
+
+def test_the_house_drawing_is_drawn_from_the_code_with_no_room_importing_another_in_a_loop(tmp_path):
+    """docs/house.png comes from `python docs/house.py`, which refuses to draw rooms that import each other."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "docs" / "house.py"), "--out", str(tmp_path / "house.png")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "house.png").stat().st_size > 10_000

@@ -9,7 +9,7 @@ from saliency.distill import DistillConfig
 from saliency.infra.config import load_config
 from saliency.run import SaliencyRunConfig
 from vidcap.demo import DemoConfig
-from vidcap.training.run import VidcapRunConfig
+from vidcap.run import VidcapRunConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 KINDS = {"saliency": SaliencyRunConfig, "vidcap": VidcapRunConfig}

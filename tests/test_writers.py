@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import vidcap.data.cache as cache_module
+import vidcap.training.feature_cache as cache_module
 from saliency.cli import main as saliency
 from tests.support.faults import SALIENCY_TINY  # the kill campaign's tiny saliency run: three epochs
 from saliency.infra.rundir import LOCK, RunDir
 from vidcap.evaluation import splits as split_evaluation
 from vidcap.cli import main as vidcap
-from vidcap.data.cache import FeatureCache
+from vidcap.training.feature_cache import FeatureCache
 from vidcap.evaluation.caption_metrics import METRIC_KEYS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -313,7 +313,7 @@ def test_the_lock_of_a_killed_process_does_not_block(world, tmp_path):
 EXTRACT_ALONGSIDE = """
 import os, sys, time
 from pathlib import Path
-import vidcap.data.cache as cache
+import vidcap.training.feature_cache as cache
 
 meeting, argv = Path(sys.argv[1]), sys.argv[2:]
 cache.SHARD_SIZE = 1  # one shard and one index update per video: many chances for the two jobs to interleave

@@ -33,7 +33,7 @@ def _run_config(args: argparse.Namespace):
     from dataclasses import replace
 
     from vidcap.model.captioner import with_saliency
-    from vidcap.training.run import VidcapRunConfig
+    from vidcap.run import VidcapRunConfig
 
     config = run_config(VidcapRunConfig, args, args.overrides)
     source = args.saliency or config.captioner.saliency.source
@@ -71,7 +71,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _extract(args: argparse.Namespace) -> int:
     from saliency.infra import distributed
-    from vidcap.data.cache import extract_splits
+    from vidcap.training.feature_cache import extract_splits
 
     config = _run_config(args)
     set_torch_threads(config.threads)
@@ -92,10 +92,10 @@ def _report_skipped_videos(command: str, skipped: list[tuple[str, str]]) -> int:
 
 def _caption(args: argparse.Namespace) -> int:
     from saliency import EXPORT_FOLDER
-    from vidcap.app.front_end_backend import use_backend
+    from vidcap.inference.front_end_backend import use_backend
     from vidcap.app.batch import check_results_path, expand_videos
-    from vidcap.app.pipeline import CaptionsAhead
-    from vidcap.training.run import load_run
+    from vidcap.inference.pipeline import CaptionsAhead
+    from vidcap.run import load_run
     from vidcap.app.segments import VideoCaption, caption_video, parse_segments
 
     segments = parse_segments(args.segments)
@@ -113,7 +113,7 @@ def _caption(args: argparse.Namespace) -> int:
     out = check_results_path(args.out) if args.out else None
     model, config = load_run(args.model)
     if args.overlay:  # a mistake, before any video is captioned
-        from vidcap.app.overlay import require_saliency_model
+        from vidcap.inference.overlay import require_saliency_model
 
         require_saliency_model(model.front, config.captioner.saliency.source, args.model)
     use_backend(model.front, config, args.backend, Path(args.model) / EXPORT_FOLDER, args.saliency_backend)
@@ -122,7 +122,7 @@ def _caption(args: argparse.Namespace) -> int:
     def caption(path: str):
         result = VideoCaption(ahead.caption(path), []) if ahead else caption_video(model, path, segments, args.beams)
         if args.overlay:
-            from vidcap.app.overlay import write_overlay
+            from vidcap.inference.overlay import write_overlay
 
             write_overlay(model.front, path, overlay_path(args.overlay, path, len(videos)))
         return result
@@ -221,7 +221,7 @@ def _serve(args: argparse.Namespace) -> int:
     import os
     import tempfile
 
-    from vidcap.training.run import load_run
+    from vidcap.run import load_run
     from vidcap.app.serve import create_app, listen, serve
 
     sock = listen(args.host, args.port)  # a busy port or a bad host: one line, before the model is loaded

@@ -34,7 +34,7 @@ from vidcap.evaluation.reports.split_report import METRIC_LABELS
 from vidcap.evaluation.reports.saliency_maps import maps_figure, saliency_blocks
 from vidcap.evaluation.splits import evaluate_split
 from saliency.world import write_msrvtt
-from vidcap.training.run import VidcapRunConfig, load_run
+from vidcap.run import VidcapRunConfig, load_run
 from vidcap.model.captioner import with_saliency
 from vidcap.training.train import CaptionTrainer
 

@@ -17,7 +17,7 @@ DHF1K's splits are its own, by video number: train 1–600, val 601–700, test 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -523,3 +523,35 @@ def _pair(
         _Entry(name, image, density, fixations)
         for (name, image), density, fixations in zip(images, found["map"], found["fixations"])
     ]
+
+
+def video_frames(path: Path, every: int, max_frames: int | None,
+                 previous: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+    """(frame index, uint8 RGB frame, an earlier frame or None) for every `every`-th frame, read as `vidcap` reads
+    videos (decord, or ffmpeg where decord fails or decodes wrongly); the earlier frame, `previous` frames back
+    (`frames_before`: a motion model's input), is decoded only when `previous` > 0. A file that is no readable video
+    is a UserError here, at the call; a video damaged part-way yields the frames before the damage, then a UserError
+    saying where it stopped."""
+    from saliency.infra.media import open_frames
+
+    reader = open_frames(path)
+    indices = list(range(0, len(reader), every))[:max_frames]
+    before = dict(zip(indices, frames_before(indices, previous).tolist())) if previous else {}
+    return _decoded_in_order(reader, indices, before)
+
+
+def _decoded_in_order(reader, indices: list[int], before: dict[int, int]
+                      ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+    """`video_frames`' frames, decoded in chunks, each with its earlier frame (`before`) when there is one."""
+    wanted = sorted(set(indices) | set(before.values()))
+    decoded: dict[int, np.ndarray] = {}
+    given = 0
+    for chunk, frames in reader.batches(wanted, 16):
+        decoded.update(zip(chunk, frames))
+        while given < len(indices) and indices[given] in decoded:  # sorted: a frame's earlier one came first
+            index = indices[given]
+            yield index, decoded[index], decoded[before[index]] if before else None
+            given += 1
+            if given < len(indices):  # keep what the frames still to come need: the next one's earlier frame on
+                oldest = before.get(indices[given], indices[given])
+                decoded = {i: frame for i, frame in decoded.items() if i >= oldest}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from saliency.data.readers import SaliencySample, read_rgb
+from saliency.data.readers import SaliencySample, read_rgb, video_frames
 from saliency.infra.errors import DatasetError, UserError
 from saliency.infra.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
@@ -56,8 +56,6 @@ class UnlabeledReader(Sequence[SaliencySample]):
         self._images.append(path)
 
     def _add_video(self, path: Path, size: tuple[int, int], every: int, frames_per_video: int, previous: int) -> None:
-        from saliency.predict import video_frames  # decord with the ffmpeg fallback, as `saliency predict` reads
-
         def small(frame: np.ndarray) -> np.ndarray:
             return np.asarray(Image.fromarray(frame).resize(size[::-1], Image.BILINEAR))
 

@@ -11,8 +11,8 @@ from tests.support.corruption import Target, require_success, run_targets
 from tests.support.faults import Scenario, continue_run, prepare_once
 from saliency.infra.rundir import RunDir
 from vidcap.cli import main
-from vidcap.data.cache import FeatureCache, extract_splits
-from vidcap.training.run import VidcapRunConfig, load_run
+from vidcap.training.feature_cache import FeatureCache, extract_splits
+from vidcap.run import VidcapRunConfig, load_run
 
 # A tiny captioner made by the real commands (no saliency, a small CNN, one epoch)
 VIDCAP_TINY = ["--saliency", "none", "--quiet", "--set", "threads=1",

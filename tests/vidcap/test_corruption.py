@@ -12,7 +12,7 @@ from tests.support import captioner_runs
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import RunDir
 from vidcap.cli import main
-from vidcap.training.run import load
+from vidcap.run import load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

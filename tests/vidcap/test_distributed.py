@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from saliency.infra.rundir import RunDir
-from vidcap.data.cache import FeatureCache
+from vidcap.training.feature_cache import FeatureCache
 from vidcap.cli import main
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from saliency.cli import main as saliency_main
 from saliency.infra.errors import UserError
 from vidcap.cli import main
 from vidcap.data.datasets import open_caption_dataset
-from vidcap.training.run import load_run
+from vidcap.run import load_run
 
 pytestmark = pytest.mark.slow
 

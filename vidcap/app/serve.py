@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 from saliency.infra.errors import UserError
 from saliency.infra.media import transcode_cache_dir
 from vidcap.model.captioner import Captioner
-from vidcap.app.overlay import write_overlay
+from vidcap.inference.overlay import write_overlay
 from vidcap.app.segments import caption_video, parse_segments
 
 OVERLAYS_KEPT = 16  # overlay videos kept for the page to play; older ones are deleted

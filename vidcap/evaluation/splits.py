@@ -17,14 +17,14 @@ from tqdm import tqdm
 from saliency import EXPORT_FOLDER
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import atomic_write_json, require_writable
-from vidcap.app.front_end_backend import use_backend
+from vidcap.inference.front_end_backend import use_backend
 from vidcap.model.captioner import Captioner
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.evaluation.caption_metrics import METRIC_KEYS, score, score_and_per_item
 from vidcap.evaluation.grounding import ATTRIBUTES, ground_captions, grounding_summary, load_actors
-from vidcap.app.pipeline import caption_videos
+from vidcap.inference.pipeline import caption_videos
 from vidcap.evaluation.reports.split_report import write_eval_report
-from vidcap.training.run import VidcapRunConfig, captioner_run, load_run
+from vidcap.run import VidcapRunConfig, captioner_run, load_run
 
 
 WORST_SHOWN = 5  # worst captions listed in the report when --per-video is given
@@ -52,7 +52,7 @@ def read_predictions(path: str | Path) -> dict[str, str]:
 
 
 def caption_split(model: Captioner, items, progress: bool = True) -> tuple[dict[str, str], dict[str, float], list]:
-    """Beam-search captions for every item, decoding overlapped (`vidcap.app.pipeline`); returns (captions, seconds per
+    """Beam-search captions for every item, decoding overlapped (`vidcap.inference.pipeline`); returns (captions, seconds per
     stage, skipped (id, reason)). The stages overlap, so their seconds add up to more than the time taken."""
     captions, timings, skipped = {}, {}, []
     results = caption_videos(model, [(item.video_id, item.path) for item in items], timings=timings)
@@ -78,7 +78,7 @@ def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: s
                    saliency_backend: str | None = None) -> dict:
     """Score the run's captions (or `predictions_file`) on the whole split into `out` (default:
     `evaluation_folder`), the front end on `backend` and its saliency model on `saliency_backend` (defaults: the
-    run's, `vidcap.app.front_end_backend.resolve_backends`); returns what metrics.json holds."""
+    run's, `vidcap.inference.front_end_backend.resolve_backends`); returns what metrics.json holds."""
     run = captioner_run(run_dir)
     out = Path(out) if out is not None else evaluation_folder(run_dir, split, predictions_file)
     require_writable(out)  # before captioning a whole split

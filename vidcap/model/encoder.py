@@ -66,7 +66,7 @@ class FrameEncoder(nn.Module):
         self.backbone, self.out_channels = build_backbone(config.backbone, config.pretrained, config.stride)
         self.pool = nn.AdaptiveAvgPool2d(config.grid) if config.grid else nn.Identity()
         self.backbone.requires_grad_(config.trainable)
-        # an onnxruntime export of this frozen encoder (`vidcap.app.front_end_backend`), for frames of its size
+        # an onnxruntime export of this frozen encoder (`vidcap.inference.front_end_backend`), for frames of its size
         self.session = None
         self.train()
 

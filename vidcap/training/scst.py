@@ -22,7 +22,7 @@ from torch import Tensor
 from saliency.infra.config import apply_overrides, from_dict, load_config, to_dict
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import WEIGHTS, RunDir
-from vidcap.training.run import VidcapRunConfig, captioner_run
+from vidcap.run import VidcapRunConfig, captioner_run
 
 NGRAMS = 4
 SIGMA = 6.0  # of CIDEr-D's Gaussian length penalty

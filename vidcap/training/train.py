@@ -16,11 +16,11 @@ from saliency.infra.errors import UserError
 from saliency.infra.rundir import WEIGHTS, RunDir, require_writable
 from saliency.infra.training import (Checkpoint, EpochLog, Trainer, adamw_with_schedule, optimiser_step,
                                      require_finite, seed_everything)
-from vidcap.data.cache import FeatureCache, extract_features, open_feature_cache
+from vidcap.training.feature_cache import FeatureCache, extract_features, open_feature_cache
 from vidcap.model.captioner import Captioner, load_saliency_source
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.evaluation.caption_metrics import cider
-from vidcap.training.run import CaptionerWeights, VidcapRunConfig, captioner_run, saliency_provenance
+from vidcap.run import CaptionerWeights, VidcapRunConfig, captioner_run, saliency_provenance
 from vidcap.model.saliency_sources import require_world
 from vidcap.training.scst import CiderD, self_critical_loss, sequence_log_probs
 from vidcap.model.tokenizer import TOKENIZER_FILE, CaptionTokenizer

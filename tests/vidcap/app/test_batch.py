@@ -60,7 +60,7 @@ def videos_in(folder) -> list[str]:
 
 
 def test_one_line_per_video_with_its_caption_and_seconds_and_the_bad_file_with_its_error(reference, folder, model_run):
-    from vidcap.training.run import load_run
+    from vidcap.run import load_run
 
     lines = [json.loads(line) for line in reference.read_text().splitlines()]
     assert [line["path"] for line in lines] == videos_in(folder)

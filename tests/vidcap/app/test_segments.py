@@ -14,7 +14,7 @@ from saliency.infra.errors import UserError
 from saliency.infra.media import ffmpeg_path
 from vidcap.app import formats
 from vidcap.data.video import FrameSamplerConfig, probe, read_frames
-from vidcap.training.run import load_run
+from vidcap.run import load_run
 from vidcap.app.segments import (Segment, SegmentedVideo, caption_video, fixed_segments, parse_segments, scene_cuts,
                              scene_segments)
 

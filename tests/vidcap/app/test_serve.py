@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
@@ -27,7 +28,7 @@ from saliency.run import ModelSpec, SaliencyRunConfig
 from vidcap.model.captioner import with_saliency
 from vidcap.cli import build_parser, main
 from vidcap.data.video import probe
-from vidcap.training.run import VidcapRunConfig, load_run
+from vidcap.run import VidcapRunConfig, load_run
 from vidcap.app.serve import create_app, listen
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -220,7 +221,9 @@ def test_requests_beyond_the_queue_get_503_at_once_and_the_queued_ones_are_answe
         assert started.wait(timeout=120)
         second = threading.Thread(target=lambda: answers.append(upload(client, clip).status_code))
         second.start()
+        deadline = time.monotonic() + 120  # bounded, and failing at once if the second request ends instead
         while client.get("/api/health").json()["pending"] < 2:
+            assert second.is_alive() and time.monotonic() < deadline, f"the second request never queued: {answers}"
             second.join(timeout=0.05)
         turned_away = [upload(client, clip) for _ in range(5)]
         assert [r.status_code for r in turned_away] == [503] * 5 and "busy" in turned_away[0].json()["error"]

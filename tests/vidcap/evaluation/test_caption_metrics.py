@@ -232,6 +232,22 @@ def test_tokenizer_that_never_answers_is_killed_after_the_timeout(monkeypatch, t
 
 
 @posix_only
+def test_a_child_interpreter_that_never_starts_is_killed_after_the_startup_bound(monkeypatch, tmp_path):
+    """The stage timeouts count once the children are up; their start has a bound of its own."""
+    pids = tmp_path / "pids"
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\n{hang(pids)}\n")
+    python.chmod(0o755)
+    monkeypatch.setattr(evaluate.sys, "executable", str(python))
+    monkeypatch.setattr(evaluate, "STARTUP_S", 1.0)
+    start = time.monotonic()
+    with pytest.raises(UserError, match=r"did not start scoring within 1 s"):
+        evaluate.score({"v": ["a cat"]}, {"v": "a cat"}, timeout=30)
+    assert time.monotonic() - start < 10
+    assert_all_ended(pids)
+
+
+@posix_only
 def test_tokenizer_that_fails_is_a_user_error_quoting_its_stderr(monkeypatch, tmp_path):
     java = fake_java(tmp_path, "exit 0", 'echo "Could not find or load main class" >&2; exit 1')
     monkeypatch.setattr(evaluate, "java_executable", lambda: java)

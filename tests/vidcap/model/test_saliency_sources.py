@@ -16,12 +16,12 @@ from saliency.metrics import METRICS
 from saliency.world import META_NAME, GazeModel
 from vidcap.model.captioner import CaptionerConfig, SaliencySourceConfig, VisualFrontEnd, frames_to_tensor, with_saliency
 from vidcap.cli import build_parser, main
-from vidcap.data.cache import extractor_fingerprint
+from vidcap.training.feature_cache import extractor_fingerprint
 from vidcap.data.datasets import open_caption_dataset
 from saliency.world import write_msrvtt
 from vidcap.data.video import FrameSamplerConfig, read_clip, read_frames, resize_frames, resize_maps
 from vidcap.model.encoder import EncoderConfig
-from vidcap.app.pipeline import visual_tokens
+from vidcap.inference.pipeline import visual_tokens
 from vidcap.model.saliency_sources import SOURCES, partner
 
 pytestmark = pytest.mark.usefixtures("one_thread")

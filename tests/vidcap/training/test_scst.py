@@ -11,7 +11,7 @@ from pycocoevalcap.cider.cider_scorer import CiderScorer
 
 from saliency.infra.rundir import RunDir
 from vidcap.cli import main
-from vidcap.training.run import VidcapRunConfig
+from vidcap.run import VidcapRunConfig
 from vidcap.training.scst import CiderD, self_critical_loss, sequence_log_probs
 
 REFERENCES = [["a big red ball moves left", "a large red circle slides left", "a red ball is moving to the left"],

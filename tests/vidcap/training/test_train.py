@@ -16,7 +16,7 @@ from saliency.world import write_msrvtt
 from vidcap.data.video import FrameSamplerConfig
 from vidcap.model.decoder import DecoderConfig
 from vidcap.model.encoder import EncoderConfig
-from vidcap.training.run import CaptionDataConfig, CaptionerWeights, CaptionOptimConfig, VidcapRunConfig
+from vidcap.run import CaptionDataConfig, CaptionerWeights, CaptionOptimConfig, VidcapRunConfig
 from vidcap.training.train import CaptionTrainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -17,7 +17,7 @@ from vidcap.evaluation.caption_metrics import METRIC_KEYS
 from vidcap.evaluation.grounding import ATTRIBUTES, ground_caption, load_actors
 from saliency.infra.figures import metric_bars_png
 from vidcap.evaluation.reports.split_report import METRIC_LABELS, STAGES, metric_row, sample_ids, stage_seconds
-from vidcap.training.run import VidcapRunConfig, captioner_run
+from vidcap.run import VidcapRunConfig, captioner_run
 
 SAMPLE_CAPTIONS = 6
 

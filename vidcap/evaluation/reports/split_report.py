@@ -19,7 +19,7 @@ from vidcap.model.captioner import CaptionerConfig, VisualFrontEnd
 from vidcap.evaluation.reports.document import Block, BulletList, Figure, Heading, Paragraph, Table, write_report
 from vidcap.evaluation.caption_metrics import METRIC_KEYS
 from vidcap.evaluation.grounding import ATTRIBUTES, OUTCOMES, describe_actor
-from vidcap.app.overlay import saliency_overlays
+from vidcap.inference.overlay import saliency_overlays
 from vidcap.data.video import read_clip
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from pathlib import Path
 from vidcap.evaluation.caption_metrics import METRIC_KEYS
 from vidcap.evaluation.reports.comparison import EvaluatedRun, comparison_blocks
 from vidcap.evaluation.reports.document import Table
-from vidcap.training.run import VidcapRunConfig
+from vidcap.run import VidcapRunConfig
 
 
 def evaluated(name: str, cider: float, grounded: float | None) -> EvaluatedRun:

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-import vidcap.data.cache as cache_module
-from vidcap.data.cache import FeatureCache, extract_features, extractor_fingerprint
+import vidcap.training.feature_cache as cache_module
+from vidcap.training.feature_cache import FeatureCache, extract_features, extractor_fingerprint
 from vidcap.model.captioner import CaptionerConfig, VisualFrontEnd, frames_to_tensor
 from vidcap.model.encoder import EncoderConfig
 from saliency.world import write_msrvtt

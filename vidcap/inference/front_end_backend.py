@@ -14,7 +14,7 @@ from saliency.infra.stats import spread
 from vidcap.model.captioner import VisualFrontEnd, frames_to_tensor
 from vidcap.data.datasets import open_caption_dataset
 from vidcap.data.video import read_frames
-from vidcap.training.run import VidcapRunConfig
+from vidcap.run import VidcapRunConfig
 
 CALIBRATION_VIDEOS = 4  # training videos whose sampled frames calibrate the int8 encoder (64 frames at 16 each)
 
@@ -67,7 +67,7 @@ def use_backend(front: VisualFrontEnd, config: VidcapRunConfig, backend: str | N
     front end."""
     encoder, saliency = resolve_backends(config, backend, saliency_backend, next(front.parameters()).device)
     frame_size = config.captioner.sampler.size
-    # no busy-waiting threads: the frames of the next videos are decoded at the same time (`vidcap.app.pipeline`)
+    # no busy-waiting threads: the frames of the next videos are decoded at the same time (`vidcap.inference.pipeline`)
     if encoder != "torch":
         front.encoder.session = exported_session(front.encoder, encoder, frame_size, export_dir, "encoder",
                                                  lambda: training_frames(config), output="features", spinning=False)

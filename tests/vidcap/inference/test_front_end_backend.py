@@ -12,14 +12,14 @@ from dataclasses import replace
 from saliency.backends import EXPORT_FOLDER, ExportedModel, exported_session
 from saliency.infra.errors import UserError
 from saliency.models import build_untrained
-from vidcap.app.front_end_backend import backends_name, resolve_backends, split_backends_name, use_backend
+from vidcap.inference.front_end_backend import backends_name, resolve_backends, split_backends_name, use_backend
 from vidcap.model.captioner import CaptionerConfig, VisualFrontEnd, with_saliency
 from vidcap.cli import main
 from tests.support.captioner_runs import VIDCAP_TINY
-from vidcap.data.cache import FeatureCache, extractor_fingerprint
+from vidcap.training.feature_cache import FeatureCache, extractor_fingerprint
 from vidcap.data.video import FrameSamplerConfig
 from vidcap.model.encoder import EncoderConfig, FrameEncoder
-from vidcap.training.run import VidcapRunConfig, load_run
+from vidcap.run import VidcapRunConfig, load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = (32, 64)

@@ -13,8 +13,8 @@ from tests.support import corruption
 from tests.support import captioner_runs
 from saliency.infra.rundir import RunDir
 from vidcap.cli import main
-from vidcap.data.cache import FeatureCache, extract_splits
-from vidcap.training.run import VidcapRunConfig
+from vidcap.training.feature_cache import FeatureCache, extract_splits
+from vidcap.run import VidcapRunConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,7 +13,7 @@ from saliency import colour_overlay
 from saliency.infra.media import ffmpeg_path
 from vidcap.model.captioner import CaptionerConfig, VisualFrontEnd, with_saliency
 from vidcap.model.encoder import EncoderConfig
-from vidcap.app import overlay
+from vidcap.inference import overlay
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,13 +13,13 @@ import torch
 from saliency.backends import EXPORT_FOLDER, exported_session, on_backend
 from saliency.infra.errors import UserError
 from saliency.models import build_untrained
-from vidcap.app import pipeline
-from vidcap.app.front_end_backend import use_backend
+from vidcap.inference import pipeline
+from vidcap.inference.front_end_backend import use_backend
 from vidcap.model.captioner import Captioner, CaptionerConfig, VisualFrontEnd, frames_to_tensor, with_saliency
 from vidcap.data.video import FrameSamplerConfig, read_clip, read_frames
 from vidcap.model.encoder import EncoderConfig
-from vidcap.app.pipeline import CaptionsAhead, caption_videos, decode_ahead, visual_tokens
-from vidcap.training.run import load_run
+from vidcap.inference.pipeline import CaptionsAhead, caption_videos, decode_ahead, visual_tokens
+from vidcap.run import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,7 +1,7 @@
 """Many videos through the captioner with decoding overlapped: a background thread decodes the next videos while
 the main thread runs saliency, encoder and decoder on the frames of several videos at once.
 
-The results are those of `Captioner.caption_files` one video at a time (`tests/vidcap/app/test_pipeline.py`): every
+The results are those of `Captioner.caption_files` one video at a time (`tests/vidcap/inference/test_pipeline.py`): every
 stage works frame by frame or video by video, so a batch only changes how many go through together.
 """
 from __future__ import annotations

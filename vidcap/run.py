@@ -71,7 +71,7 @@ class VidcapRunConfig:
     scst: SCSTConfig = field(default_factory=SCSTConfig)  # with `start`: a self-critical stage after that XE run
     seed: int = 0
     threads: int = 0  # torch CPU threads, set by the CLI; 0 = all cores
-    # where the frozen saliency model and encoder run (`vidcap.app.front_end_backend`); auto: the fastest installed, onnxruntime
+    # where the frozen saliency model and encoder run (`vidcap.inference.front_end_backend`); auto: the fastest installed, onnxruntime
     backend: Literal["auto", "torch", "onnxruntime", "onnxruntime-int8"] = "auto"
     # the saliency model's own backend; None: as `backend` (onnxruntime beside an int8 encoder keeps the maps exact)
     saliency_backend: Optional[Literal["auto", "torch", "onnxruntime", "onnxruntime-int8"]] = None

@@ -30,10 +30,10 @@ from saliency.infra.config import to_dict
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import (atomic_write_json, file_digest, require_writable, safetensors_header, safetensors_problem,
                                    save_safetensors, try_flock)
-from vidcap.app.front_end_backend import backends_name, resolve_backends, use_backend
+from vidcap.inference.front_end_backend import backends_name, resolve_backends, use_backend
 from vidcap.model.captioner import CaptionerConfig, VisualFrontEnd, load_saliency_source, saliency_weights
 from vidcap.data.datasets import open_caption_dataset
-from vidcap.app.pipeline import visual_tokens
+from vidcap.inference.pipeline import visual_tokens
 from vidcap.model.saliency_sources import require_world
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from saliency.infra.errors import UserError
 from saliency.pretrain import Recogniser
 from vidcap.cli import main
 from tests.support.captioner_runs import VIDCAP_TINY
-from vidcap.training.run import load_run
+from vidcap.run import load_run
 
 pytestmark = pytest.mark.slow
 
