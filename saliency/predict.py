@@ -11,35 +11,37 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib import colormaps
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from tqdm import tqdm
 
 from saliency.infra.errors import OutputError, UserError
 from saliency.data.readers import video_frames
 from saliency.evaluate import predict_maps
 from saliency.models.components import motion_gap
-from saliency.infra.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Mp4Writer, check_file, probe
+from saliency.infra.media import IMAGE_SUFFIXES, OUTPUT_MARK, VIDEO_SUFFIXES, Mp4Writer, check_file, probe
+from saliency.infra.outputs import check_outputs, named_inputs
 from saliency.infra.rundir import atomic_write_bytes
 
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files as given, folders expanded to the images and videos inside them (sorted); a folder
-    without any stays as it is, to be reported and skipped like a bad file."""
-    paths: list[Path] = []
-    for text in inputs:
-        path = Path(text)
-        found = []
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES))
-        paths.extend(found or [path])
-    return paths
+def planned_outputs(path: Path, stem: Path) -> list[Path]:
+    """The files `predict_paths` writes for input `path` under `stem` (the input's relative name in --out)."""
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return [stem.parent / f"{stem.name}_saliency.mp4"]
+    return [stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}_overlay.jpg"]
 
 
-def colour_overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend a [0,1] saliency map, coloured with 'jet', over a uint8 RGB image."""
-    coloured = colormaps["jet"](saliency)[..., :3] * 255  # (H, W, 3)
-    return (image * (1 - alpha) + coloured * alpha).clip(0, 255).astype(np.uint8)
+JET = (colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.float32)  # (256, 3) RGB lookup
+SHOWN_FROM, SHOWN_FULL = 0.25, 0.75  # a map value below SHOWN_FROM is not drawn; from SHOWN_FULL on, at full `alpha`
+
+
+def colour_overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """A [0,1] saliency map, coloured with 'jet', blended over a uint8 RGB image only where it is high: transparent
+    below SHOWN_FROM, rising to `alpha` at SHOWN_FULL, so the footage stays visible around what draws the eye."""
+    level = np.clip(saliency, 0, 1)
+    coloured = JET[np.round(level * 255).astype(np.uint8)]  # (H, W, 3)
+    weight = alpha * np.clip((level - SHOWN_FROM) / (SHOWN_FULL - SHOWN_FROM), 0, 1)[..., None]  # (H, W, 1)
+    return (image * (1 - weight) + coloured * weight).round().clip(0, 255).astype(np.uint8)
 
 
 def to_unit_range(probability: np.ndarray) -> np.ndarray:
@@ -68,13 +70,16 @@ def encoded(pixels: np.ndarray, **options) -> bytes:
 
 
 def write_outputs(image: np.ndarray, probability: np.ndarray, stem: Path) -> None:
-    """`<stem>.png` (8-bit map) and `<stem>_overlay.jpg`, each written atomically (not fsynced one by one: a
-    video gives two files per frame, and a rerun remakes any a power cut loses)."""
+    """`<stem>.png` (8-bit map) and `<stem>_overlay.jpg`, marked as the tools' own, each written atomically (not
+    fsynced one by one: a video gives two files per frame, and a rerun remakes any a power cut loses)."""
     unit = to_unit_range(probability)
-    atomic_write_bytes(stem.with_suffix(".png"), encoded((unit * 255).round().astype(np.uint8), format="PNG"),
-                       durable=False)
+    marked = PngImagePlugin.PngInfo()
+    marked.add_text("Comment", OUTPUT_MARK)
+    atomic_write_bytes(stem.parent / f"{stem.name}.png",
+                       encoded((unit * 255).round().astype(np.uint8), format="PNG", pnginfo=marked), durable=False)
     atomic_write_bytes(stem.parent / f"{stem.name}_overlay.jpg",
-                       encoded(colour_overlay(image, unit), format="JPEG", quality=90), durable=False)
+                       encoded(colour_overlay(image, unit), format="JPEG", quality=90, comment=OUTPUT_MARK),
+                       durable=False)
 
 
 @dataclass
@@ -125,12 +130,13 @@ def frame_rate(path: Path) -> float:
         return 25.0
 
 
-def predict_video(model: torch.nn.Module, path: Path, out: Path, size: tuple[int, int], every: int = 1,
+def predict_video(model: torch.nn.Module, path: Path, stem: Path, size: tuple[int, int], every: int = 1,
                   max_frames: int | None = None, maps: bool = False, smooth: float = 0.0) -> VideoSaliency:
-    """`<out>/<stem>_saliency.mp4`: every `every`-th frame with its map blended in, H.264 at the video's frame rate
-    (divided by `every`), and with `maps` each frame's map and overlay as images in `<out>/<stem>/`; the maps
+    """`<stem>_saliency.mp4`: every `every`-th frame with its map blended in, H.264 at the video's frame rate
+    (divided by `every`), and with `maps` each frame's map and overlay as images in `<stem>/`; the maps
     smoothed over time when `smooth` > 0. A video damaged part-way keeps what came before the damage."""
-    target, partial = out / f"{path.stem}_saliency.mp4", out / f".{path.stem}_saliency.partial.mp4"
+    out = stem.parent
+    target, partial = out / f"{stem.name}_saliency.mp4", out / f".{stem.name}_saliency.partial.mp4"
     smoother, raw, shown = TemporalSmoother(smooth), Flicker(), Flicker()
     written = 0
     frames = video_frames(path, every, max_frames, motion_gap(model))  # a file that is no video: its own one line
@@ -139,7 +145,7 @@ def predict_video(model: torch.nn.Module, path: Path, out: Path, size: tuple[int
             for index, frame, before in frames:
                 if not written:  # the file is a readable video: its frame rate can be asked for
                     out.mkdir(parents=True, exist_ok=True)
-                    writer = stack.enter_context(Mp4Writer(partial, frame_rate(path) / every))
+                    writer = stack.enter_context(Mp4Writer(partial, frame_rate(path) / every, mark=True))
                 probability = predict_maps(model, [frame], size, [before])[0]
                 raw.add(to_unit_range(probability))
                 smoothed = smoother(probability)
@@ -148,7 +154,7 @@ def predict_video(model: torch.nn.Module, path: Path, out: Path, size: tuple[int
                 overlay = colour_overlay(frame, unit)[: frame.shape[0] // 2 * 2, : frame.shape[1] // 2 * 2]  # H.264: even sides
                 writer.write(overlay[None])
                 if maps:
-                    write_outputs(frame, smoothed, out / path.stem / f"frame_{index:06d}")
+                    write_outputs(frame, smoothed, stem / f"frame_{index:06d}")
                 written += 1
     except OSError as error:
         raise OutputError(f"{target}: could not be written ({error.strerror or error})") from None
@@ -163,22 +169,24 @@ def predict_video(model: torch.nn.Module, path: Path, out: Path, size: tuple[int
 def predict_paths(model: torch.nn.Module, inputs: list[str], out: str | Path, size: tuple[int, int],
                   every: int = 1, max_frames: int | None = None, progress: bool = True, maps: bool = False,
                   smooth: float = 0.0, videos: list[VideoSaliency] | None = None) -> list[tuple[str, str]]:
-    """Write maps for every input (videos: `predict_video`, each appended to `videos`); returns (input, one-line
-    reason) for each input skipped."""
-    out = Path(out)
+    """Write maps for every input (videos: `predict_video`, each appended to `videos`) under its name in `out`
+    (`named_inputs`: a folder's files by their path inside it); returns (input, one-line reason) for each input skipped. An output that would overwrite
+    an input, or that two inputs would both write, is refused before any work."""
+    stems = {path: Path(out) / name for path, name in named_inputs(inputs, (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES))}
+    check_outputs({path: planned_outputs(path, stem) for path, stem in stems.items() if not path.is_dir()})
     skipped: list[tuple[str, str]] = []
     model.eval()
-    for path in tqdm(expand_inputs(inputs), desc="predicting", disable=not progress):
+    for path, stem in tqdm(stems.items(), desc="predicting", disable=not progress):
         try:
             if path.is_dir():
                 raise UserError(f"{path}: folder holds no images or videos")
             if path.suffix.lower() in VIDEO_SUFFIXES:
-                result = predict_video(model, path, out, size, every, max_frames, maps, smooth)
+                result = predict_video(model, path, stem, size, every, max_frames, maps, smooth)
                 if videos is not None:
                     videos.append(result)
             else:
                 image = read_image(path)
-                write_outputs(image, predict_maps(model, [image], size)[0], out / path.stem)
+                write_outputs(image, predict_maps(model, [image], size)[0], stem)
         except OutputError:
             raise  # the output folder failed (disk full, read-only): every later map would fail too
         except UserError as error:

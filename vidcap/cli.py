@@ -91,17 +91,23 @@ def _report_skipped_videos(command: str, skipped: list[tuple[str, str]]) -> int:
 
 
 def _caption(args: argparse.Namespace) -> int:
+    import contextlib
+    import tempfile
+
     from saliency import EXPORT_FOLDER
-    from vidcap.inference.front_end_backend import use_backend
+    from saliency.infra.media import STDIN, refuse_urls, spool_stdin
+    from saliency.infra.outputs import check_outputs
     from vidcap.app.batch import check_results_path, expand_videos
+    from vidcap.app.segments import VideoCaption, caption_video, parse_segments
+    from vidcap.inference.front_end_backend import use_backend
     from vidcap.inference.pipeline import CaptionsAhead
     from vidcap.run import load_run
-    from vidcap.app.segments import VideoCaption, caption_video, parse_segments
 
     segments = parse_segments(args.segments)
     if args.json and args.format not in (None, "json"):
         raise UserError(f"--json is --format json; give one of --json and --format {args.format}")
     form = "json" if args.json else args.format or ("jsonl" if args.out else "text")
+    refuse_urls(args.videos)
     videos = expand_videos(args.videos)
     if args.out and form != "jsonl":
         raise UserError(f"--out writes JSON lines; --format {form} is for printing, without --out")
@@ -111,25 +117,38 @@ def _caption(args: argparse.Namespace) -> int:
         raise UserError(f"--format {form} prints the subtitles of one video, got {len(videos)}; "
                         "caption many into --out results.jsonl")
     out = check_results_path(args.out) if args.out else None
-    model, config = load_run(args.model)
-    if args.overlay:  # a mistake, before any video is captioned
-        from vidcap.inference.overlay import require_saliency_model
+    with contextlib.ExitStack() as stack:
+        # `-`: the video piped in, spooled to a file for the command's time; results still name it `-`
+        source = {STDIN: str(spool_stdin(stack.enter_context(tempfile.TemporaryDirectory(prefix="vidcap-stdin-"))))
+                  } if STDIN in videos else {}
+        overlays = {video: overlay_path(args.overlay, source.get(video, video), len(videos))
+                    for video in videos} if args.overlay else {}
+        check_outputs({Path(video): [target] for video, target in overlays.items()}, inputs=map(Path, videos))
+        model, config = load_run(args.model)
+        if args.overlay:  # a mistake, before any video is captioned
+            from vidcap.inference.overlay import require_saliency_model
 
-        require_saliency_model(model.front, config.captioner.saliency.source, args.model)
-    use_backend(model.front, config, args.backend, Path(args.model) / EXPORT_FOLDER, args.saliency_backend)
-    ahead = CaptionsAhead(model, videos, args.beams) if segments is None else None  # decoding overlapped, batched
+            require_saliency_model(model.front, config.captioner.saliency.source, args.model)
+        use_backend(model.front, config, args.backend, Path(args.model) / EXPORT_FOLDER, args.saliency_backend)
+        files = [source.get(video, video) for video in videos]
+        ahead = CaptionsAhead(model, files, args.beams) if segments is None else None  # decoding overlapped, batched
 
-    def caption(path: str):
-        result = VideoCaption(ahead.caption(path), []) if ahead else caption_video(model, path, segments, args.beams)
-        if args.overlay:
-            from vidcap.inference.overlay import write_overlay
+        def caption(video: str):
+            path = source.get(video, video)
+            if ahead:
+                text = ahead.caption(path)
+                result = VideoCaption(text, [], seconds=ahead.last_seconds)
+            else:
+                result = caption_video(model, path, segments, args.beams)
+            if args.overlay:
+                from vidcap.inference.overlay import write_overlay
 
-            write_overlay(model.front, path, overlay_path(args.overlay, path, len(videos)))
-        return result
+                print(f"{video}: overlay {write_overlay(model.front, path, overlays[video])}", file=sys.stderr)
+            return result
 
-    if out:
-        return _caption_into(args, out, videos, caption)
-    return _print_captions(form, videos, caption)
+        if out:
+            return _caption_into(args, out, videos, caption)
+        return _print_captions(form, videos, caption)
 
 
 def _caption_into(args: argparse.Namespace, out: Path, videos: list[str], caption) -> int:
@@ -138,7 +157,7 @@ def _caption_into(args: argparse.Namespace, out: Path, videos: list[str], captio
     from vidcap.app.batch import caption_into
 
     with distributed.session() as world:  # under torchrun: each process captions its share into a part file
-        report = caption_into(out, videos, lambda path: caption(path).as_fields(), world,
+        report = caption_into(out, videos, lambda path: caption(path).as_record(), world,
                               retry_failed=args.retry_failed, progress=not args.quiet)
     unusable = [path for path, _ in report.failed + report.failed_before]
     if not world.is_main:  # the same exit status everywhere, the lists printed once

@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -104,11 +105,17 @@ def ffmpeg_reason(stderr: str) -> str:
     return lines[-1][:200] if lines else "ffmpeg failed"
 
 
-class Mp4Writer:
-    """Streams uint8 RGB frames `[n,H,W,3]` (even H and W) into an H.264/yuv420p mp4 through ffmpeg."""
+OUTPUT_MARK = "written by saliency/vidcap"  # in the metadata of every map, overlay and video the tools write
 
-    def __init__(self, path: str | Path, fps: float):
+
+class Mp4Writer:
+    """Streams uint8 RGB frames `[n,H,W,3]` (even H and W) into an H.264/yuv420p mp4 through ffmpeg; with `mark`,
+    the file's metadata says the tools wrote it (`OUTPUT_MARK`), so that a later folder run does not take it as
+    an input."""
+
+    def __init__(self, path: str | Path, fps: float, mark: bool = False):
         self.path, self.fps, self.process = Path(path), fps, None
+        self.metadata = {"metadata": f"comment={OUTPUT_MARK}"} if mark else {}
 
     def write(self, frames: np.ndarray) -> None:
         if self.process is None:
@@ -116,7 +123,7 @@ class Mp4Writer:
             self.process = (
                 ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", r=self.fps)
                 .output(str(self.path), vcodec="libx264", pix_fmt="yuv420p", preset="veryfast", crf=18,
-                        threads=1, flags="+bitexact", fflags="+bitexact", map_metadata=-1)
+                        threads=1, flags="+bitexact", fflags="+bitexact", map_metadata=-1, **self.metadata)
                 .global_args("-loglevel", "error")
                 .overwrite_output()
                 .run_async(cmd=ffmpeg_path(), pipe_stdin=True, pipe_stderr=True)
@@ -149,10 +156,12 @@ class VideoInfo:
     width: int
     height: int
     codec: str
+    comment: str = ""  # the container's comment tag (`OUTPUT_MARK` in what the tools wrote)
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Describe the first video stream of `path` (ffprobe if installed, else ffmpeg's own report). Kept per file
+    """Describe the first video stream of `path` (ffprobe if installed, else ffmpeg's own report), and the file's
+    `comment` tag. Kept per file
     version (path, size, modification time): a dataset that reopens its videos (DHF1K, one sample per annotated
     frame) probes each once, not once a sample."""
     path = check_file(path)
@@ -193,7 +202,8 @@ def _probe_with_ffprobe(path: str) -> VideoInfo:
                     stream.get("tags", {}).get("rotate"))  # the display matrix, or the older `rotate` tag
     width, height = _shown(int(stream.get("width") or 0), int(stream.get("height") or 0), _number(rotation))
     return VideoInfo(path=path, n_frames=n_frames, fps=fps, duration=duration or (n_frames / fps if fps else 0.0),
-                     width=width, height=height, codec=str(stream.get("codec_name", "unknown")))
+                     width=width, height=height, codec=str(stream.get("codec_name", "unknown")),
+                     comment=str(report.get("format", {}).get("tags", {}).get("comment", "")))
 
 
 def _is_motion_video(stream: dict) -> bool:
@@ -229,6 +239,7 @@ _STREAM_LINE = re.compile(r"Stream #\d+:\d+.*?: Video: (\w+)(.*)")
 _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 _FRAME_COUNT = re.compile(r"frame=\s*(\d+)")
 _ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees", re.IGNORECASE)
+_COMMENT = re.compile(r"^\s+comment\s*: (.*)$", re.MULTILINE)
 
 
 def _probe_with_ffmpeg(path: str) -> VideoInfo:
@@ -261,8 +272,9 @@ def _probe_with_ffmpeg(path: str) -> VideoInfo:
     stream_block = itertools.takewhile(lambda text: "Stream " not in text, lines[line + 1:])  # its metadata lines
     rotation = next((float(m.group(1)) for m in map(_ROTATION.search, stream_block) if m), 0.0)
     width, height = _shown(int(size.group(1)) if size else 0, int(size.group(2)) if size else 0, rotation)
+    comment = _COMMENT.search("\n".join(lines[:line]))  # the input's metadata, before its streams
     return VideoInfo(path=path, n_frames=n_frames, fps=fps_value, duration=duration, width=width, height=height,
-                     codec=codec)
+                     codec=codec, comment=comment.group(1).strip() if comment else "")
 
 
 # ----------------------------------------------------------------------------- users' files
@@ -276,6 +288,32 @@ def check_file(path: str | Path) -> str:
         raise UserError(f"{path}: {'a directory' if os.path.isdir(path) else 'a special file'}, not a file")
     if os.path.getsize(path) == 0:
         raise UserError(f"{path}: empty file (0 bytes)")
+    return path
+
+
+STDIN = "-"  # an input that reads the video from standard input
+URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def refuse_urls(inputs: Sequence[str]) -> None:
+    """A one-line UserError for the first input that is a URL: nothing is fetched from the network."""
+    for text in inputs:
+        if URL.match(str(text)):
+            raise UserError(f"{text}: a URL; inputs are not fetched, download the video first (e.g. `curl -LO URL`) "
+                            "and give the file")
+
+
+def spool_stdin(folder: str | Path, stream: IO[bytes] | None = None) -> Path:
+    """Standard input (a video piped in, for the input `-`) copied into a file in `folder`, which decoders can seek
+    in; a one-line UserError when nothing is piped in."""
+    stream = stream if stream is not None else sys.stdin.buffer
+    if stream.isatty():
+        raise UserError("-: reads a video from standard input; pipe one in (`cat video.mp4 | vidcap caption - ...`)")
+    path = Path(folder) / "stdin"
+    with open(path, "wb") as spooled:
+        shutil.copyfileobj(stream, spooled, 1 << 20)
+    if path.stat().st_size == 0:
+        raise UserError("-: nothing was piped in on standard input")
     return path
 
 

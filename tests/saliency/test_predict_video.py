@@ -117,3 +117,49 @@ def test_video_frames_come_with_the_frame_before_them_only_when_asked(world):
     assert [index for index, _, _ in further] == [0, 3, 6, 9, 12, 15, 18]
     for index, frame, before in further:
         assert np.array_equal(frame, decoded[index]) and np.array_equal(before, decoded[max(index - 5, 0)])
+
+
+def photos(folder, *names: str):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, name in enumerate(names):
+        Image.fromarray(np.full((24, 32, 3), 40 * index, np.uint8)).save(folder / name)
+    return {name: (folder / name).read_bytes() for name in names}
+
+
+def test_maps_over_an_input_are_refused_before_any_work_and_nothing_is_touched(world, run, tmp_path):
+    before = photos(tmp_path / "photos", "astronaut.png", "chelsea.jpg")
+    code, _, err = run("predict", "--model", world / "student", tmp_path / "photos", "--out", tmp_path / "photos")
+    assert code == 2
+    run.assert_one_line_error(err, "astronaut.png: an input; writing there would destroy it")
+    assert {path.name: path.read_bytes() for path in (tmp_path / "photos").iterdir()} == before
+
+
+@pytest.mark.parametrize("layout", [("a/photo.jpg", "b/photo.jpg"), ("photo.webp", "photo.tiff")])
+def test_two_inputs_that_would_write_one_map_are_refused_before_any_work(world, run, tmp_path, layout):
+    for name in layout:
+        photos(tmp_path / "in" / name.rpartition("/")[0], name.rpartition("/")[2])
+    inputs = [tmp_path / "in" / name for name in layout]
+    code, _, err = run("predict", "--model", world / "student", *inputs, "--out", tmp_path / "maps")
+    assert code == 2 and not (tmp_path / "maps").exists()
+    run.assert_one_line_error(err, "would both write", "photo.png")
+
+
+def test_a_folders_subfolders_keep_their_maps_apart(world, run, tmp_path):
+    photos(tmp_path / "in" / "a", "photo.jpg")
+    photos(tmp_path / "in" / "b", "photo.jpg")
+    assert run("predict", "--model", world / "student", tmp_path / "in", "--out", tmp_path / "maps", "--quiet")[0] == 0
+    assert sorted(str(path.relative_to(tmp_path / "maps")) for path in (tmp_path / "maps").rglob("*.*")) == [
+        "a/photo.png", "a/photo_overlay.jpg", "b/photo.png", "b/photo_overlay.jpg"]
+
+
+def test_a_second_run_over_a_folder_does_not_take_the_maps_the_first_wrote_there(world, run, tmp_path):
+    before = photos(tmp_path / "photos", "chelsea.jpg")
+    for _ in range(2):
+        code, out, err = run("predict", "--model", world / "student", tmp_path / "photos", "--out",
+                             tmp_path / "photos", "--quiet")
+        assert code == 0 and err == ""
+    assert sorted(path.name for path in (tmp_path / "photos").iterdir()) == [
+        "chelsea.jpg", "chelsea.png", "chelsea_overlay.jpg"]
+    assert (tmp_path / "photos" / "chelsea.jpg").read_bytes() == before["chelsea.jpg"]

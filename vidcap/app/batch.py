@@ -27,6 +27,7 @@ from saliency.infra.distributed import World
 from saliency.infra.errors import OutputError, UserError
 from saliency.infra.rundir import require_writable, try_flock
 from saliency.infra.media import VIDEO_SUFFIXES
+from saliency.infra.outputs import media_in_folder
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +36,15 @@ _PART_RANK = re.compile(r"\.rank(\d+)\.part$")
 
 
 def expand_videos(inputs: list[str]) -> list[str]:
-    """Files as given; folders → the video files inside them (recursively, sorted); glob patterns the shell left
-    (quoted) → their matches, sorted. A folder or pattern without videos stays as given, to be reported like a bad
+    """Files as given; folders → the video files inside them (recursively, sorted), less the overlays the tools wrote
+    there; glob patterns the shell left (quoted) → their matches, sorted. A folder or pattern without videos stays as given, to be reported like a bad
     file. Each path once, in order."""
     paths: list[str] = []
     for text in inputs:
         pattern = bool(_GLOB_CHARACTERS & set(text)) and not os.path.exists(text)
         matches = (sorted(glob.glob(text, recursive=True)) if pattern else []) or [text]
         for match in matches:
-            found = []
-            if os.path.isdir(match):
-                found = sorted(str(path) for path in Path(match).rglob("*")
-                               if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file())
+            found = [str(path) for path in media_in_folder(Path(match), VIDEO_SUFFIXES)] if os.path.isdir(match) else []
             paths.extend(found or [match])
     return list(dict.fromkeys(paths))
 
@@ -235,8 +233,10 @@ def caption_share(writer: ResultsWriter, known: list[dict], videos: list[str], c
             report.done_before.append(video)
     start = time.perf_counter()
     for video in tqdm(todo, desc="captioning", unit="video", disable=not progress):
-        try:  # seconds since the line before: they add up to the run's time, however far ahead videos are captioned
-            entry = {"path": video, **caption_one(video), "seconds": round(time.perf_counter() - start, 3)}
+        try:  # the video's own time when `caption_one` knows it (batched with others), else since the line before
+            fields = caption_one(video)
+            seconds = fields.pop("seconds", time.perf_counter() - start)
+            entry = {"path": video, **fields, "seconds": round(seconds, 3)}
             report.captioned.append(video)
         except OutputError:
             raise  # the output failed (disk full): every later video would fail the same way

@@ -47,12 +47,17 @@ class VideoCaption:
 
     caption: str | None
     segments: list[Segment]
+    seconds: float | None = None  # its own time, when it was captioned among others (decoding overlapped, batched)
 
     def as_fields(self) -> dict:
         """`{"caption": text}`, or `{"segments": [{"start", "end", "caption"}]}` when captioned by segment."""
         if self.caption is not None:
             return {"caption": self.caption}
         return {"segments": [segment.as_dict() for segment in self.segments]}
+
+    def as_record(self) -> dict:
+        """`as_fields`, and `seconds` when its own time is known (a results file's line)."""
+        return self.as_fields() | ({} if self.seconds is None else {"seconds": self.seconds})
 
 
 def parse_segments(text: str | None, name: str = "--segments") -> float | str | None:

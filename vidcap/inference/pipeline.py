@@ -38,6 +38,7 @@ class Decoded:
     error: UserError | None
     seconds: float
     previous: Tensor | None = None  # [T,3,H,W], an earlier frame of each, normalised alike (motion saliency)
+    model_seconds: float = 0.0  # its share of the models' time in its batch (set as the batch goes through them)
 
 
 def decode_ahead(videos: Iterable[Video], sampler: FrameSamplerConfig, prefetch: int = PREFETCH,
@@ -115,8 +116,11 @@ def token_batches(front: VisualFrontEnd, videos: Iterable[Video], batch_videos: 
             good = [item for item in group if item.error is None]
             tokens = token_saliency = None
             if good:
+                start = time.perf_counter()
                 tokens, token_saliency = front(torch.stack([item.frames for item in good]).to(device), timings,
-                                     [item.origin for item in good], _stacked_previous(good, device))  # (B, T·k, C)
+                                               [item.origin for item in good], _stacked_previous(good, device))
+                for item in good:  # (B, T·k, C) for the batch: each video its share of the time
+                    item.model_seconds = (time.perf_counter() - start) / len(good)
             rows = iter(range(len(good)))
             batch = []
             for item in group:
@@ -148,9 +152,12 @@ def visual_tokens(front: VisualFrontEnd, videos: Iterable[Video], batch_videos: 
 @torch.no_grad()
 def caption_videos(model: Captioner, videos: Iterable[Video], batch_videos: int = BATCH_VIDEOS,
                    timings: dict[str, float] | None = None, num_beams: int | None = None,
+                   seconds: dict[Hashable, float] | None = None,
                    **generate_kwargs) -> Iterator[tuple[Hashable, str | None, UserError | None]]:
-    """(key, caption, None) for each video in order, or (key, None, error) for one that could not be read."""
+    """(key, caption, None) for each video in order, or (key, None, error) for one that could not be read;
+    `seconds` gets each video's own time by its key: its decoding, and its share of its batch's model time."""
     timings = {} if timings is None else timings
+    seconds = {} if seconds is None else seconds
     for batch in token_batches(model.front, videos, batch_videos, timings):
         good = [(tokens, token_saliency) for item, tokens, token_saliency in batch if item.error is None]
         captions = iter([])
@@ -160,7 +167,10 @@ def caption_videos(model: Captioner, videos: Iterable[Video], batch_videos: int 
             tokens = torch.stack([t for t, _ in good])  # (B, T·k, C)
             captions = iter(model.generate(tokens, token_saliency, num_beams, **generate_kwargs))
             _add(timings, "decoder", time.perf_counter() - start)
+            for item in (item for item, _, _ in batch if item.error is None):
+                item.model_seconds += (time.perf_counter() - start) / len(good)
         for item, _, _ in batch:
+            seconds[item.key] = item.seconds + item.model_seconds
             yield item.key, None if item.error is not None else next(captions), item.error
 
 
@@ -178,21 +188,28 @@ class CaptionsAhead:
         self.expected: int | None = None  # the index in `paths` the stream yields next
         self.last: int | None = None  # the index asked for last
         self.stride = 1  # between the indices the stream yields: that of the last two requests
+        self.times: dict[Hashable, float] = {}  # each index's own seconds, as the stream yields them
+        self.last_seconds = 0.0  # the own time of the video captioned last (`caption_videos`' `seconds`)
 
     def caption(self, path: str | Path) -> str:
         """The caption of `path`; a UserError when it cannot be read."""
         start = -1 if self.last is None else self.last
         index = next((i for i in range(start + 1, len(self.paths)) if self.paths[i] == path), None)
         if index is None:
-            return self.model.caption_files([path], num_beams=self.num_beams)[0]
+            start = time.perf_counter()
+            caption = self.model.caption_files([path], num_beams=self.num_beams)[0]
+            self.last_seconds = time.perf_counter() - start
+            return caption
         if index != self.expected:
             self.stride = index - self.last if self.last is not None else 1
             if self.stream is not None:
                 self.stream.close()
             planned = ((i, self.paths[i]) for i in range(index, len(self.paths), self.stride))
-            self.stream = caption_videos(self.model, planned, self.batch_videos, num_beams=self.num_beams)
+            self.stream = caption_videos(self.model, planned, self.batch_videos, num_beams=self.num_beams,
+                                         seconds=self.times)
         self.last, self.expected = index, index + self.stride
         _, caption, error = next(self.stream)
+        self.last_seconds = self.times.pop(index, 0.0)
         if error is not None:
             raise error
         return caption

@@ -72,6 +72,12 @@ def test_one_line_per_video_with_its_caption_and_seconds_and_the_bad_file_with_i
     assert [line["caption"] for line in good] == model.caption_files([line["path"] for line in good])
 
 
+def test_each_video_of_a_batch_has_its_own_seconds(reference):
+    """Videos go through the models four at a time: each line has its own decoding and its share of the batch."""
+    good = [json.loads(line) for line in reference.read_text().splitlines() if '"error"' not in line]
+    assert len(good) >= 4 and all(line["seconds"] > 0 for line in good)
+
+
 def test_a_rerun_skips_what_the_file_holds_and_the_recorded_failure_unless_asked(reference, folder, model_run, run,
                                                                                  tmp_path):
     out = tmp_path / "results.jsonl"
@@ -211,3 +217,52 @@ def test_two_torchrun_processes_each_caption_their_share_into_parts_merged_into_
     assert sorted(map(json.dumps, entries(out))) == sorted(json.dumps(entry) for entry in entries(reference)
                                                            if "error" not in entry)
     assert [path.name for path in tmp_path.iterdir()] == ["results.jsonl"]
+
+
+def test_overlays_the_tools_wrote_and_hidden_partial_files_are_not_a_folders_videos(tmp_path):
+    import numpy as np
+
+    from saliency.infra.media import Mp4Writer
+
+    for name, mark in (("clip.mp4", False), ("clip-overlay.mp4", True), (".clip.partial.mp4", False)):
+        with Mp4Writer(tmp_path / name, 8, mark=mark) as writer:
+            writer.write(np.zeros((2, 16, 16, 3), np.uint8))
+    assert expand_videos([str(tmp_path)]) == [str(tmp_path / "clip.mp4")]
+
+
+@pytest.mark.parametrize("videos, overlay, problem", [
+    (["a/clip.mp4"], "a/clip.mp4", "clip.mp4: an input; writing there would destroy it"),
+    (["a/clip.mp4", "b/clip.mp4"], "over.mp4", "would both write"),
+])
+def test_an_overlay_over_an_input_or_two_videos_sharing_one_is_refused_before_the_model_loads(
+        tmp_path, cli, videos, overlay, problem):
+    for video in videos:
+        (tmp_path / video).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / video).write_bytes(b"kept as it is")
+    run = cli("vidcap")
+    code, _, err = run("caption", *(tmp_path / video for video in videos), "--model", tmp_path / "no-such-run",
+                       "--overlay", tmp_path / overlay)
+    assert code == 2 and all((tmp_path / video).read_bytes() == b"kept as it is" for video in videos)
+    run.assert_one_line_error(err, problem)
+
+
+def test_a_url_is_refused_in_one_line_before_any_work(tmp_path, cli):
+    run = cli("vidcap")
+    code, _, err = run("caption", "https://example.com/clip.mp4", "--model", tmp_path / "no-such-run")
+    assert code == 2
+    run.assert_one_line_error(err, "https://example.com/clip.mp4: a URL; inputs are not fetched, download")
+
+
+def test_a_video_piped_in_is_captioned_as_the_file_is(folder, model_run):
+    """`-` reads the video from standard input (spooled to a file); the caption is the file's, named `-`."""
+    video = sorted(path for path in folder.rglob("*.mp4") if path.name != "broken.mp4")[0]
+    def command(video: str) -> list[str]:
+        return [sys.executable, "-m", "vidcap.cli", "caption", video, "--model", str(model_run), "--json", "--quiet"]
+
+    piped = subprocess.run(command("-"), input=video.read_bytes(), capture_output=True, timeout=600)
+    given = subprocess.run(command(str(video)), capture_output=True, timeout=600)
+    assert piped.returncode == given.returncode == 0, piped.stderr[-2000:]
+    (from_pipe,), (from_file,) = json.loads(piped.stdout), json.loads(given.stdout)
+    assert from_pipe["video"] == "-" and from_pipe["caption"] == from_file["caption"]
+    empty = subprocess.run(command("-"), input=b"", capture_output=True, timeout=600)
+    assert empty.returncode == 2 and b"-: nothing was piped in on standard input" in empty.stderr

@@ -3,6 +3,7 @@ before it, across the chunks the video is read in, and so is every frame of an e
 every map is shown as `saliency predict` shows it (the probability min-max scaled to [0, 1])."""
 from __future__ import annotations
 
+import itertools
 import subprocess
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from saliency import colour_overlay
 from saliency.infra.media import ffmpeg_path
 from vidcap.model.captioner import CaptionerConfig, VisualFrontEnd, with_saliency
+from vidcap.data.video import FrameSamplerConfig
 from vidcap.model.encoder import EncoderConfig
 from vidcap.inference import overlay
 
@@ -71,7 +73,9 @@ class Ramp(torch.nn.Module):
 
 
 def test_an_overlay_blends_the_min_max_scaled_map_over_each_frame():
-    config = with_saliency(CaptionerConfig(encoder=EncoderConfig(backbone="small-cnn", pretrained=False, grid=1)),
+    """(The maps are the captioner's, computed at its sampler's size: here the frames' own.)"""
+    config = with_saliency(CaptionerConfig(sampler=FrameSamplerConfig(size=(8, 16)),
+                                           encoder=EncoderConfig(backbone="small-cnn", pretrained=False, grid=1)),
                            "student", "runs/unused", "residual")
     front = VisualFrontEnd(config, Ramp()).eval()
     frames = np.full((2, 8, 16, 3), 128, np.uint8)
@@ -81,3 +85,73 @@ def test_an_overlay_blends_the_min_max_scaled_map_over_each_frame():
     expected = colour_overlay(frames[0], unit)
     assert shown.shape == frames.shape and np.abs(shown[0].astype(int) - expected.astype(int)).max() <= 1
     assert unit[0, 0] == 0.0 and (shown[:, :, 0] != shown[:, :, -1]).any()  # the ramp shows
+
+
+def test_an_overlay_draws_the_map_only_where_it_is_high():
+    frames = np.full((8, 16, 3), 128, np.uint8)
+    level = np.broadcast_to(np.linspace(0.0, 1.0, 16), (8, 16))
+    shown = colour_overlay(frames, level)
+    assert (shown[:, level[0] < 0.25] == 128).all()  # low saliency: the footage as it is
+    assert (shown[:, level[0] >= 0.75] != 128).any(axis=-1).all()  # high saliency: coloured
+
+
+def test_an_interrupted_overlay_leaves_no_video_that_looks_whole(numbered, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    front = VisualFrontEnd(CONFIG, Ramp()).eval()
+    monkeypatch.setattr(overlay, "CHUNK", 4)
+    calls = itertools.chain([False, True], itertools.repeat(False))  # the 2nd chunk is interrupted, once
+    original = overlay.saliency_overlays
+    monkeypatch.setattr(overlay, "saliency_overlays",
+                        lambda *a, **k: interrupted() if next(calls) else original(*a, **k))
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        overlay.write_overlay(front, numbered, out / "overlay.mp4")
+    assert list(out.iterdir()) == []
+    done = overlay.write_overlay(front, numbered, out / "overlay.mp4")
+    assert [path.name for path in out.iterdir()] == ["overlay.mp4"] and done == out / "overlay.mp4"
+    from saliency.infra.outputs import is_own_output
+
+    assert is_own_output(done)
+
+
+CHILD = """
+import sys, time
+import torch
+from vidcap.inference import overlay
+from vidcap.model.captioner import CaptionerConfig, VisualFrontEnd, with_saliency
+from vidcap.model.encoder import EncoderConfig
+
+class Slow(torch.nn.Module):
+    def forward(self, x):
+        time.sleep(0.05)
+        return torch.zeros(len(x), 1, *x.shape[-2:]) - torch.log(torch.tensor(float(x.shape[-2] * x.shape[-1])))
+
+config = with_saliency(CaptionerConfig(encoder=EncoderConfig(backbone="small-cnn", pretrained=False, grid=1)),
+                       "student", "runs/unused", "residual")
+overlay.CHUNK = 2
+overlay.write_overlay(VisualFrontEnd(config, Slow()).eval(), sys.argv[1], sys.argv[2])
+"""
+
+
+def test_a_killed_overlay_leaves_no_video_that_looks_whole(tmp_path):
+    """SIGKILL mid-write (no Python cleanup runs): only the hidden partial file can remain, never OUT.mp4."""
+    import signal
+    import sys
+    import time
+
+    from tests.conftest import encode
+
+    video = tmp_path / "long.mp4"
+    encode(video, np.random.default_rng(0).integers(0, 256, (200, 32, 32, 3), np.uint8))
+    out = tmp_path / "out" / "overlay.mp4"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(video), str(out)])
+    deadline = time.monotonic() + 120
+    while not (out.parent / ".overlay.partial.mp4").exists():
+        assert child.poll() is None and time.monotonic() < deadline, "the overlay never started"
+        time.sleep(0.05)
+    time.sleep(0.5)  # some frames written
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=60)
+    assert not out.exists() and [path.name for path in out.parent.iterdir()] == [".overlay.partial.mp4"]
