@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib import colormaps
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from tqdm import tqdm
 
 from saliency.infra.errors import OutputError, UserError
@@ -51,11 +51,12 @@ def to_unit_range(probability: np.ndarray) -> np.ndarray:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """uint8 RGB `[H,W,3]`; grayscale, palette and RGBA images are converted."""
+    """uint8 RGB `[H,W,3]` upright, as viewers show it (the EXIF orientation of a phone photo applied); grayscale,
+    palette and RGBA images are converted."""
     check_file(path)
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except UnidentifiedImageError:
         raise UserError(f"{path}: not an image file Pillow can read") from None
     except (OSError, Image.DecompressionBombError) as error:

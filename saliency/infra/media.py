@@ -191,7 +191,9 @@ def _probe_with_ffprobe(path: str) -> VideoInfo:
         raise UserError(f"{path}: no video stream (audio only or not a video file)")
     stream = streams[0]
     n_frames = int(_number(stream.get("nb_frames")))
-    if n_frames <= 0:  # Matroska/WebM store no frame count: count the packets (demuxing, no decoding)
+    if "avi" in report.get("format", {}).get("format_name", "").split(","):
+        n_frames = _frames_holding_data(path)
+    elif n_frames <= 0:  # Matroska/WebM store no frame count: count the packets (demuxing, no decoding)
         counted = next(s for s in run(count_packets=None)["streams"] if s.get("index") == stream.get("index"))
         n_frames = int(_number(counted.get("nb_read_packets")))
     fps = _rate(stream.get("avg_frame_rate")) or _rate(stream.get("r_frame_rate"))
@@ -204,6 +206,22 @@ def _probe_with_ffprobe(path: str) -> VideoInfo:
     return VideoInfo(path=path, n_frames=n_frames, fps=fps, duration=duration or (n_frames / fps if fps else 0.0),
                      width=width, height=height, codec=str(stream.get("codec_name", "unknown")),
                      comment=str(report.get("format", {}).get("tags", {}).get("comment", "")))
+
+
+def _frames_holding_data(path: str) -> int:
+    """The packets of the first video stream that hold a frame. AVI marks a dropped frame with an empty chunk (old
+    capture software at a nominal frame rate): its index counts them, the decoders skip them, so the frames a file
+    really holds are its non-empty packets (counted by demuxing, without decoding)."""
+    command = [ffmpeg_path(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", path, "-map", "0:V:0", "-c",
+               "copy", "-f", "framecrc", "-"]
+    try:
+        listing = subprocess.run(command, check=False, stdin=subprocess.DEVNULL, capture_output=True,
+                                 timeout=PROBE_TIMEOUT_S).stdout.decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        raise UserError(f"{path}: not a readable video (ffmpeg probing took over {PROBE_TIMEOUT_S:g} s)") from None
+    # framecrc: `stream, dts, pts, duration, size, crc` a line per packet, `#` lines are its header
+    sizes = [line.split(",")[4] for line in listing.splitlines() if line and not line.startswith("#")]
+    return sum(1 for size in sizes if int(size) > 0)
 
 
 def _is_motion_video(stream: dict) -> bool:
@@ -269,6 +287,8 @@ def _probe_with_ffmpeg(path: str) -> VideoInfo:
         duration = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
     else:
         duration = n_frames / fps_value if fps_value else 0.0
+    if re.search(r"Input #0, avi\b", stderr):
+        n_frames = _frames_holding_data(path)
     stream_block = itertools.takewhile(lambda text: "Stream " not in text, lines[line + 1:])  # its metadata lines
     rotation = next((float(m.group(1)) for m in map(_ROTATION.search, stream_block) if m), 0.0)
     width, height = _shown(int(size.group(1)) if size else 0, int(size.group(2)) if size else 0, rotation)

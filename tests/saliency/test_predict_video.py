@@ -163,3 +163,16 @@ def test_a_second_run_over_a_folder_does_not_take_the_maps_the_first_wrote_there
     assert sorted(path.name for path in (tmp_path / "photos").iterdir()) == [
         "chelsea.jpg", "chelsea.png", "chelsea_overlay.jpg"]
     assert (tmp_path / "photos" / "chelsea.jpg").read_bytes() == before["chelsea.jpg"]
+
+
+def test_a_phone_photo_gets_its_map_upright_as_viewers_show_it(world, run, tmp_path):
+    from PIL import Image
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 64, 3), np.uint8))  # stored 40×64
+    exif = photo.getexif()
+    exif[0x0112] = 6  # EXIF orientation: turn 90° clockwise to view, so shown 64 high, 40 wide
+    photo.save(tmp_path / "phone.jpg", exif=exif)
+    assert run("predict", "--model", world / "student", tmp_path / "phone.jpg", "--out", tmp_path / "maps",
+               "--quiet")[0] == 0
+    assert np.asarray(Image.open(tmp_path / "maps" / "phone.png")).shape == (64, 40)
+    assert np.asarray(Image.open(tmp_path / "maps" / "phone_overlay.jpg")).shape == (64, 40, 3)

@@ -106,6 +106,10 @@ CASES = {
                                      "setpts='if(lt(N,10),N*3,30+(N-10))/(30*TB)'", "-fps_mode", "vfr", *x264()],
                                     frames=40),
     "wrong-duration.mp4": Case(from_base(lambda data: scaled_durations(data, 10)), frames=20),
+    # old capture software's AVI: a nominal 15 fps, two frames in three dropped (empty chunks the index counts)
+    "dropped-frames.avi": Case(["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=15", "-t", "2", "-vf",
+                                "select='not(mod(n,3))'", "-fps_mode", "passthrough", "-c:v", "cinepak"],
+                               encoder="cinepak", frames=10),
     "corrupt-first-frames.mp4": Case(from_base(corrupt_start), frames=None),
     "audio-only.m4a": Case(audio_only, encoder="aac", refused={
         "vidcap": r"not a readable video \(no video stream\)",
