@@ -59,9 +59,14 @@ class CaptionerConfig:
     num_beams: int = 3
     max_length: int = 20  # longest caption in words: training captions are cut there, generation stops there
     length_penalty: float = 1.0
+    # generation never says an n-gram of this many words twice (0: no such rule); 2 chosen on validation
+    # (benchmarks/repeated_words.py): no caption of the synthetic world changes, a loop like "red red red" cannot start
+    no_repeat_ngram_size: int = 2
 
     def __post_init__(self) -> None:
         require_positive(self, "num_beams", "max_length")
+        require(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size",
+                f"must be >= 0 (0: off), got {self.no_repeat_ngram_size}")
 
     @property
     def max_positions(self) -> int:
@@ -223,9 +228,11 @@ class Captioner(nn.Module):
         """Captions for visual tokens `[B,M,C]` and their per-token saliency `[B,M]` (or None) by beam search
         (`num_beams=1`: greedy); `generate_kwargs` go to HF `generate()` (benchmarks pass `min_new_tokens` so every
         caption costs the same)."""
+        repeats = self.config.no_repeat_ngram_size
+        settings = {"no_repeat_ngram_size": repeats} if repeats else {}
         ids = self.decoder.generate(tokens, token_saliency, num_beams=num_beams or self.config.num_beams,
                                     max_length=self.config.max_length, length_penalty=self.config.length_penalty,
-                                    **generate_kwargs)
+                                    **(settings | generate_kwargs))
         return self.tokenizer.decode_batch(ids)
 
     @torch.no_grad()

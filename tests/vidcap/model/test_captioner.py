@@ -24,6 +24,35 @@ def test_a_caption_never_exceeds_max_length_words_even_without_an_end_token(one_
         assert [len(caption.split()) for caption in captions] == [5, 5], captions
 
 
+def stuck_captioner(repeats: int) -> Captioner:
+    """A tiny captioner whose decoder writes the word "red" whatever it sees and whatever came before: the
+    decoder's last LayerNorm gives one vector, and the (tied) embedding of "red" points along it."""
+    tokenizer = CaptionTokenizer.build(["a red ball moves left", "a blue star grows"], min_count=1, max_length=8)
+    config = CaptionerConfig(encoder=EncoderConfig(backbone="small-cnn", pretrained=False, weighting="none", grid=1),
+                             decoder=DecoderConfig(hidden_size=16, layers=1, heads=2, intermediate_size=32,
+                                                   dropout=0.0, visual_positions=8),
+                             max_length=8, no_repeat_ngram_size=repeats)
+    torch.manual_seed(0)
+    model = Captioner(config, tokenizer).eval()
+    gpt = model.decoder.decoder
+    with torch.no_grad():
+        gpt.transformer.ln_f.weight.zero_()
+        gpt.transformer.ln_f.bias.copy_(torch.linspace(-1, 1, 16))
+        gpt.transformer.wte.weight[tokenizer.backend.token_to_id("red")] = 10 * gpt.transformer.ln_f.bias
+    return model
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_generation_never_says_a_pair_of_words_twice(one_thread, beams):
+    tokens = torch.randn(2, 4, stuck_captioner(0).front.out_channels)
+    special = list(range(len(SPECIAL_TOKENS)))
+    stuck = stuck_captioner(0).generate(tokens, None, num_beams=beams, suppress_tokens=special)
+    assert stuck == ["red red red red red red red red"] * 2  # what the rule is there for
+    for caption in stuck_captioner(2).generate(tokens, None, num_beams=beams, suppress_tokens=special):
+        pairs = list(zip(caption.split(), caption.split()[1:]))
+        assert len(set(pairs)) == len(pairs) and caption.split().count("red") >= 4, caption
+
+
 def mean_pairwise_cosine(memory: torch.Tensor) -> float:
     """Mean cosine between every two of the tokens `[B,M,D]`, across positions and videos (not a token with itself)."""
     unit = torch.nn.functional.normalize(memory.reshape(-1, memory.shape[-1]), dim=1)
