@@ -63,6 +63,9 @@ def _train(args: argparse.Namespace) -> int:
         trainer = CaptionTrainer(config, out, resume=args.resume, progress=not args.quiet)
         metrics = trainer.fit()
     if world.is_main:
+        from vidcap.training.trust import fit_trust
+
+        fit_trust(out, progress=not args.quiet)  # what its training videos look like, how far its confidence goes
         print(json.dumps({"run": out, "best_epoch": metrics["best_epoch"], "val": metrics["final"]}, indent=2))
     if not world.is_main:  # the same exit status everywhere, the lists printed once
         return EXIT_SKIPPED if trainer.skipped else 0
@@ -148,7 +151,7 @@ def _caption(args: argparse.Namespace) -> int:
 
         if out:
             return _caption_into(args, out, videos, caption)
-        return _print_captions(form, videos, caption)
+        return _print_captions(form, videos, caption, model.trust.about)
 
 
 def _caption_into(args: argparse.Namespace, out: Path, videos: list[str], caption) -> int:
@@ -172,12 +175,13 @@ def _caption_into(args: argparse.Namespace, out: Path, videos: list[str], captio
     return report_skipped("vidcap caption", unusable, "video")
 
 
-def _print_captions(form: str, videos: list[str], caption) -> int:
-    """`vidcap caption` without --out: each video's caption(s) on stdout in `form`, bad files skipped."""
+def _print_captions(form: str, videos: list[str], caption, about: dict | None) -> int:
+    """`vidcap caption` without --out: each video's caption(s) on stdout in `form`, bad files skipped; the first
+    caption of a video unlike the training videos (`about` them) says on stderr what its flag means."""
     from vidcap.app import formats
     from vidcap.app.segments import whole_video_cue
 
-    results, skipped = [], []
+    results, skipped, explained = [], [], False
     for path in videos:
         try:
             result = caption(path)
@@ -187,6 +191,9 @@ def _print_captions(form: str, videos: list[str], caption) -> int:
             skipped.append(path)
             continue
         results.append((path, result))
+        if formats.flagged(result) and not explained:
+            print(f"vidcap caption: {formats.flag_note(about)}", file=sys.stderr)
+            explained = True
         if form == "text":
             print("\n".join(formats.text_lines(path, result, name_it=len(videos) > 1)), flush=True)
         elif form == "jsonl":
@@ -233,6 +240,22 @@ def _demo(args: argparse.Namespace) -> int:
     print(format_summary(summary))
     written = [Path(config.out) / "summary.json"] + ([] if "report" in skip else [Path(config.out) / "report.html"])
     print(f"total {summary['seconds_this_run']['total'] / 60:.1f} min; wrote {' and '.join(map(str, written))}")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from vidcap.app.card import card
+    from vidcap.training.trust import fit_trust
+
+    fit_trust(args.model, progress=not args.quiet)
+    print(card(args.model))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from vidcap.app.card import card
+
+    print(card(args.model))
     return 0
 
 
@@ -360,6 +383,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--skip", metavar="STAGES", help="comma-separated stages not to run (their outputs must exist): "
                                                       "world, pretrain, teacher, student, student-no-kd, captioners, "
                                                       "evaluate, report")
+
+    info = add_command(commands, "info", help="a trained captioner's card: what it was trained on and how far to trust it")
+    info.add_argument("model", metavar="RUN", help="trained captioner run directory")
+    info.set_defaults(handler=_info)
+
+    calibrate = add_command(commands, "calibrate",
+                            help="record what a captioner's training videos look like and calibrate its confidence "
+                                 "(vidcap train does it; this is for runs trained before)")
+    calibrate.add_argument("model", metavar="RUN", help="trained captioner run directory")
+    calibrate.set_defaults(handler=_calibrate)
 
     serve = add_command(commands, "serve", help="a local web page and JSON API that caption uploaded videos",
                         description="Serve a page at / where one uploads or drops a video and sees its caption (or "

@@ -36,7 +36,9 @@ from vidcap.evaluation.splits import evaluate_split
 from saliency.world import write_msrvtt
 from vidcap.run import VidcapRunConfig, load_run
 from vidcap.model.captioner import with_saliency
+from vidcap.model.trust import TRUST_FILE
 from vidcap.training.train import CaptionTrainer
+from vidcap.training.trust import fit_trust
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +193,13 @@ class Demo:
         continue_training(SaliencyTrainer, config, self.run_dir(name), self.progress)
 
     def captioners(self) -> None:
+        """The three captioners, each with its trust record (`vidcap.training.trust`) once trained."""
         for source in SALIENCY_SOURCES:
             config = self.captioner_config(source)
-            continue_training(CaptionTrainer, config, self.run_dir(f"captioner-{source}"), self.progress)
+            run = self.run_dir(f"captioner-{source}")
+            continue_training(CaptionTrainer, config, run, self.progress)
+            if not (run / TRUST_FILE).is_file():
+                fit_trust(run, progress=self.progress)
 
     def evaluate(self) -> None:
         for source in SALIENCY_SOURCES:

@@ -16,6 +16,7 @@ from saliency.infra.rundir import WEIGHTS, RunDir, file_digest, safetensors_head
 from saliency.infra.weights import load_state_strictly
 from vidcap.model.captioner import Captioner, CaptionerConfig, load_saliency_source, saliency_weights
 from vidcap.model.tokenizer import TOKENIZER_FILE, CaptionTokenizer
+from vidcap.model.trust import TRUST_FILE, Trust
 
 SALIENCY_PREFIX = "front.saliency_model."  # the saliency model's weights live in its own run directory
 SALIENCY_DIGEST = "saliency_sha1"  # model.safetensors metadata: the saliency weights the captioner was trained with
@@ -132,6 +133,7 @@ def load_run(run_dir: str | Path) -> tuple[Captioner, VidcapRunConfig]:
     built = replace(config.captioner, encoder=replace(config.captioner.encoder, pretrained=False))
     model = Captioner(built, tokenizer, load_saliency_source(config.captioner.saliency))
     CaptionerWeights(model).load_state_dict(weights, run.file(WEIGHTS))
+    model.trust = Trust.load(run.file(TRUST_FILE))
     return model.eval(), config
 
 
@@ -142,8 +144,8 @@ def load(run_dir: str | Path) -> Captioner:
 
 def save(model: Captioner, out: str | Path, config: VidcapRunConfig | None = None) -> Path:
     """Write `model` as a new run directory that `load` opens: `config.yaml` (`config`, or a run config holding the
-    captioner's own), `tokenizer.json` and `model.safetensors` (the captioner's weights; its saliency model's stay in
-    their run, recorded by digest); returns its path."""
+    captioner's own), `tokenizer.json`, `model.safetensors` (the captioner's weights; its saliency model's stay in
+    their run, recorded by digest) and its trust record when it has one; returns its path."""
     run = RunDir(out)
     if run.exists():
         raise UserError(f"{run.path}: run directory already exists; save into another folder")
@@ -156,4 +158,6 @@ def save(model: Captioner, out: str | Path, config: VidcapRunConfig | None = Non
     run.save_config(config)
     model.tokenizer.save(run.file(TOKENIZER_FILE))
     run.save_weights(CaptionerWeights(model).state_dict(), saliency_provenance(config.captioner))
+    if model.trust != Trust():
+        model.trust.save(run.file(TRUST_FILE))
     return run.path

@@ -70,3 +70,20 @@ def image_grid_png(columns: list[str], rows: list[tuple[str, list[np.ndarray]]])
             if c == 0:
                 cell.set_ylabel(label, fontsize=7)
     return _png(figure)
+
+
+def reliability_png(bins: list[dict], what: str) -> bytes:
+    """A reliability diagram: per bin of confidence (`saliency.infra.stats.reliability`), the observed share of
+    `what` against the mean confidence, each point sized by its items, beside the diagonal of perfect calibration."""
+    figure = Figure(figsize=(4.2, 4.0))
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], color="#9aa6bf", linestyle="--", label="calibrated")
+    axes.scatter([row["confidence"] for row in bins], [row["observed"] for row in bins],
+                 s=[30 + 12 * row["items"] for row in bins], color="#2f6fde", zorder=3, label="bins (size: items)")
+    for row in bins:
+        axes.annotate(str(row["items"]), (row["confidence"], row["observed"]), textcoords="offset points",
+                      xytext=(6, 4), fontsize=7)
+    axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (mean in the bin)", ylabel=f"observed share {what}")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left", fontsize="small")
+    return _png(figure)

@@ -572,14 +572,15 @@ def transcode_to_h264(path: str | Path, timeout_s: float = TRANSCODE_TIMEOUT_S) 
 
 
 def write_test_pattern(out: str | Path, size: tuple[int, int] = (720, 1280), seconds: float = 10.0,
-                       fps: float = 30.0) -> Path:
-    """A long high-resolution H.264 clip of ffmpeg's moving `testsrc2` pattern (2 s keyframe interval, as
-    cameras and streaming sites write them): the benchmarks' stand-in for a real-world video."""
+                       fps: float = 30.0, source: str = "testsrc2") -> Path:
+    """An H.264 clip of one of ffmpeg's generated sources (`testsrc2`, a moving test pattern, by default; also
+    `mandelbrot`, `life`, `cellauto`...), 2 s keyframe interval as cameras and streaming sites write them: the
+    benchmarks' and tests' stand-in for a real-world video, nothing like the synthetic world."""
     height, width = size
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        (ffmpeg.input(f"testsrc2=size={width}x{height}:rate={fps}", f="lavfi", t=seconds)
+        (ffmpeg.input(f"{source}=size={width}x{height}:rate={fps}", f="lavfi", t=seconds)
          .output(str(out), vcodec="libx264", pix_fmt="yuv420p", preset="veryfast", g=int(2 * fps))
          .global_args("-loglevel", "error").overwrite_output().run(cmd=ffmpeg_path(), capture_stderr=True))
     except ffmpeg.Error as error:

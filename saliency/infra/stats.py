@@ -40,3 +40,23 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict:
     n, k = a_only + b_only, min(a_only, b_only)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n if n else 1.0
     return {"a_only": a_only, "b_only": b_only, "p": min(1.0, 2 * tail)}
+
+
+def reliability(confidences: Sequence[float], outcomes: Sequence[bool], bins: int = 5) -> dict:
+    """How well probabilities `confidences` match how often `outcomes` happen: per equal-width bin of confidence, its
+    items, mean confidence and observed share (empty bins left out), and the expected calibration error (the
+    item-weighted mean gap between the two): `{"bins": [{"from", "to", "items", "confidence", "observed"}], "ece"}`."""
+    confidences, outcomes = np.asarray(confidences, np.float64), np.asarray(outcomes, np.float64)
+    if confidences.shape != outcomes.shape or not len(confidences):
+        raise ValueError("reliability needs as many outcomes as confidences, at least one")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidences, edges[1:-1]), 0, bins - 1)
+    rows, gap = [], 0.0
+    for index in range(bins):
+        chosen = which == index
+        if chosen.any():
+            confidence, observed = float(confidences[chosen].mean()), float(outcomes[chosen].mean())
+            rows.append({"from": float(edges[index]), "to": float(edges[index + 1]), "items": int(chosen.sum()),
+                         "confidence": confidence, "observed": observed})
+            gap += chosen.sum() * abs(confidence - observed)
+    return {"bins": rows, "ece": gap / len(confidences)}

@@ -10,10 +10,31 @@ if TYPE_CHECKING:  # no torch to import for the parser's choices
 FORMATS = ("text", "json", "jsonl", "srt", "vtt")
 SUBTITLES = ("srt", "vtt")
 EMPTY_CUE = "[no caption]"  # a cue needs text: a blank line would end it
+FLAG = "? "  # before a caption of a video unlike the model's training videos, in text and subtitles
+
+
+def shown(caption: str | None) -> str:
+    """A caption as text shows it: `FLAG` first when its video is unlike the training videos (`Caption.flagged`)."""
+    return (FLAG if getattr(caption, "flagged", False) else "") + (caption or "")
+
+
+def flagged(result: VideoCaption) -> bool:
+    """Whether the caption, or a segment's, comes from a video unlike the model's training videos."""
+    return any(getattr(caption, "flagged", False) for caption in [result.caption, *(s.caption for s in result.segments)])
+
+
+def flag_note(about: dict | None) -> str:
+    """What the flag means, said once on stderr: the model knows only the videos it was trained on."""
+    world = (about or {}).get("synthetic_world")
+    trained = (f"the synthetic world (coloured shapes; {about['train_videos']} videos of {about['data']})" if world
+               else f"{about['train_videos']} videos of {about['data']}" if about else "its training videos")
+    return (f"{FLAG.strip()} marks a caption of a video unlike those the model was trained on, {trained}: it says what "
+            "the model knows, not what the video shows; do not trust it")
 
 
 def record(video: str, result: VideoCaption) -> dict:
-    """`{"video", "caption"}`, or `{"video", "segments": [{"start", "end", "caption"}]}` when captioned by segment."""
+    """`{"video", "caption", "confidence", "in_domain"}`, or `{"video", "segments": [{"start", "end", "caption",
+    "confidence", "in_domain"}]}` when captioned by segment."""
     return {"video": video, **result.as_fields()}
 
 
@@ -25,8 +46,8 @@ def text_lines(video: str, result: VideoCaption, name_it: bool) -> list[str]:
     """`caption`, or one `START --> END<TAB>caption` line per segment; `VIDEO<TAB>` first when `name_it`."""
     prefix = f"{video}\t" if name_it else ""
     if result.caption is not None:
-        return [prefix + result.caption]
-    return [f"{prefix}{timestamp(s.start, '.')} --> {timestamp(s.end, '.')}\t{s.caption}" for s in result.segments]
+        return [prefix + shown(result.caption)]
+    return [f"{prefix}{timestamp(s.start, '.')} --> {timestamp(s.end, '.')}\t{shown(s.caption)}" for s in result.segments]
 
 
 def timestamp(seconds: float, decimal: str) -> str:
@@ -38,7 +59,7 @@ def timestamp(seconds: float, decimal: str) -> str:
 
 
 def _cue_text(caption: str | None) -> str:
-    return " ".join((caption or "").split()) or EMPTY_CUE  # one line, never blank
+    return " ".join(shown(caption).split()) or EMPTY_CUE  # one line, never blank
 
 
 def srt(segments: list[Segment]) -> str:

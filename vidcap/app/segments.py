@@ -19,6 +19,7 @@ import torch
 from saliency.infra.errors import UserError
 from saliency.infra.media import ffmpeg_path, ffmpeg_reason, open_frames, run_ffmpeg
 from vidcap.model.captioner import Captioner, frames_to_tensor, previous_tensor
+from vidcap.model.trust import trust_fields
 from vidcap.data.video import (ClipOrigin, FrameSamplerConfig, VideoFrames, decode_frames, decode_size, probe,
                                sample_indices)
 
@@ -38,7 +39,8 @@ class Segment:
     caption: str | None = None
 
     def as_dict(self) -> dict:
-        return {"start": round(self.start, 3), "end": round(self.end, 3), "caption": self.caption}
+        return {"start": round(self.start, 3), "end": round(self.end, 3), "caption": self.caption,
+                **trust_fields(self.caption)}
 
 
 @dataclass
@@ -50,9 +52,10 @@ class VideoCaption:
     seconds: float | None = None  # its own time, when it was captioned among others (decoding overlapped, batched)
 
     def as_fields(self) -> dict:
-        """`{"caption": text}`, or `{"segments": [{"start", "end", "caption"}]}` when captioned by segment."""
+        """`{"caption", "confidence", "in_domain"}`, or `{"segments": [{"start", "end", "caption", ...}]}` when captioned
+        by segment."""
         if self.caption is not None:
-            return {"caption": self.caption}
+            return {"caption": self.caption, **trust_fields(self.caption)}
         return {"segments": [segment.as_dict() for segment in self.segments]}
 
     def as_record(self) -> dict:

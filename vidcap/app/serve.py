@@ -1,7 +1,9 @@
 """`vidcap serve`: a local web page and JSON API that caption an uploaded video with a trained captioner.
 
-FastAPI app served by uvicorn. `POST /api/caption` (multipart field `video`, optional `segments`) answers
-`{"video", "caption", "segments": [{"start", "end", "caption"}], "timings", "overlay"}`; `GET /api/health`;
+FastAPI app served by uvicorn. `POST /api/caption` (multipart field `video`, optional `segments`, and `overlay` to
+have the saliency overlay drawn, off by default: the caption comes first) answers `{"video", "caption", "confidence",
+"in_domain", "segments": [{"start", "end", "caption", "confidence", "in_domain"}], "timings", "overlay", "note"}`
+(`note`: what a flagged caption means, when one is); `GET /api/health`;
 the page at `/`; overlay videos at `/overlays/<id>.mp4`. Uploads are size-limited (413 beyond, checked while the
 body arrives), stored in the server's temporary folder and deleted after; a bad file gets a 4xx JSON error; one
 video is captioned at a time and at most `queue` requests wait or run, the rest get 503 at once.
@@ -30,6 +32,7 @@ from saliency.infra.errors import UserError
 from saliency.infra.media import transcode_cache_dir
 from vidcap.model.captioner import Captioner
 from vidcap.inference.overlay import write_overlay
+from vidcap.app.formats import flag_note, flagged
 from vidcap.app.segments import caption_video, parse_segments
 
 OVERLAYS_KEPT = 16  # overlay videos kept for the page to play; older ones are deleted
@@ -61,13 +64,15 @@ class CaptionService:
     def has_saliency(self) -> bool:
         return self.model.front.saliency_model is not None
 
-    def caption(self, video: Path, segments: float | str | None, timings: dict[str, float]) -> dict:
-        """Caption `video` (and write its saliency overlay); the API's answer without the upload's name."""
+    def caption(self, video: Path, segments: float | str | None, timings: dict[str, float],
+                draw_overlay: bool = False) -> dict:
+        """Caption `video` (and with `draw_overlay` write its saliency overlay); the API's answer without the upload's
+        name."""
         with self.lock:
             try:
                 result = caption_video(self.model, video, segments, timings=timings)
                 overlay = None
-                if self.has_saliency:
+                if draw_overlay and self.has_saliency:
                     start = time.perf_counter()
                     overlay = f"{uuid.uuid4().hex}.mp4"
                     write_overlay(self.model.front, video, self.overlays / overlay)
@@ -75,8 +80,9 @@ class CaptionService:
                     self._forget_old_overlays()
             finally:
                 self._drop_transcoded_copies()
-        return {"caption": result.caption, "segments": [segment.as_dict() for segment in result.segments],
-                "overlay": f"/overlays/{overlay}" if overlay else None}
+        return {"caption": None, **result.as_fields(), "segments": [segment.as_dict() for segment in result.segments],
+                "overlay": f"/overlays/{overlay}" if overlay else None,
+                "note": flag_note(self.model.trust.about) if flagged(result) else None}
 
     def overlay(self, name: str) -> Path | None:
         """The overlay video called `name`, if it is one of ours and still kept."""
@@ -167,6 +173,7 @@ def create_app(model: Captioner, name: str, workdir: str | Path, max_upload_mb: 
             shown = Path(upload.filename or "upload").name
             try:
                 segments = parse_segments(str(form.get("segments") or "").strip() or None, name="segments")
+                draw_overlay = str(form.get("overlay") or "").strip().lower() in ("1", "true", "on", "yes")
             except UserError as problem:
                 return error(400, str(problem))
             folder = Path(tempfile.mkdtemp(dir=service.uploads))
@@ -176,7 +183,7 @@ def create_app(model: Captioner, name: str, workdir: str | Path, max_upload_mb: 
                 await anyio.to_thread.run_sync(_store, upload, video)
                 timings = {"upload": time.perf_counter() - start}
                 try:
-                    answer = await anyio.to_thread.run_sync(service.caption, video, segments, timings)
+                    answer = await anyio.to_thread.run_sync(service.caption, video, segments, timings, draw_overlay)
                 except UserError as problem:
                     return error(422, str(problem).replace(str(video), shown))
             finally:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from saliency import EXPORT_FOLDER
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import atomic_write_json, require_writable
+from saliency.infra.stats import reliability
 from vidcap.inference.front_end_backend import use_backend
 from vidcap.model.captioner import Captioner
 from vidcap.data.datasets import open_caption_dataset
@@ -121,6 +122,7 @@ def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: s
     }
     if grounding:
         metrics["grounding"] = grounding_summary(grounding)
+    metrics |= trust_summary(res, grounding)
     atomic_write_json(out / "metrics.json", metrics)
     worst = None
     if per_item is not None:
@@ -133,6 +135,22 @@ def evaluate_split(run_dir: str | Path, split: str = "test", predictions_file: s
     return metrics
 
 
+def trust_summary(captions: dict[str, str], grounding: dict[str, dict]) -> dict:
+    """What the model's captions say of themselves (`Caption`s; nothing for another system's plain strings): the
+    share of the videos it takes for its own kind (`in_domain`, where known) and, where grounding is known, how well
+    confidence matches being grounded (`calibration`: `reliability` bins and the expected calibration error)."""
+    rated = {video: caption for video, caption in captions.items() if hasattr(caption, "confidence")}
+    summary = {}
+    known = [caption.in_domain for caption in rated.values() if caption.in_domain is not None]
+    if known:
+        summary["in_domain"] = {"share": sum(known) / len(known), "videos": len(known)}
+    scored = [video for video in rated if video in grounding]
+    if scored:
+        summary["calibration"] = reliability([rated[video].confidence for video in scored],
+                                             [grounding[video]["grounded"] for video in scored])
+    return summary
+
+
 def format_metrics(metrics: dict) -> str:
     """The metric table ×100, as papers print it, plus seconds per video by stage."""
     lines = [f"{metrics['videos']} videos, split {metrics['split']} ({metrics['source']})"]
@@ -142,6 +160,12 @@ def format_metrics(metrics: dict) -> str:
         lines.append(f"  seconds per video: {stages}")
     if "grounding" in metrics:
         lines.append(format_grounding(metrics["grounding"]))
+    if "in_domain" in metrics:
+        lines.append(f"  in domain (like the training videos): {100 * metrics['in_domain']['share']:.1f}% of "
+                     f"{metrics['in_domain']['videos']} videos")
+    if "calibration" in metrics:
+        lines.append(f"  confidence against being grounded: expected calibration error "
+                     f"{100 * metrics['calibration']['ece']:.1f} points")
     if metrics["skipped"]:
         lines.append(f"  skipped {len(metrics['skipped'])} video(s), e.g. {metrics['skipped'][0]['video_id']}")
     return "\n".join(lines)

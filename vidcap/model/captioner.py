@@ -22,6 +22,7 @@ from vidcap.model.encoder import EncoderConfig, FrameEncoder
 from vidcap.model.weighting import TRACK_CHANNELS, WEIGHTINGS, SaliencyWeighting, build_weighting
 from vidcap.model.saliency_sources import CONTROLS, SOURCES, Source, control_maps
 from vidcap.model.tokenizer import CaptionTokenizer
+from vidcap.model.trust import Caption, Trust
 from vidcap.data.video import ClipOrigin, FrameSamplerConfig, read_clip
 
 PARTS = ("encoder", "decoder")  # the randomly initialised parts of a captioner, each built from a seed of its own
@@ -216,6 +217,7 @@ class Captioner(nn.Module):
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
+        self.trust = Trust()  # its run's calibration and record of its training videos (`vidcap.load` fills it)
         self.front = VisualFrontEnd(config, saliency_model, seed)
         self.decoder = build_part(seed, "decoder", lambda: CaptionDecoder(
             config.decoder, vocab_size=tokenizer.vocab_size, visual_dim=self.front.out_channels, pad_id=tokenizer.pad_id,
@@ -224,20 +226,22 @@ class Captioner(nn.Module):
 
     @torch.no_grad()
     def generate(self, tokens: Tensor, token_saliency: Tensor | None, num_beams: int | None = None,
-                 **generate_kwargs) -> list[str]:
+                 **generate_kwargs) -> list[Caption]:
         """Captions for visual tokens `[B,M,C]` and their per-token saliency `[B,M]` (or None) by beam search
-        (`num_beams=1`: greedy); `generate_kwargs` go to HF `generate()` (benchmarks pass `min_new_tokens` so every
+        (`num_beams=1`: greedy), each a `Caption` with its confidence and whether its video is like the training
+        videos (`self.trust`); `generate_kwargs` go to HF `generate()` (benchmarks pass `min_new_tokens` so every
         caption costs the same)."""
         repeats = self.config.no_repeat_ngram_size
         settings = {"no_repeat_ngram_size": repeats} if repeats else {}
         ids = self.decoder.generate(tokens, token_saliency, num_beams=num_beams or self.config.num_beams,
                                     max_length=self.config.max_length, length_penalty=self.config.length_penalty,
                                     **(settings | generate_kwargs))
-        return self.tokenizer.decode_batch(ids)
+        mean_log_probs = self.decoder.mean_log_prob(tokens, ids, token_saliency)  # [B]
+        return self.trust.captions(self.tokenizer.decode_batch(ids), mean_log_probs, tokens.mean(dim=1))
 
     @torch.no_grad()
     def caption_files(self, paths: list[str | Path], timings: dict[str, float] | None = None,
-                      num_beams: int | None = None, **generate_kwargs) -> list[str]:
+                      num_beams: int | None = None, **generate_kwargs) -> list[Caption]:
         """Decode, weight, encode and caption each video; `timings` accumulates seconds per stage."""
         timings = {} if timings is None else timings
         captions = []

@@ -99,6 +99,13 @@ def build_language_model(config: DecoderConfig, vocab_size: int, bos_id: int, eo
     return model
 
 
+def sequence_log_probs(logits: Tensor, ids: Tensor, pad_id: int) -> tuple[Tensor, Tensor]:
+    """Log-probabilities `[N,L]` of the tokens `ids` `[N,L]` under teacher-forced `logits` `[N,1+L,V]` (position i
+    scores token i+1 of BOS + ids), and the mask `[N,L]` of the tokens the caption has (PAD after EOS is not one)."""
+    log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[..., None]).squeeze(-1)  # [N,L]
+    return log_probs, ids != pad_id
+
+
 class CaptionDecoder(nn.Module):
     """Visual tokens `[B,M,Dv]` (+ the weighting's per-token saliency `[B,M]`, for `prior` and `gate`) → caption
     token ids.
@@ -151,6 +158,16 @@ class CaptionDecoder(nn.Module):
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.masked_fill(ignored, IGNORE).flatten(),
                                ignore_index=IGNORE, label_smoothing=self.config.label_smoothing)
         return loss, logits
+
+    @torch.no_grad()
+    def mean_log_prob(self, tokens_vis: Tensor, ids: Tensor, token_saliency: Tensor | None = None) -> Tensor:
+        """`[B]`: the mean log-probability of the tokens of captions `ids` `[B,L]` (as `generate` returns them: no BOS,
+        EOS included, PAD after), teacher-forced on their visual tokens; call `.eval()` first."""
+        start = torch.full((ids.shape[0], 1), self.bos_id, dtype=ids.dtype, device=ids.device)
+        input_ids = torch.cat([start, ids], dim=1)  # [B,1+L]
+        _, logits = self(tokens_vis, input_ids, (input_ids != self.pad_id).long(), token_saliency)
+        log_probs, mask = sequence_log_probs(logits, ids, self.pad_id)  # [B,L] each
+        return (log_probs * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)  # [B]
 
     @torch.no_grad()
     def generate(self, tokens_vis: Tensor, token_saliency: Tensor | None = None, num_beams: int = 3,

@@ -16,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch.nn.functional as F
 from torch import Tensor
 
 from saliency.infra.config import apply_overrides, from_dict, load_config, to_dict
@@ -97,13 +96,6 @@ class CiderD:
             similarity[valid] /= norm[valid] * ref_norm[valid]
             total += similarity * math.exp(-((length - ref_length) ** 2) / (2 * SIGMA ** 2))
         return float(total.mean() / len(references) * 10.0)
-
-
-def sequence_log_probs(logits: Tensor, ids: Tensor, pad_id: int) -> tuple[Tensor, Tensor]:
-    """Log-probabilities `[N,L]` of the tokens `ids` `[N,L]` under teacher-forced `logits` `[N,1+L,V]` (position i
-    scores token i+1 of BOS + ids), and the mask `[N,L]` of the tokens the caption has (PAD after EOS is not one)."""
-    log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[..., None]).squeeze(-1)  # [N,L]
-    return log_probs, ids != pad_id
 
 
 def self_critical_loss(log_probs: Tensor, mask: Tensor, sample_rewards: Tensor, greedy_rewards: Tensor) -> Tensor:

@@ -22,7 +22,8 @@ from vidcap.data.datasets import open_caption_dataset
 from vidcap.evaluation.caption_metrics import cider
 from vidcap.run import CaptionerWeights, VidcapRunConfig, captioner_run, saliency_provenance
 from vidcap.model.saliency_sources import require_world
-from vidcap.training.scst import CiderD, self_critical_loss, sequence_log_probs
+from vidcap.model.decoder import sequence_log_probs
+from vidcap.training.scst import CiderD, self_critical_loss
 from vidcap.model.tokenizer import TOKENIZER_FILE, CaptionTokenizer
 
 log = logging.getLogger(__name__)

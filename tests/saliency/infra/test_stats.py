@@ -51,3 +51,16 @@ def test_a_spread_sample_takes_first_and_last_and_everything_when_short():
     from saliency.infra.stats import spread
 
     assert spread(10, 4) == [0, 3, 6, 9] and spread(3, 8) == [0, 1, 2] and spread(0, 4) == [] and spread(5, 1) == [0]
+
+
+def test_reliability_finds_calibrated_confidence_calibrated_and_overconfidence_off():
+    import numpy as np
+
+    from saliency.infra.stats import reliability
+
+    rng = np.random.default_rng(0)
+    confidence = rng.random(20_000)
+    calibrated = reliability(confidence, rng.random(20_000) < confidence)
+    assert calibrated["ece"] < 0.02 and sum(row["items"] for row in calibrated["bins"]) == 20_000
+    overconfident = reliability(np.full(100, 0.9), np.zeros(100, bool))
+    assert overconfident["ece"] == pytest.approx(0.9) and len(overconfident["bins"]) == 1

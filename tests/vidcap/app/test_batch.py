@@ -67,7 +67,8 @@ def test_one_line_per_video_with_its_caption_and_seconds_and_the_bad_file_with_i
     broken = next(line for line in lines if line["path"].endswith("broken.mp4"))
     assert set(broken) == {"path", "error"} and broken["error"].startswith(f"{broken['path']}: not a readable video (")
     good = [line for line in lines if "error" not in line]
-    assert all(set(line) == {"path", "caption", "seconds"} and line["seconds"] >= 0 for line in good)
+    assert all(set(line) == {"path", "caption", "confidence", "in_domain", "seconds"} and line["seconds"] >= 0
+               for line in good)
     model = load_run(model_run)[0]
     assert [line["caption"] for line in good] == model.caption_files([line["path"] for line in good])
 
@@ -99,7 +100,7 @@ def test_a_retried_failure_that_now_reads_is_captioned(folder, model_run, run, t
     shutil.copy(videos_in(folder)[-1], clip)
     assert run("caption", clip, "--model", model_run, "--out", out, "--quiet", "--retry-failed")[0] == 0
     first, second = entries(out)
-    assert "error" in first and set(second) == {"path", "caption"}
+    assert "error" in first and set(second) == {"path", "caption", "confidence", "in_domain"}
 
 
 def test_segments_are_recorded_with_their_times(folder, model_run, run, tmp_path):

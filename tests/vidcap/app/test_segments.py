@@ -191,7 +191,7 @@ def run(cli):
 
 def test_without_segments_the_caption_is_the_whole_clips_as_before(run, tiny_captioner, model, scenes):
     code, out, _ = run("caption", scenes, "--model", tiny_captioner / "captioner")
-    assert code == 0 and out == f"{model.caption_files([scenes])[0]}\n"
+    assert code == 0 and out == f"{formats.shown(model.caption_files([scenes])[0])}\n"
 
 
 def test_json_and_jsonl_give_each_segments_start_end_and_caption(run, tiny_captioner, scenes):
@@ -240,7 +240,7 @@ def test_subtitles_are_cues_a_player_reads(run, tiny_captioner, scenes, tmp_path
 def test_subtitles_without_segments_are_one_cue_over_the_whole_video(run, tiny_captioner, model, scenes, tmp_path):
     code, out, _ = run("caption", scenes, "--model", tiny_captioner / "captioner", "--format", "srt")
     assert code == 0 and out == f"1\n00:00:00,000 --> {formats.timestamp(probe(scenes).duration, ',')}\n" \
-                                f"{model.caption_files([scenes])[0]}\n\n"
+                                f"{formats.shown(model.caption_files([scenes])[0])}\n\n"
 
 
 def test_an_empty_caption_still_makes_a_cue():

@@ -117,8 +117,24 @@ def test_health_names_the_model_and_the_limits(client):
                                                 "queue": 2, "max_upload_mb": 1}
 
 
+def test_a_video_gets_its_caption_and_trust_first_and_no_overlay_unless_asked(client, model, clip):
+    answer = upload(client, clip).json()
+    expected = model.caption_files([clip])[0]
+    assert answer["caption"] == expected and answer["segments"] == [] and answer["overlay"] is None
+    assert answer["confidence"] == round(expected.confidence, 4) and answer["in_domain"] == expected.in_domain
+    assert "overlay" not in answer["timings"]
+
+
+def test_the_page_has_a_box_for_the_overlay_off_by_default(client):
+    page = PageParser()
+    page.feed(client.get("/").text)
+    tag, attributes = page.by_id("draw-overlay")
+    assert (tag, attributes["type"], attributes["name"]) == ("input", "checkbox", "overlay")
+    assert "checked" not in attributes and 'body.append("overlay"' in page.script
+
+
 def test_a_video_gets_its_caption_the_time_of_each_stage_and_its_overlay_video(client, model, clip, tmp_path):
-    response = upload(client, clip)
+    response = upload(client, clip, overlay="1")
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["caption"] == model.caption_files([clip])[0] and answer["segments"] == []

@@ -12,7 +12,8 @@ from pycocoevalcap.cider.cider_scorer import CiderScorer
 from saliency.infra.rundir import RunDir
 from vidcap.cli import main
 from vidcap.run import VidcapRunConfig
-from vidcap.training.scst import CiderD, self_critical_loss, sequence_log_probs
+from vidcap.model.decoder import sequence_log_probs
+from vidcap.training.scst import CiderD, self_critical_loss
 
 REFERENCES = [["a big red ball moves left", "a large red circle slides left", "a red ball is moving to the left"],
               ["a small blue star grows", "a tiny blue star gets bigger"],

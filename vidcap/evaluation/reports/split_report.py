@@ -14,6 +14,7 @@ from PIL import Image
 
 from saliency.infra.errors import UserError
 from saliency.infra.rundir import CURVES
+from saliency.infra.figures import reliability_png
 from saliency.infra.stats import spread
 from vidcap.model.captioner import CaptionerConfig, VisualFrontEnd
 from vidcap.evaluation.reports.document import Block, BulletList, Figure, Heading, Paragraph, Table, write_report
@@ -127,6 +128,18 @@ def report_blocks(run_dir: Path, config: CaptionerConfig, metrics: dict, samples
                          [[row["video_id"], row["caption"], f"{100 * row['CIDEr']:.1f}", f"{100 * row['Bleu_4']:.1f}",
                            f"{100 * row['METEOR']:.1f}", *(["yes" if row["grounding"]["grounded"] else "no"] if grounded else [])]
                           for row in worst], numeric_from=2)]
+    if "calibration" in metrics:
+        calibration = metrics["calibration"]
+        blocks += [Heading("Confidence against being grounded"),
+                   Paragraph(f"Each caption's confidence (`vidcap.model.trust`), binned, against the share of those "
+                             f"captions that are grounded; expected calibration error "
+                             f"{100 * calibration['ece']:.1f} points."),
+                   Figure("reliability.png", reliability_png(calibration["bins"], "grounded"),
+                          "reliability diagram: on the diagonal, a confidence of p means grounded with probability p")]
+    if "in_domain" in metrics:
+        blocks.append(Paragraph(f"In domain (features like the training videos'): "
+                                f"{100 * metrics['in_domain']['share']:.1f}% of {metrics['in_domain']['videos']} "
+                                "videos; the others' captions are flagged."))
     curves = _curves_figure(run_dir)
     if curves is not None:
         blocks += [Heading("Training"), curves]
